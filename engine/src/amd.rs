@@ -1,0 +1,554 @@
+//! Answering-machine detection: a pure state machine fed 10 ms frames stamped in media
+//! time. It decides once (`Human | Machine | Fax | Silence | Sit | NotSure`), says why
+//! (an [`AmdCause`], in the spirit of Asterisk's AMDCAUSE), and after a `Machine` decision
+//! keeps listening for the beep or the end of the greeting, so a voicemail can be dropped.
+//!
+//! How it decides (and why it beats an energy/word counter):
+//! - Speech is a frame the VAD calls voice *and* that stands clear of the tracked noise
+//!   floor, so line noise, hum and TV in the background do not make "words".
+//! - A live person says something short and then waits for us. A recorded greeting talks
+//!   on, pausing only briefly between phrases. So the decision rests on the *greeting
+//!   span* (first speech to last speech) and the *silence after it*. The silence needed to
+//!   call a human grows with the span: after a short "Hello?" 450 ms suffices; after a long
+//!   phrase, when a recording's sentence pause is likely, it waits longer (and hears a beep
+//!   if one comes). A span longer than any human greeting is a machine.
+//! - Tones are evidence on their own: fax CNG/CED, SIT tri-tones, and a steady beep.
+//! Counting words is optional ([`AmdParams::maximum_number_of_words`]); it is off by
+//! default because it is what hangs up on talkative live people.
+
+use crate::tones::{sit_segment_index, FrameTones, ToneParams, ToneSegment, ToneTracker, BIN_CED};
+use crate::{MediaTime, FRAME_SAMPLES};
+use std::fmt;
+
+/// Tunable parameters. Defaults were tuned on generated dev/validation corpora (see
+/// docs/amd.md); the Asterisk-compatible names keep their Asterisk meaning.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AmdParams {
+    /// Asterisk `initial_silence`: no speech for this long after answer is `Silence`.
+    pub initial_silence_ms: u64,
+    /// Asterisk `greeting`: the longest greeting span a live person says before pausing.
+    /// A span beyond this is a machine (`LONGGREETING`).
+    pub greeting_ms: u64,
+    /// Asterisk `after_greeting_silence`: silence that ends a *short* greeting (a span up
+    /// to [`Self::short_greeting_ms`]) and makes it a human.
+    pub after_greeting_silence_ms: u64,
+    /// Spans up to this use `after_greeting_silence_ms`.
+    pub short_greeting_ms: u64,
+    /// Silence that ends a greeting whose span is `greeting_ms` or longer; the silence
+    /// needed rises linearly between the two.
+    pub after_long_greeting_silence_ms: u64,
+    /// Asterisk `total_analysis_time`: give up (`NotSure`) if still undecided.
+    pub total_analysis_time_ms: u64,
+    /// Asterisk `min_word_length`: a burst of speech shorter than this is not a word
+    /// (clicks, rustle).
+    pub min_word_length_ms: u64,
+    /// Asterisk `between_words_silence`: gaps shorter than this do not split a word.
+    pub between_words_silence_ms: u64,
+    /// Asterisk `maximum_number_of_words`: more words than this in the greeting is a
+    /// machine. `None` (the default) disables the rule.
+    pub maximum_number_of_words: Option<u32>,
+    /// Asterisk `silence_threshold` (mean absolute amplitude of 16-bit samples, 256 in
+    /// Asterisk): frames quieter than this are never speech.
+    pub silence_threshold: u16,
+    /// Speech must stand this far above the tracked noise floor, dB.
+    pub speech_over_noise_db: f32,
+    /// Shortest steady tone that counts as a beep.
+    pub min_beep_ms: u64,
+    /// Longest; a longer tone is not a beep.
+    pub max_beep_ms: u64,
+    /// After a machine decision without a beep, silence that marks the end of the message.
+    pub message_end_silence_ms: u64,
+    /// After a machine decision, stop listening for a beep after this long.
+    pub max_listen_after_decision_ms: u64,
+    /// Single-tone detector thresholds (beep, fax, SIT).
+    pub tone: ToneParams,
+}
+
+impl Default for AmdParams {
+    fn default() -> Self {
+        AmdParams {
+            initial_silence_ms: 3500,
+            greeting_ms: 3600,
+            after_greeting_silence_ms: 450,
+            short_greeting_ms: 1000,
+            after_long_greeting_silence_ms: 1100,
+            total_analysis_time_ms: 8000,
+            min_word_length_ms: 100,
+            between_words_silence_ms: 160,
+            maximum_number_of_words: None,
+            silence_threshold: 64,
+            speech_over_noise_db: 6.0,
+            min_beep_ms: 100,
+            max_beep_ms: 2500,
+            message_end_silence_ms: 1200,
+            max_listen_after_decision_ms: 30_000,
+            tone: ToneParams::default(),
+        }
+    }
+}
+
+impl AmdParams {
+    /// Silence needed after a greeting of `span_ms` to call it finished.
+    pub fn silence_needed_ms(&self, span_ms: u64) -> u64 {
+        let (s0, s1) = (
+            self.after_greeting_silence_ms,
+            self.after_long_greeting_silence_ms,
+        );
+        if span_ms <= self.short_greeting_ms || self.greeting_ms <= self.short_greeting_ms {
+            return s0;
+        }
+        let f = (span_ms - self.short_greeting_ms).min(self.greeting_ms - self.short_greeting_ms);
+        s0 + (s1.saturating_sub(s0)) * f / (self.greeting_ms - self.short_greeting_ms)
+    }
+}
+
+/// Who (or what) answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Human,
+    Machine { beep_at: Option<MediaTime> },
+    Fax,
+    Silence,
+    Sit,
+    NotSure,
+}
+
+impl Verdict {
+    /// Lower-case label as used in predictions CSVs and CDRs.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Verdict::Human => "human",
+            Verdict::Machine { .. } => "machine",
+            Verdict::Fax => "fax",
+            Verdict::Silence => "silence",
+            Verdict::Sit => "sit",
+            Verdict::NotSure => "notsure",
+        }
+    }
+}
+
+/// Why the detector decided as it did (cf. Asterisk's AMDCAUSE).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AmdCause {
+    /// `HUMAN`: a greeting of `greeting_ms`, then `silence_ms` of silence.
+    Human { greeting_ms: u64, silence_ms: u64 },
+    /// `LONGGREETING`: the greeting ran past the longest human greeting.
+    LongGreeting { greeting_ms: u64, limit_ms: u64 },
+    /// `MAXWORDS`: more words than allowed.
+    MaxWords { words: u32, limit: u32 },
+    /// `BEEP`: a steady tone after (or instead of) a greeting.
+    Beep { hz: u32 },
+    /// `INITIALSILENCE`: nobody spoke.
+    InitialSilence { silence_ms: u64 },
+    /// `FAX`: CNG or CED tone.
+    FaxTone { hz: u32 },
+    /// `SIT`: special information tone sequence (intercept, vacant, reorder).
+    SitTone,
+    /// `TOOLONG`: analysis time ran out without a decision.
+    TooLong { total_ms: u64 },
+    /// `HANGUP`: the audio ended before a decision.
+    Hangup { total_ms: u64 },
+}
+
+impl fmt::Display for AmdCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            AmdCause::Human {
+                greeting_ms,
+                silence_ms,
+            } => write!(f, "HUMAN-{greeting_ms}-{silence_ms}"),
+            AmdCause::LongGreeting {
+                greeting_ms,
+                limit_ms,
+            } => write!(f, "LONGGREETING-{greeting_ms}-{limit_ms}"),
+            AmdCause::MaxWords { words, limit } => write!(f, "MAXWORDS-{words}-{limit}"),
+            AmdCause::Beep { hz } => write!(f, "BEEP-{hz}"),
+            AmdCause::InitialSilence { silence_ms } => write!(f, "INITIALSILENCE-{silence_ms}"),
+            AmdCause::FaxTone { hz } => write!(f, "FAX-{hz}"),
+            AmdCause::SitTone => f.write_str("SIT"),
+            AmdCause::TooLong { total_ms } => write!(f, "TOOLONG-{total_ms}"),
+            AmdCause::Hangup { total_ms } => write!(f, "HANGUP-{total_ms}"),
+        }
+    }
+}
+
+/// The one decision.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Decision {
+    pub verdict: Verdict,
+    pub cause: AmdCause,
+    /// Media time at which the decision was made.
+    pub at: MediaTime,
+}
+
+/// What the detector reports, in order.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AmdEvent {
+    Decided(Decision),
+    /// A beep heard after a machine decision (or the one that made it).
+    Beep {
+        start: MediaTime,
+        end: MediaTime,
+        hz: u32,
+    },
+    /// The machine's message is over (beep ended, or silence after the greeting): the
+    /// moment to start a voicemail drop. `None` when listening gave up.
+    MessageEnd {
+        at: Option<MediaTime>,
+    },
+}
+
+/// One analysed 10 ms frame.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FrameInput {
+    /// Start of the frame.
+    pub at: MediaTime,
+    /// VAD says voice.
+    pub voiced: bool,
+    /// Mean absolute amplitude (Asterisk's energy measure).
+    pub mean_abs: u16,
+    pub tones: FrameTones,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Before the decision.
+    Listening,
+    /// Machine decided; waiting for a beep or the end of the message.
+    AfterMachine {
+        since: MediaTime,
+    },
+    Done,
+}
+
+const EVENTS: usize = 4;
+/// Frames whose lag-1 correlation reaches this are voiced (see `FrameTones::low_band`).
+const VOICED_LOW_BAND: f32 = 0.5;
+
+#[derive(Debug, Clone, Copy)]
+struct Burst {
+    start: MediaTime,
+    speech_frames: u32,
+    voiced_frames: u32,
+    gap_frames: u32,
+    counted: bool,
+}
+
+/// The detector for one call.
+#[derive(Debug, Clone)]
+pub struct Amd {
+    p: AmdParams,
+    phase: Phase,
+    tones: ToneTracker,
+    noise_floor_db: Option<f32>,
+    /// The burst of speech in progress.
+    burst: Option<Burst>,
+    /// First and last speech of the greeting (only runs of a word's length count).
+    onset: Option<MediaTime>,
+    last_speech_end: MediaTime,
+    words: u32,
+    /// SIT: segment classes seen in order so far.
+    sit_seen: u8,
+    sit_last_end: MediaTime,
+    decision: Option<Decision>,
+    events: [Option<AmdEvent>; EVENTS],
+    ev_head: usize,
+    ev_len: usize,
+}
+
+impl Amd {
+    pub fn new(p: AmdParams) -> Self {
+        Amd {
+            p,
+            phase: Phase::Listening,
+            tones: ToneTracker::new(p.tone),
+            noise_floor_db: None,
+            burst: None,
+            onset: None,
+            last_speech_end: MediaTime::ZERO,
+            words: 0,
+            sit_seen: 0,
+            sit_last_end: MediaTime::ZERO,
+            decision: None,
+            events: [None; EVENTS],
+            ev_head: 0,
+            ev_len: 0,
+        }
+    }
+
+    pub fn params(&self) -> &AmdParams {
+        &self.p
+    }
+
+    /// The decision, once made.
+    pub fn decision(&self) -> Option<Decision> {
+        self.decision
+    }
+
+    /// True when there is nothing more to listen for.
+    pub fn is_done(&self) -> bool {
+        self.phase == Phase::Done
+    }
+
+    /// Next event, in order.
+    pub fn poll_event(&mut self) -> Option<AmdEvent> {
+        if self.ev_len == 0 {
+            return None;
+        }
+        let e = self.events[self.ev_head].take();
+        self.ev_head = (self.ev_head + 1) % EVENTS;
+        self.ev_len -= 1;
+        e
+    }
+
+    fn emit(&mut self, e: AmdEvent) {
+        if self.ev_len == EVENTS {
+            // Invariant: at most 3 events per frame and callers drain each frame; drop the
+            // oldest rather than grow if a caller does not.
+            self.poll_event();
+        }
+        self.events[(self.ev_head + self.ev_len) % EVENTS] = Some(e);
+        self.ev_len += 1;
+    }
+
+    fn decide(&mut self, verdict: Verdict, cause: AmdCause, at: MediaTime) {
+        let d = Decision { verdict, cause, at };
+        self.decision = Some(d);
+        self.emit(AmdEvent::Decided(d));
+        self.phase = match verdict {
+            Verdict::Machine { .. } => Phase::AfterMachine { since: at },
+            _ => Phase::Done,
+        };
+    }
+
+    /// Feeds one frame. Frames must come in media-time order, 10 ms apart.
+    pub fn push(&mut self, f: &FrameInput) {
+        if self.phase == Phase::Done {
+            return;
+        }
+        let end = f.at.add_samples(FRAME_SAMPLES as u64);
+        let finished_tone = self.tones.push(f.at, &f.tones);
+        let in_tone = self.tones.current().is_some();
+        let speech = self.is_speech(f) && !in_tone;
+        self.track_speech(speech, f.tones.low_band >= VOICED_LOW_BAND, end, f.at);
+
+        match self.phase {
+            Phase::Listening => self.listen(f, end, finished_tone),
+            Phase::AfterMachine { since } => self.after_machine(end, since, finished_tone),
+            Phase::Done => {}
+        }
+    }
+
+    /// The audio ended at `at` (hang-up, end of file): settle what is still open.
+    pub fn finish(&mut self, at: MediaTime) {
+        match self.phase {
+            Phase::Listening => {
+                self.decide(
+                    Verdict::NotSure,
+                    AmdCause::Hangup {
+                        total_ms: at.as_ms(),
+                    },
+                    at,
+                );
+                self.phase = Phase::Done;
+            }
+            Phase::AfterMachine { .. } => {
+                self.emit(AmdEvent::MessageEnd { at: None });
+                self.phase = Phase::Done;
+            }
+            Phase::Done => {}
+        }
+    }
+
+    fn is_speech(&mut self, f: &FrameInput) -> bool {
+        let level = f.tones.level_db;
+        let floor = match self.noise_floor_db {
+            None => level,
+            Some(fl) if level < fl => fl + 0.3 * (level - fl),
+            // Rise slowly (1.5 dB/s) so a greeting does not lift the floor much.
+            Some(fl) => fl + 0.015,
+        };
+        self.noise_floor_db = Some(floor);
+        f.voiced
+            && f.mean_abs >= self.p.silence_threshold
+            && level >= floor + self.p.speech_over_noise_db
+    }
+
+    /// Groups speech frames into words: bursts that bridge gaps shorter than
+    /// `between_words_silence`, and count once they hold `min_word_length` of speech of
+    /// which some is voiced (clicks and rustle are unvoiced noise bursts).
+    fn track_speech(&mut self, speech: bool, voiced: bool, end: MediaTime, at: MediaTime) {
+        const FRAME_MS: u64 = 10;
+        const MIN_VOICED_FRAMES: u32 = 3;
+        if speech {
+            let b = self.burst.get_or_insert(Burst {
+                start: at,
+                speech_frames: 0,
+                voiced_frames: 0,
+                gap_frames: 0,
+                counted: false,
+            });
+            b.speech_frames += 1;
+            b.voiced_frames += voiced as u32;
+            b.gap_frames = 0;
+            if !b.counted
+                && b.speech_frames as u64 * FRAME_MS >= self.p.min_word_length_ms
+                && b.voiced_frames >= MIN_VOICED_FRAMES
+            {
+                b.counted = true;
+                self.words += 1;
+                self.onset.get_or_insert(b.start);
+            }
+            if b.counted {
+                self.last_speech_end = end;
+            }
+        } else if let Some(b) = &mut self.burst {
+            b.gap_frames += 1;
+            if b.gap_frames as u64 * FRAME_MS >= self.p.between_words_silence_ms {
+                self.burst = None;
+            }
+        }
+    }
+
+    fn listen(&mut self, f: &FrameInput, end: MediaTime, finished: Option<ToneSegment>) {
+        let p = self.p;
+        // Tones first: they are unambiguous.
+        if let Some(seg) = finished {
+            if self.onset.is_none() && self.is_cng(&seg) {
+                return self.decide(Verdict::Fax, AmdCause::FaxTone { hz: seg.hz as u32 }, end);
+            }
+            if self.sit_step(&seg) {
+                return self.decide(Verdict::Sit, AmdCause::SitTone, end);
+            }
+            if self.is_beep(&seg) {
+                let cause = AmdCause::Beep { hz: seg.hz as u32 };
+                self.decide(
+                    Verdict::Machine {
+                        beep_at: Some(seg.start),
+                    },
+                    cause,
+                    end,
+                );
+                return self.found_beep(seg);
+            }
+        }
+        if let Some(cur) = self.tones.current() {
+            let ced = (cur.hz - 2100.0).abs() <= 25.0 && f.tones.bank[BIN_CED] > 0.5;
+            if self.onset.is_none() && ced && cur.duration_ms() >= 500 {
+                return self.decide(Verdict::Fax, AmdCause::FaxTone { hz: cur.hz as u32 }, end);
+            }
+        }
+        let since_answer = end.as_ms();
+        match self.onset {
+            None => {
+                if since_answer >= p.initial_silence_ms && self.tones.current().is_none() {
+                    return self.decide(
+                        Verdict::Silence,
+                        AmdCause::InitialSilence {
+                            silence_ms: since_answer,
+                        },
+                        end,
+                    );
+                }
+            }
+            Some(onset) => {
+                let span = self.last_speech_end.ms_since(onset);
+                let silence = end.ms_since(self.last_speech_end);
+                if let Some(limit) = p.maximum_number_of_words {
+                    if self.words > limit {
+                        return self.decide(
+                            Verdict::Machine { beep_at: None },
+                            AmdCause::MaxWords {
+                                words: self.words,
+                                limit,
+                            },
+                            end,
+                        );
+                    }
+                }
+                if span > p.greeting_ms {
+                    let cause = AmdCause::LongGreeting {
+                        greeting_ms: span,
+                        limit_ms: p.greeting_ms,
+                    };
+                    return self.decide(Verdict::Machine { beep_at: None }, cause, end);
+                }
+                if silence >= p.silence_needed_ms(span) && self.tones.current().is_none() {
+                    let cause = AmdCause::Human {
+                        greeting_ms: span,
+                        silence_ms: silence,
+                    };
+                    return self.decide(Verdict::Human, cause, end);
+                }
+            }
+        }
+        if since_answer >= p.total_analysis_time_ms {
+            self.decide(
+                Verdict::NotSure,
+                AmdCause::TooLong {
+                    total_ms: since_answer,
+                },
+                end,
+            );
+        }
+    }
+
+    fn after_machine(&mut self, end: MediaTime, since: MediaTime, finished: Option<ToneSegment>) {
+        if let Some(seg) = finished.filter(|s| self.is_beep(s)) {
+            return self.found_beep(seg);
+        }
+        let silence = end.ms_since(self.last_speech_end);
+        if silence >= self.p.message_end_silence_ms
+            && self.tones.current().is_none()
+            && self.burst.is_none()
+        {
+            self.emit(AmdEvent::MessageEnd { at: Some(end) });
+            self.phase = Phase::Done;
+        } else if end.ms_since(since) >= self.p.max_listen_after_decision_ms {
+            self.emit(AmdEvent::MessageEnd { at: None });
+            self.phase = Phase::Done;
+        }
+    }
+
+    fn found_beep(&mut self, seg: ToneSegment) {
+        self.emit(AmdEvent::Beep {
+            start: seg.start,
+            end: seg.end,
+            hz: seg.hz as u32,
+        });
+        self.emit(AmdEvent::MessageEnd { at: Some(seg.end) });
+        self.phase = Phase::Done;
+    }
+
+    fn is_beep(&self, s: &ToneSegment) -> bool {
+        let d = s.duration_ms();
+        (380.0..=2150.0).contains(&s.hz) && d >= self.p.min_beep_ms && d <= self.p.max_beep_ms
+    }
+
+    fn is_cng(&self, s: &ToneSegment) -> bool {
+        (s.hz - 1100.0).abs() <= 38.0 && (350..=800).contains(&s.duration_ms())
+    }
+
+    /// Advances SIT matching with a finished segment; true when all three were heard.
+    fn sit_step(&mut self, s: &ToneSegment) -> bool {
+        let d = s.duration_ms();
+        let idx = sit_segment_index(s.hz);
+        let timely = self.sit_seen == 0 || s.start.ms_since(self.sit_last_end) <= 80;
+        match idx {
+            Some(i) if (200..=450).contains(&d) && timely && i == self.sit_seen as usize => {
+                self.sit_seen += 1;
+                self.sit_last_end = s.end;
+            }
+            Some(0) if (200..=450).contains(&d) => {
+                self.sit_seen = 1;
+                self.sit_last_end = s.end;
+            }
+            _ => self.sit_seen = 0,
+        }
+        if self.sit_seen == 3 {
+            self.sit_seen = 0;
+            return true;
+        }
+        false
+    }
+}

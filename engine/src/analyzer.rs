@@ -1,0 +1,142 @@
+//! The per-stream analysis pipeline: PCM or G.711 RTP in, 10 ms frames through VAD, the
+//! tone analyser, optional DTMF, and AMD. Allocation-free after construction: a shard runs
+//! one `Analyzer` per call.
+
+use crate::amd::{Amd, AmdEvent, AmdParams, FrameInput};
+use crate::codec::g711;
+use crate::dtmf::{DtmfDetector, DtmfDigit};
+use crate::frame::Framer;
+use crate::rtp::{RtpError, RtpHeader};
+use crate::tones::ToneAnalyzer;
+use crate::vad::{Aggressiveness, Vad};
+use crate::{MediaTime, FRAME_SAMPLES};
+
+/// Largest G.711 payload decoded in one go (60 ms ptime at 8 kHz).
+const MAX_PAYLOAD: usize = 480;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum G711 {
+    Ulaw,
+    Alaw,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PacketError {
+    #[error(transparent)]
+    Rtp(#[from] RtpError),
+    #[error("payload type {0} is not the negotiated G.711 type")]
+    UnexpectedPayloadType(u8),
+}
+
+/// Per-stream analysis state.
+#[derive(Debug)]
+pub struct Analyzer {
+    vad: Vad,
+    tones: ToneAnalyzer,
+    framer: Framer,
+    amd: Amd,
+    dtmf: Option<DtmfDetector>,
+    /// Media time of the next frame to be completed.
+    next_frame_at: MediaTime,
+    digit: Option<DtmfDigit>,
+}
+
+impl Analyzer {
+    pub fn new(params: AmdParams) -> Self {
+        Analyzer {
+            vad: Vad::new(Aggressiveness::Aggressive),
+            tones: ToneAnalyzer::default(),
+            framer: Framer::default(),
+            amd: Amd::new(params),
+            dtmf: None,
+            next_frame_at: MediaTime::ZERO,
+            digit: None,
+        }
+    }
+
+    /// Also run the in-band DTMF detector (IVR navigation; off for plain AMD).
+    pub fn with_dtmf(mut self) -> Self {
+        self.dtmf = Some(DtmfDetector::default());
+        self
+    }
+
+    pub fn amd(&self) -> &Amd {
+        &self.amd
+    }
+
+    /// Next AMD event.
+    pub fn poll_event(&mut self) -> Option<AmdEvent> {
+        self.amd.poll_event()
+    }
+
+    /// The last in-band DTMF digit detected, taken.
+    pub fn take_digit(&mut self) -> Option<DtmfDigit> {
+        self.digit.take()
+    }
+
+    /// Media time up to which audio has been analysed (whole frames).
+    pub fn media_time(&self) -> MediaTime {
+        self.next_frame_at
+    }
+
+    /// The audio ended (hang-up or end of file) at `at`.
+    pub fn finish(&mut self, at: MediaTime) {
+        self.amd.finish(at);
+    }
+
+    /// Feeds linear PCM at 8 kHz.
+    pub fn push_pcm(&mut self, pcm: &[i16]) {
+        let Analyzer {
+            vad,
+            tones,
+            framer,
+            amd,
+            dtmf,
+            next_frame_at,
+            digit,
+        } = self;
+        framer.push(pcm, |frame| {
+            let at = *next_frame_at;
+            let t = tones.analyze(frame);
+            let input = FrameInput {
+                at,
+                voiced: vad.is_speech(frame),
+                mean_abs: mean_abs(frame),
+                tones: t,
+            };
+            amd.push(&input);
+            if let Some(d) = dtmf.as_mut().and_then(|d| d.push(at, frame)) {
+                *digit = Some(d);
+            }
+            *next_frame_at = at.add_samples(FRAME_SAMPLES as u64);
+        });
+    }
+
+    /// Feeds one G.711 RTP packet (the per-packet hot path). Loss and reordering are
+    /// the jitter buffer's job, upstream of this.
+    pub fn push_rtp(
+        &mut self,
+        packet: &[u8],
+        law: G711,
+        payload_type: u8,
+    ) -> Result<(), PacketError> {
+        let (h, range) = RtpHeader::parse(packet)?;
+        if h.payload_type != payload_type {
+            return Err(PacketError::UnexpectedPayloadType(h.payload_type));
+        }
+        let mut pcm = [0i16; MAX_PAYLOAD];
+        for chunk in packet[range].chunks(MAX_PAYLOAD) {
+            let n = match law {
+                G711::Ulaw => g711::ulaw_decode_into(chunk, &mut pcm),
+                G711::Alaw => g711::alaw_decode_into(chunk, &mut pcm),
+            };
+            self.push_pcm(&pcm[..n]);
+        }
+        Ok(())
+    }
+}
+
+fn mean_abs(frame: &[i16; FRAME_SAMPLES]) -> u16 {
+    let sum: u32 = frame.iter().map(|&s| (s as i32).unsigned_abs()).sum();
+    (sum / FRAME_SAMPLES as u32) as u16
+}

@@ -1,0 +1,2 @@
+//! Carrier simulator, agent simulator and the load driver with its report.
+//! Filled by later issues.
