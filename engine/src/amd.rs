@@ -34,9 +34,11 @@ pub struct AmdParams {
     pub after_greeting_silence_ms: u64,
     /// Spans up to this use `after_greeting_silence_ms`.
     pub short_greeting_ms: u64,
-    /// Silence that ends a greeting whose span is `greeting_ms` or longer; the silence
-    /// needed rises linearly between the two.
+    /// Silence that ends a greeting whose span is `long_greeting_ms` or longer; the
+    /// silence needed rises linearly from `short_greeting_ms` to there.
     pub after_long_greeting_silence_ms: u64,
+    /// Span from which `after_long_greeting_silence_ms` applies.
+    pub long_greeting_ms: u64,
     /// Asterisk `total_analysis_time`: give up (`NotSure`) if still undecided.
     pub total_analysis_time_ms: u64,
     /// Asterisk `min_word_length`: a burst of speech shorter than this is not a word
@@ -52,6 +54,10 @@ pub struct AmdParams {
     pub silence_threshold: u16,
     /// Speech must stand this far above the tracked noise floor, dB.
     pub speech_over_noise_db: f32,
+    /// A burst of speech whose loudest frame stays more than this far below the active
+    /// speech level of the greeting so far is background (a TV, people in the room), not
+    /// the person who answered, dB.
+    pub background_below_peak_db: f32,
     /// Shortest steady tone that counts as a beep.
     pub min_beep_ms: u64,
     /// Longest; a longer tone is not a beep.
@@ -72,12 +78,14 @@ impl Default for AmdParams {
             after_greeting_silence_ms: 450,
             short_greeting_ms: 1000,
             after_long_greeting_silence_ms: 1100,
+            long_greeting_ms: 2000,
             total_analysis_time_ms: 8000,
             min_word_length_ms: 100,
             between_words_silence_ms: 160,
             maximum_number_of_words: None,
             silence_threshold: 64,
             speech_over_noise_db: 6.0,
+            background_below_peak_db: 6.0,
             min_beep_ms: 100,
             max_beep_ms: 2500,
             message_end_silence_ms: 1200,
@@ -94,11 +102,12 @@ impl AmdParams {
             self.after_greeting_silence_ms,
             self.after_long_greeting_silence_ms,
         );
-        if span_ms <= self.short_greeting_ms || self.greeting_ms <= self.short_greeting_ms {
+        if span_ms <= self.short_greeting_ms || self.long_greeting_ms <= self.short_greeting_ms {
             return s0;
         }
-        let f = (span_ms - self.short_greeting_ms).min(self.greeting_ms - self.short_greeting_ms);
-        s0 + (s1.saturating_sub(s0)) * f / (self.greeting_ms - self.short_greeting_ms)
+        let ramp = self.long_greeting_ms - self.short_greeting_ms;
+        let f = (span_ms - self.short_greeting_ms).min(ramp);
+        s0 + (s1.saturating_sub(s0)) * f / ramp
     }
 }
 
@@ -231,6 +240,7 @@ struct Burst {
     speech_frames: u32,
     voiced_frames: u32,
     gap_frames: u32,
+    max_db: f32,
     counted: bool,
 }
 
@@ -241,6 +251,10 @@ pub struct Amd {
     phase: Phase,
     tones: ToneTracker,
     noise_floor_db: Option<f32>,
+    /// Active speech level of the greeting so far (power mean of its frames), dBFS.
+    peak_db: Option<f32>,
+    speech_power: f32,
+    speech_frames: u32,
     /// The burst of speech in progress.
     burst: Option<Burst>,
     /// First and last speech of the greeting (only runs of a word's length count).
@@ -263,6 +277,9 @@ impl Amd {
             phase: Phase::Listening,
             tones: ToneTracker::new(p.tone),
             noise_floor_db: None,
+            peak_db: None,
+            speech_power: 0.0,
+            speech_frames: 0,
             burst: None,
             onset: None,
             last_speech_end: MediaTime::ZERO,
@@ -278,6 +295,25 @@ impl Amd {
 
     pub fn params(&self) -> &AmdParams {
         &self.p
+    }
+
+    /// A one-line view of the internal state, for tuning tools.
+    pub fn debug_state(&self) -> String {
+        format!(
+            "floor={:.1} peak={:.1} onset={:?} last_end={} burst={}",
+            self.noise_floor_db.unwrap_or(0.0),
+            self.peak_db.unwrap_or(0.0),
+            self.onset.map(|o| o.as_ms()),
+            self.last_speech_end.as_ms(),
+            self.burst.map_or(String::from("-"), |b| format!(
+                "{}+{}f/{}v max={:.1}{}",
+                b.start.as_ms(),
+                b.speech_frames,
+                b.voiced_frames,
+                b.max_db,
+                if b.counted { " C" } else { "" }
+            ))
+        )
     }
 
     /// The decision, once made.
@@ -330,7 +366,13 @@ impl Amd {
         let finished_tone = self.tones.push(f.at, &f.tones);
         let in_tone = self.tones.current().is_some();
         let speech = self.is_speech(f) && !in_tone;
-        self.track_speech(speech, f.tones.low_band >= VOICED_LOW_BAND, end, f.at);
+        self.track_speech(
+            speech,
+            f.tones.low_band >= VOICED_LOW_BAND,
+            f.tones.level_db,
+            end,
+            f.at,
+        );
 
         match self.phase {
             Phase::Listening => self.listen(f, end, finished_tone),
@@ -377,7 +419,14 @@ impl Amd {
     /// Groups speech frames into words: bursts that bridge gaps shorter than
     /// `between_words_silence`, and count once they hold `min_word_length` of speech of
     /// which some is voiced (clicks and rustle are unvoiced noise bursts).
-    fn track_speech(&mut self, speech: bool, voiced: bool, end: MediaTime, at: MediaTime) {
+    fn track_speech(
+        &mut self,
+        speech: bool,
+        voiced: bool,
+        level: f32,
+        end: MediaTime,
+        at: MediaTime,
+    ) {
         const FRAME_MS: u64 = 10;
         const MIN_VOICED_FRAMES: u32 = 3;
         if speech {
@@ -386,14 +435,20 @@ impl Amd {
                 speech_frames: 0,
                 voiced_frames: 0,
                 gap_frames: 0,
+                max_db: level,
                 counted: false,
             });
             b.speech_frames += 1;
             b.voiced_frames += voiced as u32;
             b.gap_frames = 0;
+            b.max_db = b.max_db.max(level);
+            let foreground = self
+                .peak_db
+                .is_none_or(|pk| b.max_db >= pk - self.p.background_below_peak_db);
             if !b.counted
                 && b.speech_frames as u64 * FRAME_MS >= self.p.min_word_length_ms
                 && b.voiced_frames >= MIN_VOICED_FRAMES
+                && foreground
             {
                 b.counted = true;
                 self.words += 1;
@@ -401,6 +456,9 @@ impl Amd {
             }
             if b.counted {
                 self.last_speech_end = end;
+                self.speech_power += 10f32.powf(level / 10.0);
+                self.speech_frames += 1;
+                self.peak_db = Some(10.0 * (self.speech_power / self.speech_frames as f32).log10());
             }
         } else if let Some(b) = &mut self.burst {
             b.gap_frames += 1;
@@ -473,7 +531,16 @@ impl Amd {
                     };
                     return self.decide(Verdict::Machine { beep_at: None }, cause, end);
                 }
-                if silence >= p.silence_needed_ms(span) && self.tones.current().is_none() {
+                // A burst that may yet turn out to be speech holds the decision.
+                // Judged after 300 ms of speech frames at most: by then a burst that has not
+                // counted is background or noise.
+                let young =
+                    |b: &Burst| (b.speech_frames as u64) * 10 < p.min_word_length_ms.max(300);
+                let pending = self.burst.is_some_and(|b| !b.counted && young(&b));
+                if silence >= p.silence_needed_ms(span)
+                    && self.tones.current().is_none()
+                    && !pending
+                {
                     let cause = AmdCause::Human {
                         greeting_ms: span,
                         silence_ms: silence,

@@ -159,7 +159,8 @@ pub struct ToneParams {
     pub min_share: f32,
     /// Quietest tone level, dBFS.
     pub min_level_db: f32,
-    /// Largest frame-to-frame frequency drift inside one segment, Hz.
+    /// Largest distance of a frame's frequency from its segment's mean, Hz; at least
+    /// 4% of the frequency is allowed, since the 10 ms estimate wobbles more for low tones.
     pub max_drift_hz: f32,
     /// Frequency range a segment may have, Hz.
     pub min_hz: f32,
@@ -169,9 +170,9 @@ pub struct ToneParams {
 impl Default for ToneParams {
     fn default() -> Self {
         ToneParams {
-            min_share: 0.85,
+            min_share: 0.96,
             min_level_db: -45.0,
-            max_drift_hz: 12.0,
+            max_drift_hz: 15.0,
             min_hz: 300.0,
             max_hz: 2300.0,
         }
@@ -207,12 +208,15 @@ struct Run {
     end: MediaTime,
     sum_hz: f32,
     frames: u32,
-    last_hz: f32,
     /// Consecutive non-tonal frames tolerated inside a run (one glitch).
     misses: u8,
 }
 
 impl Run {
+    fn mean_hz(&self) -> f32 {
+        self.sum_hz / self.frames as f32
+    }
+
     fn segment(&self) -> ToneSegment {
         ToneSegment {
             start: self.start,
@@ -235,11 +239,12 @@ impl ToneTracker {
             && t.level_db >= p.min_level_db
             && (p.min_hz..=p.max_hz).contains(&t.tone_hz);
         match (&mut self.run, tonal) {
-            (Some(r), true) if (t.tone_hz - r.last_hz).abs() <= p.max_drift_hz => {
+            (Some(r), true)
+                if (t.tone_hz - r.mean_hz()).abs() <= p.max_drift_hz.max(0.04 * r.mean_hz()) =>
+            {
                 r.end = end;
                 r.sum_hz += t.tone_hz;
                 r.frames += 1;
-                r.last_hz = t.tone_hz;
                 r.misses = 0;
                 None
             }
@@ -255,7 +260,6 @@ impl ToneTracker {
                         end,
                         sum_hz: t.tone_hz,
                         frames: 1,
-                        last_hz: t.tone_hz,
                         misses: 0,
                     });
                 }
