@@ -241,6 +241,7 @@ struct Burst {
     voiced_frames: u32,
     gap_frames: u32,
     max_db: f32,
+    last_end: MediaTime,
     counted: bool,
 }
 
@@ -260,6 +261,8 @@ pub struct Amd {
     /// First and last speech of the greeting (only runs of a word's length count).
     onset: Option<MediaTime>,
     last_speech_end: MediaTime,
+    /// End of the last voiced burst that did not count as a word.
+    last_activity_end: MediaTime,
     words: u32,
     /// SIT: segment classes seen in order so far.
     sit_seen: u8,
@@ -283,6 +286,7 @@ impl Amd {
             burst: None,
             onset: None,
             last_speech_end: MediaTime::ZERO,
+            last_activity_end: MediaTime::ZERO,
             words: 0,
             sit_seen: 0,
             sit_last_end: MediaTime::ZERO,
@@ -436,9 +440,11 @@ impl Amd {
                 voiced_frames: 0,
                 gap_frames: 0,
                 max_db: level,
+                last_end: end,
                 counted: false,
             });
             b.speech_frames += 1;
+            b.last_end = end;
             b.voiced_frames += voiced as u32;
             b.gap_frames = 0;
             b.max_db = b.max_db.max(level);
@@ -463,6 +469,14 @@ impl Amd {
         } else if let Some(b) = &mut self.burst {
             b.gap_frames += 1;
             if b.gap_frames as u64 * FRAME_MS >= self.p.between_words_silence_ms {
+                // A voiced burst too short or quiet to count as a word still shows the
+                // speaker has not finished (a weak first syllable of the next phrase).
+                let near = self
+                    .peak_db
+                    .is_some_and(|pk| b.max_db >= pk - 2.0 * self.p.background_below_peak_db);
+                if !b.counted && b.voiced_frames >= MIN_VOICED_FRAMES && near {
+                    self.last_activity_end = self.last_activity_end.max(b.last_end);
+                }
                 self.burst = None;
             }
         }
@@ -511,7 +525,7 @@ impl Amd {
             }
             Some(onset) => {
                 let span = self.last_speech_end.ms_since(onset);
-                let silence = end.ms_since(self.last_speech_end);
+                let silence = end.ms_since(self.last_speech_end.max(self.last_activity_end));
                 if let Some(limit) = p.maximum_number_of_words {
                     if self.words > limit {
                         return self.decide(
