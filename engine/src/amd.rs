@@ -13,6 +13,7 @@
 //!   phrase, when a recording's sentence pause is likely, it waits longer (and hears a beep
 //!   if one comes). A span longer than any human greeting is a machine.
 //! - Tones are evidence on their own: fax CNG/CED, SIT tri-tones, and a steady beep.
+//!
 //! Counting words is optional ([`AmdParams::maximum_number_of_words`]); it is off by
 //! default because it is what hangs up on talkative live people.
 

@@ -67,7 +67,7 @@ pub fn parse_labels(text: &str) -> Result<Vec<Label>, LabelsError> {
             .map(|s| s * 1000.0)
     };
     Ok(lines
-        .map(|l| split_csv_line(l))
+        .map(split_csv_line)
         .filter(|r| r.len() > label)
         .map(|r| Label {
             file: r[file].trim().to_string(),

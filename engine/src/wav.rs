@@ -219,7 +219,7 @@ mod tests {
 
     #[test]
     fn corrupt_and_unsupported_files_are_clear_errors() {
-        assert_eq!(parse(b"hello").unwrap_err(), WavError::NotWav);
+        assert_eq!(parse(b"hello").expect_err("not a wav"), WavError::NotWav);
         let good = write_pcm16(8000, &[1, 2, 3, 4]);
         for n in 12..good.len() - 8 {
             assert!(parse(&good[..n]).is_err(), "prefix {n} accepted");

@@ -1,5 +1,5 @@
-//! G.711 µ-law and A-law (ITU-T G.711), bit-exact with the reference (Sun g711.c)
-//! algorithm. Decoding is a 256-entry table lookup; encoding is branch-light integer code.
+//! G.711 µ-law and A-law (ITU-T G.711), bit-exact with the ITU-T G.191 reference
+//! implementation (checked against `audio-codec-algorithms` on every input). Decoding is a 256-entry table lookup; encoding is branch-light integer code.
 
 const fn ulaw_to_linear(u: u8) -> i16 {
     let u = !u;
@@ -68,7 +68,8 @@ pub fn ulaw_encode(pcm: i16) -> u8 {
     const CLIP: i32 = 8159;
     let mut v = (pcm as i32) >> 2;
     let mask = if v < 0 {
-        v = -v;
+        // One's complement magnitude, as in ITU-T G.191's reference g711.c.
+        v = -v - 1;
         0x7f
     } else {
         0xff

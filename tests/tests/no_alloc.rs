@@ -1,0 +1,97 @@
+//! The per-packet path (RTP parse -> G.711 decode -> VAD -> tones -> AMD) does not touch
+//! the heap in steady state. A counting global allocator proves it.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use waihu_engine::analyzer::{Analyzer, G711};
+use waihu_engine::codec::g711;
+use waihu_engine::rtp::RtpBuild;
+use waihu_engine::{resample, wav, AmdParams};
+
+struct Counting;
+
+thread_local! {
+    /// Allocations made by this thread (other test-harness threads do not count).
+    static ALLOCS: Cell<usize> = const { Cell::new(0) };
+}
+
+fn count() {
+    ALLOCS.with(|c| c.set(c.get() + 1));
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count();
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count();
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+#[test]
+fn per_packet_path_allocates_nothing() {
+    let dir = waihu_tests::samples_dir();
+    // A machine greeting with a beep: speech, pauses and a tone all go through the path.
+    let labels = waihu_tests::read_labels(&dir);
+    let l = labels
+        .iter()
+        .find(|l| l.label == "machine" && l.beep_end_ms.is_some())
+        .expect("a beep sample");
+    let w = wav::parse(&std::fs::read(dir.join(&l.file)).expect("read")).expect("wav");
+    let pcm = resample::convert(&w.samples, w.rate, 8000).expect("resample");
+    let packets: Vec<Vec<u8>> = pcm
+        .chunks_exact(160)
+        .enumerate()
+        .map(|(i, c)| {
+            let payload: Vec<u8> = c.iter().map(|&s| g711::alaw_encode(s)).collect();
+            let mut p = Vec::new();
+            RtpBuild {
+                payload_type: 8,
+                sequence: i as u16,
+                timestamp: (i * 160) as u32,
+                ssrc: 9,
+                ..Default::default()
+            }
+            .write(&payload, &mut p)
+            .expect("build");
+            p
+        })
+        .collect();
+    let mut an = Analyzer::new(AmdParams {
+        max_listen_after_decision_ms: 60_000,
+        ..AmdParams::default()
+    })
+    .with_dtmf();
+    // Warm-up: the first packets may touch lazily initialised state.
+    for p in &packets[..10] {
+        an.push_rtp(p, G711::Alaw, 8).expect("packet");
+    }
+    let before = ALLOCS.with(Cell::get);
+    let mut events = 0;
+    for p in &packets[10..] {
+        an.push_rtp(p, G711::Alaw, 8).expect("packet");
+        while an.poll_event().is_some() {
+            events += 1;
+        }
+    }
+    let after = ALLOCS.with(Cell::get);
+    assert!(events >= 1, "the call produced no AMD event");
+    assert_eq!(
+        after - before,
+        0,
+        "{} allocations over {} packets",
+        after - before,
+        packets.len() - 10
+    );
+}
