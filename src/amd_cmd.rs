@@ -47,10 +47,7 @@ impl ParamArgs {
         };
         set(&mut p.initial_silence_ms, self.initial_silence);
         set(&mut p.greeting_ms, self.greeting);
-        set(
-            &mut p.after_greeting_silence_ms,
-            self.after_greeting_silence,
-        );
+        set(&mut p.after_greeting_silence_ms, self.after_greeting_silence);
         set(&mut p.total_analysis_time_ms, self.total_analysis_time);
         set(&mut p.min_word_length_ms, self.min_word_length);
         set(&mut p.between_words_silence_ms, self.between_words_silence);
@@ -101,29 +98,16 @@ pub fn analyze_all(files: &[PathBuf], params: AmdParams, jobs: usize) -> Vec<Res
     let jobs = jobs.clamp(1, files.len().max(1));
     let chunk = files.len().div_ceil(jobs).max(1);
     std::thread::scope(|s| {
-        let handles: Vec<_> = files
-            .chunks(chunk)
-            .map(|c| s.spawn(move || c.iter().map(analyze).collect::<Vec<_>>()))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
-            .collect()
+        let handles: Vec<_> =
+            files.chunks(chunk).map(|c| s.spawn(move || c.iter().map(analyze).collect::<Vec<_>>())).collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
     })
 }
 
 /// One predictions-CSV row.
 pub fn csv_row(name: &str, a: &FileAnalysis) -> String {
-    let end = a
-        .message_end
-        .map(|t| t.as_ms().to_string())
-        .unwrap_or_default();
-    format!(
-        "{name},{},{},{end},{}",
-        a.decision.verdict.label(),
-        a.decision.at.as_ms(),
-        a.decision.cause
-    )
+    let end = a.message_end.map(|t| t.as_ms().to_string()).unwrap_or_default();
+    format!("{name},{},{},{end},{}", a.decision.verdict.label(), a.decision.at.as_ms(), a.decision.cause)
 }
 
 pub fn default_jobs() -> usize {
@@ -138,11 +122,7 @@ pub fn run(a: AmdArgs) -> Result<ExitCode> {
     if files.is_empty() {
         bail!("no input: give WAV files or --dir DIR");
     }
-    let results = analyze_all(
-        &files,
-        a.params.params(),
-        a.jobs.unwrap_or_else(default_jobs),
-    );
+    let results = analyze_all(&files, a.params.params(), a.jobs.unwrap_or_else(default_jobs));
     let mut out: Box<dyn Write> = match &a.out {
         Some(p) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
@@ -152,10 +132,7 @@ pub fn run(a: AmdArgs) -> Result<ExitCode> {
     writeln!(out, "file,label,decision_ms,end_ms,cause")?;
     let mut failed = 0;
     for (p, r) in files.iter().zip(results) {
-        let name = p.file_name().map_or_else(
-            || p.display().to_string(),
-            |n| n.to_string_lossy().into_owned(),
-        );
+        let name = p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned());
         match r {
             Ok(an) => writeln!(out, "{}", csv_row(&name, &an))?,
             Err(e) => {
@@ -166,15 +143,7 @@ pub fn run(a: AmdArgs) -> Result<ExitCode> {
     }
     out.flush()?;
     if let Some(p) = &a.out {
-        eprintln!(
-            "wrote {} predictions to {}",
-            files.len() - failed,
-            p.display()
-        );
+        eprintln!("wrote {} predictions to {}", files.len() - failed, p.display());
     }
-    Ok(if failed > 0 {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(if failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }

@@ -18,18 +18,14 @@ pub struct DemoArgs {
 
 pub fn run(a: DemoArgs) -> Result<ExitCode> {
     let labels_path = a.samples.join("labels.csv");
-    let text = std::fs::read_to_string(&labels_path)
-        .with_context(|| format!("cannot read {}", labels_path.display()))?;
+    let text =
+        std::fs::read_to_string(&labels_path).with_context(|| format!("cannot read {}", labels_path.display()))?;
     let labels = parse_labels(&text).with_context(|| labels_path.display().to_string())?;
     let files = wav_files(&a.samples)?;
     let t0 = std::time::Instant::now();
     let results = analyze_all(&files, a.params.params(), default_jobs());
     let wall = t0.elapsed();
-    println!(
-        "waihu demo: answering-machine detection on {} sample calls in {}\n",
-        files.len(),
-        a.samples.display()
-    );
+    println!("waihu demo: answering-machine detection on {} sample calls in {}\n", files.len(), a.samples.display());
     println!(
         "{:<14} {:<8} {:<8} {:>7} {:>7} {:>7}  {:<26} ok",
         "file", "truth", "decided", "at_ms", "lag_ms", "end_ms", "cause"
@@ -37,10 +33,7 @@ pub fn run(a: DemoArgs) -> Result<ExitCode> {
     let mut preds = Vec::new();
     let mut audio_ms = 0;
     for (p, r) in files.iter().zip(results) {
-        let name = p
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let an = match r {
             Ok(an) => an,
             Err(e) => {
@@ -58,9 +51,7 @@ pub fn run(a: DemoArgs) -> Result<ExitCode> {
             .filter(|l| l.label == "human")
             .and_then(|l| l.greeting_end_ms)
             .map_or(String::from("-"), |g| format!("{:.0}", at as f64 - g));
-        let end = an
-            .message_end
-            .map_or(String::from("-"), |e| e.as_ms().to_string());
+        let end = an.message_end.map_or(String::from("-"), |e| e.as_ms().to_string());
         let ok = if truth == label { "yes" } else { "NO" };
         println!(
             "{name:<14} {truth:<8} {label:<8} {at:>7} {lag:>7} {end:>7}  {:<26} {ok}",

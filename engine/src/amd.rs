@@ -99,10 +99,7 @@ impl Default for AmdParams {
 impl AmdParams {
     /// Silence needed after a greeting of `span_ms` to call it finished.
     pub fn silence_needed_ms(&self, span_ms: u64) -> u64 {
-        let (s0, s1) = (
-            self.after_greeting_silence_ms,
-            self.after_long_greeting_silence_ms,
-        );
+        let (s0, s1) = (self.after_greeting_silence_ms, self.after_long_greeting_silence_ms);
         if span_ms <= self.short_greeting_ms || self.long_greeting_ms <= self.short_greeting_ms {
             return s0;
         }
@@ -163,14 +160,8 @@ pub enum AmdCause {
 impl fmt::Display for AmdCause {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            AmdCause::Human {
-                greeting_ms,
-                silence_ms,
-            } => write!(f, "HUMAN-{greeting_ms}-{silence_ms}"),
-            AmdCause::LongGreeting {
-                greeting_ms,
-                limit_ms,
-            } => write!(f, "LONGGREETING-{greeting_ms}-{limit_ms}"),
+            AmdCause::Human { greeting_ms, silence_ms } => write!(f, "HUMAN-{greeting_ms}-{silence_ms}"),
+            AmdCause::LongGreeting { greeting_ms, limit_ms } => write!(f, "LONGGREETING-{greeting_ms}-{limit_ms}"),
             AmdCause::MaxWords { words, limit } => write!(f, "MAXWORDS-{words}-{limit}"),
             AmdCause::Beep { hz } => write!(f, "BEEP-{hz}"),
             AmdCause::InitialSilence { silence_ms } => write!(f, "INITIALSILENCE-{silence_ms}"),
@@ -232,6 +223,10 @@ enum Phase {
 }
 
 const EVENTS: usize = 4;
+/// Shortest tone segment considered at all.
+const MIN_TONE_MS: u64 = 60;
+/// Longest gap between the segments of a SIT sequence.
+const SIT_GAP_MS: u64 = 80;
 /// Frames whose lag-1 correlation reaches this are voiced (see `FrameTones::low_band`).
 const VOICED_LOW_BAND: f32 = 0.5;
 
@@ -268,6 +263,8 @@ pub struct Amd {
     /// SIT: segment classes seen in order so far.
     sit_seen: u8,
     sit_last_end: MediaTime,
+    /// A beep-like tone held back because it may be a SIT's first segment.
+    held_beep: Option<ToneSegment>,
     decision: Option<Decision>,
     events: [Option<AmdEvent>; EVENTS],
     ev_head: usize,
@@ -291,6 +288,7 @@ impl Amd {
             words: 0,
             sit_seen: 0,
             sit_last_end: MediaTime::ZERO,
+            held_beep: None,
             decision: None,
             events: [None; EVENTS],
             ev_head: 0,
@@ -371,13 +369,7 @@ impl Amd {
         let finished_tone = self.tones.push(f.at, &f.tones);
         let in_tone = self.tones.current().is_some();
         let speech = self.is_speech(f) && !in_tone;
-        self.track_speech(
-            speech,
-            f.tones.low_band >= VOICED_LOW_BAND,
-            f.tones.level_db,
-            end,
-            f.at,
-        );
+        self.track_speech(speech, f.tones.low_band >= VOICED_LOW_BAND, f.tones.level_db, end, f.at);
 
         match self.phase {
             Phase::Listening => self.listen(f, end, finished_tone),
@@ -390,13 +382,7 @@ impl Amd {
     pub fn finish(&mut self, at: MediaTime) {
         match self.phase {
             Phase::Listening => {
-                self.decide(
-                    Verdict::NotSure,
-                    AmdCause::Hangup {
-                        total_ms: at.as_ms(),
-                    },
-                    at,
-                );
+                self.decide(Verdict::NotSure, AmdCause::Hangup { total_ms: at.as_ms() }, at);
                 self.phase = Phase::Done;
             }
             Phase::AfterMachine { .. } => {
@@ -416,22 +402,13 @@ impl Amd {
             Some(fl) => fl + 0.015,
         };
         self.noise_floor_db = Some(floor);
-        f.voiced
-            && f.mean_abs >= self.p.silence_threshold
-            && level >= floor + self.p.speech_over_noise_db
+        f.voiced && f.mean_abs >= self.p.silence_threshold && level >= floor + self.p.speech_over_noise_db
     }
 
     /// Groups speech frames into words: bursts that bridge gaps shorter than
     /// `between_words_silence`, and count once they hold `min_word_length` of speech of
     /// which some is voiced (clicks and rustle are unvoiced noise bursts).
-    fn track_speech(
-        &mut self,
-        speech: bool,
-        voiced: bool,
-        level: f32,
-        end: MediaTime,
-        at: MediaTime,
-    ) {
+    fn track_speech(&mut self, speech: bool, voiced: bool, level: f32, end: MediaTime, at: MediaTime) {
         const FRAME_MS: u64 = 10;
         const MIN_VOICED_FRAMES: u32 = 3;
         if speech {
@@ -449,9 +426,7 @@ impl Amd {
             b.voiced_frames += voiced as u32;
             b.gap_frames = 0;
             b.max_db = b.max_db.max(level);
-            let foreground = self
-                .peak_db
-                .is_none_or(|pk| b.max_db >= pk - self.p.background_below_peak_db);
+            let foreground = self.peak_db.is_none_or(|pk| b.max_db >= pk - self.p.background_below_peak_db);
             if !b.counted
                 && b.speech_frames as u64 * FRAME_MS >= self.p.min_word_length_ms
                 && b.voiced_frames >= MIN_VOICED_FRAMES
@@ -461,7 +436,10 @@ impl Amd {
                 self.words += 1;
                 self.onset.get_or_insert(b.start);
             }
-            if b.counted {
+            // Inside a word, frames far below the speaker's level (a TV carrying on right
+            // after the greeting) do not keep the greeting going.
+            let faint = self.peak_db.is_some_and(|pk| level < pk - 3.0 * self.p.background_below_peak_db);
+            if b.counted && !faint {
                 self.last_speech_end = end;
                 self.speech_power += 10f32.powf(level / 10.0);
                 self.speech_frames += 1;
@@ -472,9 +450,7 @@ impl Amd {
             if b.gap_frames as u64 * FRAME_MS >= self.p.between_words_silence_ms {
                 // A voiced burst too short or quiet to count as a word still shows the
                 // speaker has not finished (a weak first syllable of the next phrase).
-                let near = self
-                    .peak_db
-                    .is_some_and(|pk| b.max_db >= pk - 2.0 * self.p.background_below_peak_db);
+                let near = self.peak_db.is_some_and(|pk| b.max_db >= pk - 2.0 * self.p.background_below_peak_db);
                 if !b.counted && b.voiced_frames >= MIN_VOICED_FRAMES && near {
                     self.last_activity_end = self.last_activity_end.max(b.last_end);
                 }
@@ -486,23 +462,27 @@ impl Amd {
     fn listen(&mut self, f: &FrameInput, end: MediaTime, finished: Option<ToneSegment>) {
         let p = self.p;
         // Tones first: they are unambiguous.
-        if let Some(seg) = finished {
+        // Fragments shorter than any tone we look for (transitions between tones) are noise.
+        if let Some(seg) = finished.filter(|s| s.duration_ms() >= MIN_TONE_MS) {
             if self.onset.is_none() && self.is_cng(&seg) {
                 return self.decide(Verdict::Fax, AmdCause::FaxTone { hz: seg.hz as u32 }, end);
             }
             if self.sit_step(&seg) {
+                self.held_beep = None;
                 return self.decide(Verdict::Sit, AmdCause::SitTone, end);
             }
             if self.is_beep(&seg) {
-                let cause = AmdCause::Beep { hz: seg.hz as u32 };
-                self.decide(
-                    Verdict::Machine {
-                        beep_at: Some(seg.start),
-                    },
-                    cause,
-                    end,
-                );
-                return self.found_beep(seg);
+                if self.sit_seen > 0 {
+                    // Could be the start of a SIT sequence: hold it until the next tone is due.
+                    self.held_beep = Some(seg);
+                } else {
+                    return self.beep_decision(seg, end);
+                }
+            }
+        }
+        if let Some(seg) = self.held_beep {
+            if self.tones.current().is_none() && end.ms_since(seg.end) > SIT_GAP_MS {
+                return self.beep_decision(seg, end);
             }
         }
         if let Some(cur) = self.tones.current() {
@@ -515,13 +495,7 @@ impl Amd {
         match self.onset {
             None => {
                 if since_answer >= p.initial_silence_ms && self.tones.current().is_none() {
-                    return self.decide(
-                        Verdict::Silence,
-                        AmdCause::InitialSilence {
-                            silence_ms: since_answer,
-                        },
-                        end,
-                    );
+                    return self.decide(Verdict::Silence, AmdCause::InitialSilence { silence_ms: since_answer }, end);
                 }
             }
             Some(onset) => {
@@ -531,47 +505,28 @@ impl Amd {
                     if self.words > limit {
                         return self.decide(
                             Verdict::Machine { beep_at: None },
-                            AmdCause::MaxWords {
-                                words: self.words,
-                                limit,
-                            },
+                            AmdCause::MaxWords { words: self.words, limit },
                             end,
                         );
                     }
                 }
                 if span > p.greeting_ms {
-                    let cause = AmdCause::LongGreeting {
-                        greeting_ms: span,
-                        limit_ms: p.greeting_ms,
-                    };
+                    let cause = AmdCause::LongGreeting { greeting_ms: span, limit_ms: p.greeting_ms };
                     return self.decide(Verdict::Machine { beep_at: None }, cause, end);
                 }
                 // A burst that may yet turn out to be speech holds the decision.
                 // Judged after 300 ms of speech frames at most: by then a burst that has not
                 // counted is background or noise.
-                let young =
-                    |b: &Burst| (b.speech_frames as u64) * 10 < p.min_word_length_ms.max(300);
+                let young = |b: &Burst| (b.speech_frames as u64) * 10 < p.min_word_length_ms.max(300);
                 let pending = self.burst.is_some_and(|b| !b.counted && young(&b));
-                if silence >= p.silence_needed_ms(span)
-                    && self.tones.current().is_none()
-                    && !pending
-                {
-                    let cause = AmdCause::Human {
-                        greeting_ms: span,
-                        silence_ms: silence,
-                    };
+                if silence >= p.silence_needed_ms(span) && self.tones.current().is_none() && !pending {
+                    let cause = AmdCause::Human { greeting_ms: span, silence_ms: silence };
                     return self.decide(Verdict::Human, cause, end);
                 }
             }
         }
         if since_answer >= p.total_analysis_time_ms {
-            self.decide(
-                Verdict::NotSure,
-                AmdCause::TooLong {
-                    total_ms: since_answer,
-                },
-                end,
-            );
+            self.decide(Verdict::NotSure, AmdCause::TooLong { total_ms: since_answer }, end);
         }
     }
 
@@ -580,10 +535,7 @@ impl Amd {
             return self.found_beep(seg);
         }
         let silence = end.ms_since(self.last_speech_end);
-        if silence >= self.p.message_end_silence_ms
-            && self.tones.current().is_none()
-            && self.burst.is_none()
-        {
+        if silence >= self.p.message_end_silence_ms && self.tones.current().is_none() && self.burst.is_none() {
             self.emit(AmdEvent::MessageEnd { at: Some(end) });
             self.phase = Phase::Done;
         } else if end.ms_since(since) >= self.p.max_listen_after_decision_ms {
@@ -592,12 +544,16 @@ impl Amd {
         }
     }
 
+    fn beep_decision(&mut self, seg: ToneSegment, end: MediaTime) {
+        self.held_beep = None;
+        self.sit_seen = 0;
+        let cause = AmdCause::Beep { hz: seg.hz as u32 };
+        self.decide(Verdict::Machine { beep_at: Some(seg.start) }, cause, end);
+        self.found_beep(seg);
+    }
+
     fn found_beep(&mut self, seg: ToneSegment) {
-        self.emit(AmdEvent::Beep {
-            start: seg.start,
-            end: seg.end,
-            hz: seg.hz as u32,
-        });
+        self.emit(AmdEvent::Beep { start: seg.start, end: seg.end, hz: seg.hz as u32 });
         self.emit(AmdEvent::MessageEnd { at: Some(seg.end) });
         self.phase = Phase::Done;
     }
@@ -615,7 +571,7 @@ impl Amd {
     fn sit_step(&mut self, s: &ToneSegment) -> bool {
         let d = s.duration_ms();
         let idx = sit_segment_index(s.hz);
-        let timely = self.sit_seen == 0 || s.start.ms_since(self.sit_last_end) <= 80;
+        let timely = self.sit_seen == 0 || s.start.ms_since(self.sit_last_end) <= SIT_GAP_MS;
         match idx {
             Some(i) if (200..=450).contains(&d) && timely && i == self.sit_seen as usize => {
                 self.sit_seen += 1;
@@ -632,5 +588,230 @@ impl Amd {
             return true;
         }
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tones::ToneAnalyzer;
+
+    /// What a scripted stretch of audio looks like to the detector.
+    #[derive(Clone, Copy)]
+    enum Seg {
+        Silence(u64),
+        /// Foreground speech at -20 dBFS.
+        Speech(u64),
+        /// Quiet background speech (a TV) 20 dB under the speaker.
+        Background(u64),
+        /// A pure tone, analysed by the real tone analyser: (Hz, ms).
+        Tone(f32, u64),
+    }
+
+    fn frames(script: &[Seg]) -> Vec<FrameInput> {
+        let mut out = Vec::new();
+        let mut ta = ToneAnalyzer::default();
+        let mut n = 0u64;
+        let mut push = |f: FrameInput, out: &mut Vec<FrameInput>| {
+            out.push(FrameInput { at: MediaTime::from_samples(n * FRAME_SAMPLES as u64), ..f });
+            n += 1;
+        };
+        for seg in script {
+            match *seg {
+                Seg::Silence(ms) | Seg::Speech(ms) | Seg::Background(ms) => {
+                    let (voiced, level, mean_abs) = match seg {
+                        Seg::Speech(_) => (true, -20.0, 2000),
+                        Seg::Background(_) => (true, -40.0, 200),
+                        _ => (false, -60.0, 20),
+                    };
+                    let tones = FrameTones { level_db: level, low_band: 0.8, ..FrameTones::default() };
+                    for _ in 0..ms / 10 {
+                        push(FrameInput { at: MediaTime::ZERO, voiced, mean_abs, tones }, &mut out);
+                    }
+                }
+                Seg::Tone(hz, ms) => {
+                    for k in 0..ms / 10 {
+                        let mut f = [0i16; FRAME_SAMPLES];
+                        for (i, s) in f.iter_mut().enumerate() {
+                            let t = (k as usize * FRAME_SAMPLES + i) as f32 / 8000.0;
+                            *s = (6000.0 * (2.0 * std::f32::consts::PI * hz * t).sin()) as i16;
+                        }
+                        let tones = ta.analyze(&f);
+                        push(FrameInput { at: MediaTime::ZERO, voiced: true, mean_abs: 3800, tones }, &mut out);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn run(p: AmdParams, script: &[Seg]) -> (Option<Decision>, Vec<AmdEvent>) {
+        let mut amd = Amd::new(p);
+        let mut events = Vec::new();
+        for f in frames(script) {
+            amd.push(&f);
+            while let Some(e) = amd.poll_event() {
+                events.push(e);
+            }
+        }
+        (amd.decision(), events)
+    }
+
+    #[test]
+    fn short_hello_then_silence_is_a_human_soon_after() {
+        let (d, _) = run(AmdParams::default(), &[Seg::Silence(800), Seg::Speech(500), Seg::Silence(2000)]);
+        let d = d.expect("decided");
+        assert_eq!(d.verdict, Verdict::Human);
+        // 450 ms of silence after the greeting ends at 1300 ms.
+        assert_eq!(d.at.as_ms(), 1300 + 450);
+        assert!(matches!(d.cause, AmdCause::Human { greeting_ms: 500, silence_ms: 450 }), "{}", d.cause);
+    }
+
+    #[test]
+    fn greeting_longer_than_any_human_is_a_machine() {
+        let p = AmdParams::default();
+        let (d, _) = run(p, &[Seg::Silence(300), Seg::Speech(1500), Seg::Silence(300), Seg::Speech(3000)]);
+        let d = d.expect("decided");
+        assert_eq!(d.verdict, Verdict::Machine { beep_at: None });
+        assert!(matches!(d.cause, AmdCause::LongGreeting { .. }), "{}", d.cause);
+        assert_eq!(d.at.as_ms(), 300 + p.greeting_ms + 10);
+    }
+
+    #[test]
+    fn a_sentence_pause_inside_a_long_greeting_is_not_the_end() {
+        // 1.8 s phrase, 800 ms pause (a recording moving to its next sentence), more speech.
+        let (d, _) =
+            run(AmdParams::default(), &[Seg::Silence(300), Seg::Speech(1800), Seg::Silence(800), Seg::Speech(3000)]);
+        assert_eq!(d.expect("decided").verdict, Verdict::Machine { beep_at: None });
+    }
+
+    #[test]
+    fn machine_decision_then_beep_marks_the_message_end() {
+        let (d, ev) = run(
+            AmdParams::default(),
+            &[Seg::Silence(500), Seg::Speech(4000), Seg::Silence(400), Seg::Tone(1000.0, 500), Seg::Silence(1000)],
+        );
+        assert_eq!(d.expect("decided").verdict, Verdict::Machine { beep_at: None });
+        let beep = ev.iter().find_map(|e| match e {
+            AmdEvent::Beep { start, end, hz } => Some((*start, *end, *hz)),
+            _ => None,
+        });
+        let (start, end, hz) = beep.expect("beep found");
+        assert!(start.as_ms().abs_diff(4900) <= 10 && end.as_ms().abs_diff(5400) <= 10, "{start} {end}");
+        assert!(hz.abs_diff(1000) <= 5);
+        assert_eq!(ev.last(), Some(&AmdEvent::MessageEnd { at: Some(end) }));
+    }
+
+    #[test]
+    fn machine_without_beep_ends_after_message_end_silence() {
+        let p = AmdParams::default();
+        let (_, ev) = run(p, &[Seg::Silence(300), Seg::Speech(4700), Seg::Silence(3000)]);
+        assert_eq!(
+            ev.last(),
+            Some(&AmdEvent::MessageEnd { at: Some(MediaTime::from_ms(5000 + p.message_end_silence_ms)) })
+        );
+    }
+
+    #[test]
+    fn beep_with_no_greeting_is_a_machine_with_beep_time() {
+        let (d, _) = run(AmdParams::default(), &[Seg::Silence(500), Seg::Tone(850.0, 400), Seg::Silence(500)]);
+        let d = d.expect("decided");
+        assert!(matches!(d.verdict, Verdict::Machine { beep_at: Some(t) } if t.as_ms().abs_diff(500) <= 10), "{d:?}");
+        assert!(matches!(d.cause, AmdCause::Beep { hz } if hz.abs_diff(850) <= 5));
+    }
+
+    #[test]
+    fn nobody_speaking_is_silence_at_the_initial_silence_limit() {
+        let p = AmdParams::default();
+        let (d, _) = run(p, &[Seg::Silence(6000)]);
+        let d = d.expect("decided");
+        assert_eq!((d.verdict, d.at.as_ms()), (Verdict::Silence, p.initial_silence_ms));
+    }
+
+    #[test]
+    fn fax_calling_tone_and_answer_tone_are_fax() {
+        let (d, _) = run(AmdParams::default(), &[Seg::Silence(300), Seg::Tone(1100.0, 500), Seg::Silence(3000)]);
+        assert_eq!(d.expect("cng").verdict, Verdict::Fax);
+        let (d, _) = run(AmdParams::default(), &[Seg::Silence(300), Seg::Tone(2100.0, 3000)]);
+        let d = d.expect("ced");
+        assert_eq!(d.verdict, Verdict::Fax);
+        assert!(d.at.as_ms() <= 300 + 600, "CED decided at {}", d.at);
+    }
+
+    #[test]
+    fn sit_tri_tone_is_an_intercept() {
+        let (d, _) = run(
+            AmdParams::default(),
+            &[
+                Seg::Silence(200),
+                Seg::Tone(913.8, 274),
+                Seg::Tone(1370.6, 274),
+                Seg::Tone(1776.7, 380),
+                Seg::Silence(500),
+            ],
+        );
+        assert_eq!(d.expect("decided").verdict, Verdict::Sit);
+    }
+
+    #[test]
+    fn background_tv_does_not_lengthen_a_short_greeting() {
+        let (d, _) = run(AmdParams::default(), &[Seg::Silence(300), Seg::Speech(600), Seg::Background(6000)]);
+        let d = d.expect("decided");
+        assert_eq!(d.verdict, Verdict::Human, "{}", d.cause);
+    }
+
+    #[test]
+    fn word_limit_applies_only_when_configured() {
+        let script = [
+            Seg::Silence(300),
+            Seg::Speech(300),
+            Seg::Silence(200),
+            Seg::Speech(300),
+            Seg::Silence(200),
+            Seg::Speech(300),
+            Seg::Silence(2000),
+        ];
+        let (d, _) = run(AmdParams::default(), &script);
+        assert_eq!(d.expect("decided").verdict, Verdict::Human);
+        let (d, _) = run(AmdParams { maximum_number_of_words: Some(2), ..AmdParams::default() }, &script);
+        let d = d.expect("decided");
+        assert!(matches!(d.cause, AmdCause::MaxWords { words: 3, limit: 2 }), "{}", d.cause);
+    }
+
+    #[test]
+    fn clicks_shorter_than_a_word_are_not_speech() {
+        let script = [Seg::Silence(500), Seg::Speech(50), Seg::Silence(1000), Seg::Speech(60), Seg::Silence(3000)];
+        let (d, _) = run(AmdParams::default(), &script);
+        assert_eq!(d.expect("decided").verdict, Verdict::Silence);
+    }
+
+    #[test]
+    fn undecided_when_audio_ends_is_not_sure() {
+        let mut amd = Amd::new(AmdParams::default());
+        for f in frames(&[Seg::Silence(1000)]) {
+            amd.push(&f);
+        }
+        amd.finish(MediaTime::from_ms(1000));
+        let d = amd.decision().expect("decided");
+        assert_eq!(d.verdict, Verdict::NotSure);
+        assert_eq!(d.cause.to_string(), "HANGUP-1000");
+        assert!(amd.is_done());
+    }
+
+    #[test]
+    fn silence_needed_grows_with_the_greeting() {
+        let p = AmdParams::default();
+        assert_eq!(p.silence_needed_ms(300), p.after_greeting_silence_ms);
+        assert_eq!(p.silence_needed_ms(p.long_greeting_ms), p.after_long_greeting_silence_ms);
+        assert_eq!(p.silence_needed_ms(10_000), p.after_long_greeting_silence_ms);
+        let mid = p.silence_needed_ms((p.short_greeting_ms + p.long_greeting_ms) / 2);
+        assert!(mid > p.after_greeting_silence_ms && mid < p.after_long_greeting_silence_ms);
+    }
+
+    #[test]
+    fn causes_print_like_asterisk() {
+        assert_eq!(AmdCause::Human { greeting_ms: 500, silence_ms: 450 }.to_string(), "HUMAN-500-450");
+        assert_eq!(AmdCause::LongGreeting { greeting_ms: 3610, limit_ms: 3600 }.to_string(), "LONGGREETING-3610-3600");
+        assert_eq!(AmdCause::InitialSilence { silence_ms: 3500 }.to_string(), "INITIALSILENCE-3500");
     }
 }

@@ -62,9 +62,7 @@ pub fn parse_labels(text: &str) -> Result<Vec<Label>, LabelsError> {
     let label = col("label").ok_or(LabelsError::MissingColumn("label"))?;
     let (notes, ge, be) = (col("notes"), col("greeting_end_s"), col("beep_end_s"));
     let secs = |row: &[String], i: Option<usize>| {
-        i.and_then(|i| row.get(i))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .map(|s| s * 1000.0)
+        i.and_then(|i| row.get(i)).and_then(|v| v.trim().parse::<f64>().ok()).map(|s| s * 1000.0)
     };
     Ok(lines
         .map(split_csv_line)
@@ -132,18 +130,13 @@ pub fn median(v: &mut [f64]) -> Option<f64> {
 /// Scores predictions against labels. Files without a prediction count as wrong.
 pub fn score(labels: &[Label], preds: &[Prediction]) -> Score {
     let by_file: HashMap<&str, &Prediction> = preds.iter().map(|p| (p.file.as_str(), p)).collect();
-    let mut s = Score {
-        files: labels.len(),
-        ..Default::default()
-    };
+    let mut s = Score { files: labels.len(), ..Default::default() };
     let mut confusion: HashMap<(String, String), usize> = HashMap::new();
     let mut after = Vec::new();
     for l in labels {
         let p = by_file.get(l.file.as_str());
         let got = p.map_or("<none>", |p| p.label.as_str());
-        *confusion
-            .entry((l.label.clone(), got.to_string()))
-            .or_default() += 1;
+        *confusion.entry((l.label.clone(), got.to_string())).or_default() += 1;
         s.correct += (got == l.label) as usize;
         match l.label.as_str() {
             "human" => {
@@ -178,13 +171,7 @@ pub fn score(labels: &[Label], preds: &[Prediction]) -> Score {
 
 impl std::fmt::Display for Score {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(
-            f,
-            "accuracy                 {:.2}%  ({}/{})",
-            100.0 * self.accuracy,
-            self.correct,
-            self.files
-        )?;
+        writeln!(f, "accuracy                 {:.2}%  ({}/{})", 100.0 * self.accuracy, self.correct, self.files)?;
         writeln!(
             f,
             "human -> machine         {:.2}%  ({}/{})  live people hung up on",
@@ -200,10 +187,7 @@ impl std::fmt::Display for Score {
             self.machines
         )?;
         match self.human_median_after_greeting_ms {
-            Some(m) => writeln!(
-                f,
-                "human decision           median {m:.0} ms after the end of the greeting"
-            )?,
+            Some(m) => writeln!(f, "human decision           median {m:.0} ms after the end of the greeting")?,
             None => writeln!(f, "human decision           -")?,
         }
         writeln!(
@@ -227,10 +211,7 @@ mod tests {
 
     #[test]
     fn csv_lines_keep_quoted_commas() {
-        assert_eq!(
-            split_csv_line(r#"a,"b, c",,"d ""e""""#),
-            vec!["a", "b, c", "", r#"d "e""#]
-        );
+        assert_eq!(split_csv_line(r#"a,"b, c",,"d ""e""""#), vec!["a", "b, c", "", r#"d "e""#]);
     }
 
     #[test]
@@ -254,14 +235,9 @@ mod tests {
         ];
         let s = score(&labels, &preds);
         assert_eq!((s.files, s.correct), (5, 2));
-        assert_eq!(
-            (s.human_as_machine, s.humans, s.machine_as_human, s.machines),
-            (1, 2, 1, 2)
-        );
+        assert_eq!((s.human_as_machine, s.humans, s.machine_as_human, s.machines), (1, 2, 1, 2));
         assert_eq!(s.human_median_after_greeting_ms, Some(550.0));
         assert_eq!((s.beep_end_within_150ms, s.beep_machines), (1, 1));
-        assert!(s
-            .confusion
-            .contains(&(("silence".into(), "<none>".into()), 1)));
+        assert!(s.confusion.contains(&(("silence".into(), "<none>".into()), 1)));
     }
 }

@@ -33,7 +33,8 @@ pub enum PacketError {
 pub struct Analyzer {
     vad: Vad,
     tones: ToneAnalyzer,
-    framer: Framer,
+    /// 20 ms blocks: the VAD runs once per block, tones and AMD per 10 ms half.
+    framer: Framer<{ 2 * FRAME_SAMPLES }>,
     amd: Amd,
     dtmf: Option<DtmfDetector>,
     /// Media time of the next frame to be completed.
@@ -52,6 +53,20 @@ impl Analyzer {
             next_frame_at: MediaTime::ZERO,
             digit: None,
         }
+    }
+
+    /// Starts over for a new call with the same parameters, reusing this state (no
+    /// allocation: a shard recycles analysers from a pool).
+    pub fn reset(&mut self) {
+        self.vad.reset();
+        self.tones = ToneAnalyzer::default();
+        self.framer = Framer::default();
+        self.amd = Amd::new(*self.amd.params());
+        if self.dtmf.is_some() {
+            self.dtmf = Some(DtmfDetector::default());
+        }
+        self.next_frame_at = MediaTime::ZERO;
+        self.digit = None;
     }
 
     /// Also run the in-band DTMF detector (IVR navigation; off for plain AMD).
@@ -86,40 +101,26 @@ impl Analyzer {
 
     /// Feeds linear PCM at 8 kHz.
     pub fn push_pcm(&mut self, pcm: &[i16]) {
-        let Analyzer {
-            vad,
-            tones,
-            framer,
-            amd,
-            dtmf,
-            next_frame_at,
-            digit,
-        } = self;
-        framer.push(pcm, |frame| {
-            let at = *next_frame_at;
-            let t = tones.analyze(frame);
-            let input = FrameInput {
-                at,
-                voiced: vad.is_speech(frame),
-                mean_abs: mean_abs(frame),
-                tones: t,
-            };
-            amd.push(&input);
-            if let Some(d) = dtmf.as_mut().and_then(|d| d.push(at, frame)) {
-                *digit = Some(d);
+        let Analyzer { vad, tones, framer, amd, dtmf, next_frame_at, digit } = self;
+        framer.push(pcm, |block| {
+            let voiced = vad.is_speech_20ms(block);
+            let pair = tones.analyze_pair(block);
+            for (half, t) in block.chunks_exact(FRAME_SAMPLES).zip(pair) {
+                // Invariant: chunks_exact yields FRAME_SAMPLES-long slices.
+                let frame: &[i16; FRAME_SAMPLES] = half.try_into().expect("10 ms half");
+                let at = *next_frame_at;
+                amd.push(&FrameInput { at, voiced, mean_abs: mean_abs(frame), tones: t });
+                if let Some(d) = dtmf.as_mut().and_then(|d| d.push(at, frame)) {
+                    *digit = Some(d);
+                }
+                *next_frame_at = at.add_samples(FRAME_SAMPLES as u64);
             }
-            *next_frame_at = at.add_samples(FRAME_SAMPLES as u64);
         });
     }
 
     /// Feeds one G.711 RTP packet (the per-packet hot path). Loss and reordering are
     /// the jitter buffer's job, upstream of this.
-    pub fn push_rtp(
-        &mut self,
-        packet: &[u8],
-        law: G711,
-        payload_type: u8,
-    ) -> Result<(), PacketError> {
+    pub fn push_rtp(&mut self, packet: &[u8], law: G711, payload_type: u8) -> Result<(), PacketError> {
         let (h, range) = RtpHeader::parse(packet)?;
         if h.payload_type != payload_type {
             return Err(PacketError::UnexpectedPayloadType(h.payload_type));

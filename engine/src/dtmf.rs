@@ -6,16 +6,11 @@ use crate::{MediaTime, FRAME_SAMPLES};
 use thiserror::Error;
 
 /// Event codes 0-15: digits, `*`, `#`, A-D (RFC 4733 §3.2).
-pub const EVENT_CHARS: [char; 16] = [
-    '0', '1', '2', '3', '4', '5', '6', '7', '8', '9', '*', '#', 'A', 'B', 'C', 'D',
-];
+pub const EVENT_CHARS: [char; 16] = ['0', '1', '2', '3', '4', '5', '6', '7', '8', '9', '*', '#', 'A', 'B', 'C', 'D'];
 
 /// Maps a DTMF character to its RFC 4733 event code.
 pub fn event_code(c: char) -> Option<u8> {
-    EVENT_CHARS
-        .iter()
-        .position(|&e| e == c.to_ascii_uppercase())
-        .map(|i| i as u8)
+    EVENT_CHARS.iter().position(|&e| e == c.to_ascii_uppercase()).map(|i| i as u8)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
@@ -50,12 +45,7 @@ impl TelephoneEvent {
 
     pub fn to_bytes(self) -> [u8; 4] {
         let d = self.duration.to_be_bytes();
-        [
-            self.event,
-            (self.end as u8) << 7 | (self.volume & 0x3f),
-            d[0],
-            d[1],
-        ]
+        [self.event, (self.end as u8) << 7 | (self.volume & 0x3f), d[0], d[1]]
     }
 
     /// The DTMF character, for events 0-15.
@@ -66,12 +56,7 @@ impl TelephoneEvent {
 
 const ROWS: [f32; 4] = [697.0, 770.0, 852.0, 941.0];
 const COLS: [f32; 4] = [1209.0, 1336.0, 1477.0, 1633.0];
-const KEYS: [[char; 4]; 4] = [
-    ['1', '2', '3', 'A'],
-    ['4', '5', '6', 'B'],
-    ['7', '8', '9', 'C'],
-    ['*', '0', '#', 'D'],
-];
+const KEYS: [[char; 4]; 4] = [['1', '2', '3', 'A'], ['4', '5', '6', 'B'], ['7', '8', '9', 'C'], ['*', '0', '#', 'D']];
 const BLOCK: usize = 2 * FRAME_SAMPLES;
 
 /// A detected in-band digit.
@@ -94,9 +79,7 @@ pub struct DtmfDetector {
 
 impl Default for DtmfDetector {
     fn default() -> Self {
-        let f = [
-            ROWS[0], ROWS[1], ROWS[2], ROWS[3], COLS[0], COLS[1], COLS[2], COLS[3],
-        ];
+        let f = [ROWS[0], ROWS[1], ROWS[2], ROWS[3], COLS[0], COLS[1], COLS[2], COLS[3]];
         DtmfDetector {
             bank: GoertzelBank::new(f),
             block: [0.0; BLOCK],
@@ -115,10 +98,7 @@ impl DtmfDetector {
         if self.fill == 0 {
             self.block_start = at;
         }
-        for (o, &s) in self.block[self.fill..self.fill + FRAME_SAMPLES]
-            .iter_mut()
-            .zip(frame)
-        {
+        for (o, &s) in self.block[self.fill..self.fill + FRAME_SAMPLES].iter_mut().zip(frame) {
             *o = s as f32 * (1.0 / 32768.0);
         }
         self.fill += FRAME_SAMPLES;
@@ -130,10 +110,7 @@ impl DtmfDetector {
         let out = match key {
             Some(k) if self.candidate == Some(k) && self.reported != Some(k) => {
                 self.reported = Some(k);
-                Some(DtmfDigit {
-                    digit: k,
-                    at: self.block_start,
-                })
+                Some(DtmfDigit { digit: k, at: self.block_start })
             }
             _ => None,
         };
@@ -151,23 +128,14 @@ impl DtmfDetector {
             return None;
         }
         let p = self.bank.relative_powers(&self.block, energy);
-        let best = |r: std::ops::Range<usize>| {
-            r.max_by(|&a, &b| p[a].total_cmp(&p[b]))
-                .map(|i| (i, p[i]))
-                .unwrap_or((0, 0.0))
-        };
+        let best =
+            |r: std::ops::Range<usize>| r.max_by(|&a, &b| p[a].total_cmp(&p[b])).map(|i| (i, p[i])).unwrap_or((0, 0.0));
         let (ri, rp) = best(0..4);
         let (ci, cp) = best(4..8);
         // Two tones of about equal level (relative power ~0.5 each); twist within 8 dB.
         let twist_ok = rp > 0.0 && cp > 0.0 && (10.0 * (rp / cp).log10()).abs() <= 8.0;
-        let second_row = (0..4)
-            .filter(|&i| i != ri)
-            .map(|i| p[i])
-            .fold(0.0f32, f32::max);
-        let second_col = (4..8)
-            .filter(|&i| i != ci)
-            .map(|i| p[i])
-            .fold(0.0f32, f32::max);
+        let second_row = (0..4).filter(|&i| i != ri).map(|i| p[i]).fold(0.0f32, f32::max);
+        let second_col = (4..8).filter(|&i| i != ci).map(|i| p[i]).fold(0.0f32, f32::max);
         if rp + cp > 0.7 && twist_ok && second_row < rp * 0.25 && second_col < cp * 0.25 {
             Some(KEYS[ri][ci - 4])
         } else {
@@ -182,29 +150,20 @@ mod tests {
 
     #[test]
     fn telephone_event_round_trips() {
-        let e = TelephoneEvent {
-            event: 11,
-            end: true,
-            volume: 10,
-            duration: 1280,
-        };
+        let e = TelephoneEvent { event: 11, end: true, volume: 10, duration: 1280 };
         let b = e.to_bytes();
         assert_eq!(b, [11, 0x8a, 0x05, 0x00]);
         assert_eq!(TelephoneEvent::parse(&b), Ok(e));
         assert_eq!(e.digit(), Some('#'));
         assert_eq!(event_code('a'), Some(12));
-        assert_eq!(
-            TelephoneEvent::parse(&b[..3]),
-            Err(TelephoneEventError::TooShort(3))
-        );
+        assert_eq!(TelephoneEvent::parse(&b[..3]), Err(TelephoneEventError::TooShort(3)));
     }
 
     fn key_audio(row: f32, col: f32, n: usize) -> Vec<i16> {
         (0..n)
             .map(|i| {
                 let t = i as f32 / 8000.0;
-                let v = (2.0 * std::f32::consts::PI * row * t).sin()
-                    + (2.0 * std::f32::consts::PI * col * t).sin();
+                let v = (2.0 * std::f32::consts::PI * row * t).sin() + (2.0 * std::f32::consts::PI * col * t).sin();
                 (v * 6000.0) as i16
             })
             .collect()

@@ -1,32 +1,30 @@
-//! Cuts a stream of PCM blocks of any length into 10 ms analysis frames, without
-//! allocating: a fixed 80-sample carry buffer.
+//! Cuts a stream of PCM blocks of any length into fixed frames (10 ms analysis frames,
+//! 20 ms VAD blocks), without allocating: a fixed carry buffer.
 
 use crate::FRAME_SAMPLES;
 
+/// Frames of `N` samples (default: one 10 ms analysis frame).
 #[derive(Debug, Clone)]
-pub struct Framer {
-    buf: [i16; FRAME_SAMPLES],
+pub struct Framer<const N: usize = FRAME_SAMPLES> {
+    buf: [i16; N],
     fill: usize,
 }
 
-impl Default for Framer {
+impl<const N: usize> Default for Framer<N> {
     fn default() -> Self {
-        Framer {
-            buf: [0; FRAME_SAMPLES],
-            fill: 0,
-        }
+        Framer { buf: [0; N], fill: 0 }
     }
 }
 
-impl Framer {
+impl<const N: usize> Framer<N> {
     /// Feeds `pcm` and calls `on_frame` for every complete frame, in order.
-    pub fn push(&mut self, mut pcm: &[i16], mut on_frame: impl FnMut(&[i16; FRAME_SAMPLES])) {
+    pub fn push(&mut self, mut pcm: &[i16], mut on_frame: impl FnMut(&[i16; N])) {
         while !pcm.is_empty() {
-            let take = (FRAME_SAMPLES - self.fill).min(pcm.len());
+            let take = (N - self.fill).min(pcm.len());
             self.buf[self.fill..self.fill + take].copy_from_slice(&pcm[..take]);
             self.fill += take;
             pcm = &pcm[take..];
-            if self.fill == FRAME_SAMPLES {
+            if self.fill == N {
                 on_frame(&self.buf);
                 self.fill = 0;
             }
@@ -45,7 +43,7 @@ mod tests {
 
     #[test]
     fn odd_block_sizes_give_whole_frames_in_order() {
-        let mut f = Framer::default();
+        let mut f = Framer::<80>::default();
         let pcm: Vec<i16> = (0..1000).map(|i| i as i16).collect();
         let mut frames = Vec::new();
         for chunk in pcm.chunks(37) {

@@ -37,12 +37,7 @@ pub fn analyze_wav(bytes: &[u8], params: AmdParams) -> Result<FileAnalysis, Anal
 /// Analyses 8 kHz PCM from its start, fed in 20 ms packets as a live call would be.
 pub fn analyze_pcm(pcm: &[i16], params: AmdParams) -> FileAnalysis {
     let mut a = Analyzer::new(params);
-    let mut out = FileAnalysis {
-        decision: placeholder(),
-        beep: None,
-        message_end: None,
-        duration: MediaTime::ZERO,
-    };
+    let mut out = FileAnalysis { decision: placeholder(), beep: None, message_end: None, duration: MediaTime::ZERO };
     let mut decided = false;
     let mut drain = |a: &mut Analyzer, out: &mut FileAnalysis| {
         while let Some(e) = a.poll_event() {
@@ -75,9 +70,5 @@ pub fn analyze_pcm(pcm: &[i16], params: AmdParams) -> FileAnalysis {
 
 fn placeholder() -> Decision {
     use crate::amd::{AmdCause, Verdict};
-    Decision {
-        verdict: Verdict::NotSure,
-        cause: AmdCause::Hangup { total_ms: 0 },
-        at: MediaTime::ZERO,
-    }
+    Decision { verdict: Verdict::NotSure, cause: AmdCause::Hangup { total_ms: 0 }, at: MediaTime::ZERO }
 }

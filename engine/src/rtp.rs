@@ -53,10 +53,7 @@ impl RtpHeader {
     /// (padding removed).
     pub fn parse(buf: &[u8]) -> Result<(RtpHeader, Range<usize>), RtpError> {
         if buf.len() < FIXED_HEADER {
-            return Err(RtpError::TooShort {
-                len: buf.len(),
-                need: FIXED_HEADER,
-            });
+            return Err(RtpError::TooShort { len: buf.len(), need: FIXED_HEADER });
         }
         let b0 = buf[0];
         let version = b0 >> 6;
@@ -69,33 +66,21 @@ impl RtpHeader {
         let b1 = buf[1];
         let mut off = FIXED_HEADER + 4 * csrc_count as usize;
         if buf.len() < off {
-            return Err(RtpError::TooShort {
-                len: buf.len(),
-                need: off,
-            });
+            return Err(RtpError::TooShort { len: buf.len(), need: off });
         }
         let extension = if has_ext {
             if buf.len() < off + 4 {
-                return Err(RtpError::TooShort {
-                    len: buf.len(),
-                    need: off + 4,
-                });
+                return Err(RtpError::TooShort { len: buf.len(), need: off + 4 });
             }
             let profile = u16::from_be_bytes([buf[off], buf[off + 1]]);
             let words = u16::from_be_bytes([buf[off + 2], buf[off + 3]]) as usize;
             let start = off + 4;
             let end = start + 4 * words;
             if end > buf.len() {
-                return Err(RtpError::ExtensionOverrun {
-                    words,
-                    len: buf.len(),
-                });
+                return Err(RtpError::ExtensionOverrun { words, len: buf.len() });
             }
             off = end;
-            Some(Extension {
-                profile,
-                data: (start, end),
-            })
+            Some(Extension { profile, data: (start, end) })
         } else {
             None
         };
@@ -127,8 +112,7 @@ impl RtpHeader {
             return None;
         }
         let o = FIXED_HEADER + 4 * i;
-        buf.get(o..o + 4)
-            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        buf.get(o..o + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
 }
 
@@ -143,11 +127,7 @@ pub struct RtpPacket {
 impl RtpPacket {
     pub fn parse(buf: Bytes) -> Result<RtpPacket, RtpError> {
         let (header, payload) = RtpHeader::parse(&buf)?;
-        Ok(RtpPacket {
-            header,
-            buf,
-            payload,
-        })
+        Ok(RtpPacket { header, buf, payload })
     }
 
     /// The payload as a slice of the received buffer.
@@ -329,72 +309,43 @@ mod tests {
     #[test]
     fn plain_g711_packet_round_trips() {
         let v = build(
-            RtpBuild {
-                payload_type: 8,
-                sequence: 1,
-                timestamp: 160,
-                ssrc: 1,
-                ..Default::default()
-            },
+            RtpBuild { payload_type: 8, sequence: 1, timestamp: 160, ssrc: 1, ..Default::default() },
             &[0x55; 160],
         );
         assert_eq!(v.len(), 172);
         let (h, r) = RtpHeader::parse(&v).expect("parses");
-        assert_eq!(
-            (h.payload_type, h.sequence, h.timestamp, h.marker),
-            (8, 1, 160, false)
-        );
+        assert_eq!((h.payload_type, h.sequence, h.timestamp, h.marker), (8, 1, 160, false));
         assert_eq!(r, 12..172);
     }
 
     #[test]
     fn rejects_malformed_packets_without_panicking() {
-        assert!(matches!(
-            RtpHeader::parse(&[0x80; 5]),
-            Err(RtpError::TooShort { .. })
-        ));
+        assert!(matches!(RtpHeader::parse(&[0x80; 5]), Err(RtpError::TooShort { .. })));
         let mut v = build(RtpBuild::default(), &[1, 2, 3]);
         v[0] = 0x40;
         assert_eq!(RtpHeader::parse(&v), Err(RtpError::BadVersion(1)));
         // CSRC count larger than the packet.
         let mut v = build(RtpBuild::default(), &[]);
         v[0] = 0x8f;
-        assert!(matches!(
-            RtpHeader::parse(&v),
-            Err(RtpError::TooShort { .. })
-        ));
+        assert!(matches!(RtpHeader::parse(&v), Err(RtpError::TooShort { .. })));
         // Extension length past the end.
         let mut v = build(RtpBuild::default(), &[0, 0, 0xff, 0xff]);
         v[0] |= 0x10;
-        assert!(matches!(
-            RtpHeader::parse(&v),
-            Err(RtpError::ExtensionOverrun { .. })
-        ));
+        assert!(matches!(RtpHeader::parse(&v), Err(RtpError::ExtensionOverrun { .. })));
         // Padding count larger than the payload, and zero.
         let mut v = build(RtpBuild::default(), &[1, 2, 200]);
         v[0] |= 0x20;
-        assert!(matches!(
-            RtpHeader::parse(&v),
-            Err(RtpError::BadPadding { .. })
-        ));
+        assert!(matches!(RtpHeader::parse(&v), Err(RtpError::BadPadding { .. })));
         let mut v = build(RtpBuild::default(), &[1, 2, 0]);
         v[0] |= 0x20;
-        assert!(matches!(
-            RtpHeader::parse(&v),
-            Err(RtpError::BadPadding { .. })
-        ));
+        assert!(matches!(RtpHeader::parse(&v), Err(RtpError::BadPadding { .. })));
     }
 
     #[test]
     fn every_short_prefix_of_a_valid_packet_is_an_error_or_parses() {
         let ext = [0u8; 4];
         let v = build(
-            RtpBuild {
-                csrcs: &[1, 2, 3],
-                extension: Some((1, &ext)),
-                pad_to: 4,
-                ..Default::default()
-            },
+            RtpBuild { csrcs: &[1, 2, 3], extension: Some((1, &ext)), pad_to: 4, ..Default::default() },
             &[9; 20],
         );
         for n in 0..v.len() {
@@ -430,20 +381,9 @@ mod tests {
     fn rejects_builds_that_do_not_fit_a_header() {
         let many = [0u32; 16];
         let mut v = Vec::new();
+        assert_eq!(RtpBuild { csrcs: &many, ..Default::default() }.write(&[], &mut v), Err(RtpError::TooManyCsrc(16)));
         assert_eq!(
-            RtpBuild {
-                csrcs: &many,
-                ..Default::default()
-            }
-            .write(&[], &mut v),
-            Err(RtpError::TooManyCsrc(16))
-        );
-        assert_eq!(
-            RtpBuild {
-                extension: Some((1, &[1, 2, 3])),
-                ..Default::default()
-            }
-            .write(&[], &mut v),
+            RtpBuild { extension: Some((1, &[1, 2, 3])), ..Default::default() }.write(&[], &mut v),
             Err(RtpError::UnalignedExtension(3))
         );
     }

@@ -55,10 +55,7 @@ mod tests {
     fn converts_between_ms_and_samples() {
         assert_eq!(MediaTime::from_ms(10).samples(), 80);
         assert_eq!(MediaTime::from_samples(8_000).as_ms(), 1_000);
-        assert_eq!(
-            MediaTime::from_ms(250).ms_since(MediaTime::from_ms(100)),
-            150
-        );
+        assert_eq!(MediaTime::from_ms(250).ms_since(MediaTime::from_ms(100)), 150);
         assert_eq!(MediaTime::from_ms(100).ms_since(MediaTime::from_ms(250)), 0);
     }
 }

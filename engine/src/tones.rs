@@ -18,8 +18,7 @@ pub struct GoertzelBank<const N: usize> {
 
 impl<const N: usize> GoertzelBank<N> {
     pub fn new(freqs: [f32; N]) -> Self {
-        let coeff =
-            freqs.map(|f| 2.0 * (2.0 * std::f32::consts::PI * f / ANALYSIS_RATE as f32).cos());
+        let coeff = freqs.map(|f| 2.0 * (2.0 * std::f32::consts::PI * f / ANALYSIS_RATE as f32).cos());
         GoertzelBank { coeff, freqs }
     }
 
@@ -33,29 +32,46 @@ impl<const N: usize> GoertzelBank<N> {
         let mut s1 = [0f32; N];
         let mut s2 = [0f32; N];
         for &x in frame {
-            for k in 0..N {
-                let s0 = x + self.coeff[k] * s1[k] - s2[k];
-                s2[k] = s1[k];
-                s1[k] = s0;
-            }
+            self.step(x, &mut s1, &mut s2);
         }
-        let mut out = [0f32; N];
-        if energy <= 0.0 {
-            return out;
+        self.finish(&s1, &s2, frame.len(), energy)
+    }
+
+    /// [`Self::relative_powers`] for two frames at once: the two recurrences are
+    /// independent, so interleaving them hides the latency of each.
+    pub fn relative_powers_pair(&self, a: &[f32], b: &[f32], energy: [f32; 2]) -> [[f32; N]; 2] {
+        let (mut a1, mut a2, mut b1, mut b2) = ([0f32; N], [0f32; N], [0f32; N], [0f32; N]);
+        for (&xa, &xb) in a.iter().zip(b) {
+            self.step(xa, &mut a1, &mut a2);
+            self.step(xb, &mut b1, &mut b2);
         }
-        let norm = 2.0 / (frame.len() as f32 * energy);
+        [self.finish(&a1, &a2, a.len(), energy[0]), self.finish(&b1, &b2, b.len(), energy[1])]
+    }
+
+    #[inline(always)]
+    fn step(&self, x: f32, s1: &mut [f32; N], s2: &mut [f32; N]) {
         for k in 0..N {
-            let p = s1[k] * s1[k] + s2[k] * s2[k] - self.coeff[k] * s1[k] * s2[k];
-            out[k] = p * norm;
+            let s0 = x + self.coeff[k] * s1[k] - s2[k];
+            s2[k] = s1[k];
+            s1[k] = s0;
         }
-        out
+    }
+
+    fn finish(&self, s1: &[f32; N], s2: &[f32; N], len: usize, energy: f32) -> [f32; N] {
+        if energy <= 0.0 {
+            return [0.0; N];
+        }
+        let norm = 2.0 / (len as f32 * energy);
+        std::array::from_fn(|k| (s1[k] * s1[k] + s2[k] * s2[k] - self.coeff[k] * s1[k] * s2[k]) * norm)
     }
 }
 
-/// Fixed tones the bank looks for.
-pub const BANK_FREQS: [f32; 7] = [1100.0, 2100.0, 913.8, 985.2, 1370.6, 1428.5, 1776.7];
+/// Fixed tones the bank looks for: fax CNG and CED, the SIT frequencies, and the V.21
+/// mark tone of fax flags (eight bins: one SIMD-friendly pass).
+pub const BANK_FREQS: [f32; 8] = [1100.0, 2100.0, 913.8, 985.2, 1370.6, 1428.5, 1776.7, 1650.0];
 pub const BIN_CNG: usize = 0;
 pub const BIN_CED: usize = 1;
+pub const BIN_V21_MARK: usize = 7;
 /// SIT segment bins: (low, high) alternatives per segment; the third has one frequency.
 pub const SIT_BINS: [(usize, usize); 3] = [(2, 3), (4, 5), (6, 6)];
 
@@ -69,63 +85,86 @@ pub struct FrameTones {
     /// Share of the frame's energy in that tone, 0..1.
     pub tone_share: f32,
     /// Goertzel relative power per [`BANK_FREQS`] bin.
-    pub bank: [f32; 7],
+    pub bank: [f32; 8],
     /// Lag-1 autocorrelation over energy, -1..1: high for voiced speech (energy below
     /// 1 kHz), near 0 for the band-limited noise of rustle and clicks.
     pub low_band: f32,
 }
 
-/// Per-stream tone analyser: keeps the two samples of history the estimator needs.
+/// Per-stream tone analyser: keeps the four samples of history the estimator needs.
 #[derive(Debug, Clone)]
 pub struct ToneAnalyzer {
-    bank: GoertzelBank<7>,
-    hist: [f32; 4],
+    bank: GoertzelBank<8>,
+    /// The last four samples of the previous frame, oldest first.
+    hist: [f32; HIST],
 }
 
 impl Default for ToneAnalyzer {
     fn default() -> Self {
-        ToneAnalyzer {
-            bank: GoertzelBank::new(BANK_FREQS),
-            hist: [0.0; 4],
-        }
+        ToneAnalyzer { bank: GoertzelBank::new(BANK_FREQS), hist: [0.0; 4] }
     }
 }
 
 impl ToneAnalyzer {
+    /// Analyses one 10 ms frame.
     pub fn analyze(&mut self, frame: &[i16; FRAME_SAMPLES]) -> FrameTones {
-        let mut x = [0f32; FRAME_SAMPLES];
-        for (o, &s) in x.iter_mut().zip(frame) {
+        let buf = self.load(frame);
+        let r = autocorr(&buf);
+        let bank = self.bank.relative_powers(&buf[HIST..], r[0]);
+        frame_tones(&r, bank)
+    }
+
+    /// Analyses two consecutive 10 ms frames (a 20 ms packet) in one pass.
+    pub fn analyze_pair(&mut self, block: &[i16; 2 * FRAME_SAMPLES]) -> [FrameTones; 2] {
+        let (first, second) = block.split_at(FRAME_SAMPLES);
+        // Invariant: both halves of a 160-sample block are 80 samples long.
+        let a = self.load(first.try_into().expect("10 ms"));
+        let b = self.load(second.try_into().expect("10 ms"));
+        let (ra, rb) = (autocorr(&a), autocorr(&b));
+        let [pa, pb] = self.bank.relative_powers_pair(&a[HIST..], &b[HIST..], [ra[0], rb[0]]);
+        [frame_tones(&ra, pa), frame_tones(&rb, pb)]
+    }
+
+    /// Four samples of history, then the frame as floats: `x[n - k]` for every lag `k`
+    /// is one contiguous slice.
+    fn load(&mut self, frame: &[i16; FRAME_SAMPLES]) -> [f32; HIST + FRAME_SAMPLES] {
+        let mut buf = [0f32; HIST + FRAME_SAMPLES];
+        buf[..HIST].copy_from_slice(&self.hist);
+        for (o, &s) in buf[HIST..].iter_mut().zip(frame) {
             *o = s as f32 * (1.0 / 32768.0);
         }
-        // Autocorrelations at lags 0..=4 over this frame, with four samples of history.
-        let mut r = [0f32; 5];
-        let mut h = self.hist; // h[0] = x[n-1], h[1] = x[n-2], ...
-        for &v in &x {
-            r[0] += v * v;
-            r[1] += v * h[0];
-            r[2] += v * h[1];
-            r[3] += v * h[2];
-            r[4] += v * h[3];
-            h = [v, h[0], h[1], h[2]];
-        }
-        self.hist = h;
-        let mean_sq = r[0] / FRAME_SAMPLES as f32;
-        let level_db = if mean_sq > 1e-12 {
-            10.0 * (2.0 * mean_sq).log10()
-        } else {
-            -120.0
-        };
-        let (tone_hz, tone_share) = single_tone(&r);
-        let bank = self.bank.relative_powers(&x, r[0]);
-        let low_band = if r[0] > 1e-9 { r[1] / r[0] } else { 0.0 };
-        FrameTones {
-            level_db,
-            tone_hz,
-            tone_share,
-            bank,
-            low_band,
+        self.hist.copy_from_slice(&buf[FRAME_SAMPLES..]);
+        buf
+    }
+}
+
+/// Autocorrelations at lags 0..=4 of the frame in `buf[HIST..]`.
+fn autocorr(buf: &[f32; HIST + FRAME_SAMPLES]) -> [f32; 5] {
+    let x = &buf[HIST..];
+    std::array::from_fn(|k| dot(x, &buf[HIST - k..HIST - k + FRAME_SAMPLES]))
+}
+
+fn frame_tones(r: &[f32; 5], bank: [f32; 8]) -> FrameTones {
+    let mean_sq = r[0] / FRAME_SAMPLES as f32;
+    let level_db = if mean_sq > 1e-12 { 10.0 * (2.0 * mean_sq).log10() } else { -120.0 };
+    let (tone_hz, tone_share) = single_tone(r);
+    let low_band = if r[0] > 1e-9 { r[1] / r[0] } else { 0.0 };
+    FrameTones { level_db, tone_hz, tone_share, bank, low_band }
+}
+
+const HIST: usize = 4;
+
+/// Dot product with eight independent accumulators, so the compiler can use SIMD.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for j in 0..8 {
+            acc[j] += x[j] * y[j];
         }
     }
+    acc.iter().sum::<f32>() + tail
 }
 
 /// Frequency and energy share of a single sinusoid from autocorrelations at lags 0..=4.
@@ -143,13 +182,9 @@ fn single_tone(r: &[f32; 5]) -> (f32, f32) {
     }
     let power = r1 / cos_w;
     let w = cos_w.acos();
-    let misfit =
-        ((r[3] - power * (3.0 * w).cos()).abs() + (r[4] - power * (4.0 * w).cos()).abs()) / r0;
+    let misfit = ((r[3] - power * (3.0 * w).cos()).abs() + (r[4] - power * (4.0 * w).cos()).abs()) / r0;
     let share = (power / r0 - misfit).clamp(0.0, 1.0);
-    (
-        w * ANALYSIS_RATE as f32 / (2.0 * std::f32::consts::PI),
-        share,
-    )
+    (w * ANALYSIS_RATE as f32 / (2.0 * std::f32::consts::PI), share)
 }
 
 /// Thresholds for calling a frame part of a steady tone.
@@ -169,13 +204,7 @@ pub struct ToneParams {
 
 impl Default for ToneParams {
     fn default() -> Self {
-        ToneParams {
-            min_share: 0.96,
-            min_level_db: -45.0,
-            max_drift_hz: 15.0,
-            min_hz: 300.0,
-            max_hz: 2300.0,
-        }
+        ToneParams { min_share: 0.96, min_level_db: -45.0, max_drift_hz: 15.0, min_hz: 300.0, max_hz: 2300.0 }
     }
 }
 
@@ -218,11 +247,7 @@ impl Run {
     }
 
     fn segment(&self) -> ToneSegment {
-        ToneSegment {
-            start: self.start,
-            end: self.end,
-            hz: self.sum_hz / self.frames as f32,
-        }
+        ToneSegment { start: self.start, end: self.end, hz: self.sum_hz / self.frames as f32 }
     }
 }
 
@@ -235,13 +260,10 @@ impl ToneTracker {
     pub fn push(&mut self, at: MediaTime, t: &FrameTones) -> Option<ToneSegment> {
         let p = &self.params;
         let end = at.add_samples(FRAME_SAMPLES as u64);
-        let tonal = t.tone_share >= p.min_share
-            && t.level_db >= p.min_level_db
-            && (p.min_hz..=p.max_hz).contains(&t.tone_hz);
+        let tonal =
+            t.tone_share >= p.min_share && t.level_db >= p.min_level_db && (p.min_hz..=p.max_hz).contains(&t.tone_hz);
         match (&mut self.run, tonal) {
-            (Some(r), true)
-                if (t.tone_hz - r.mean_hz()).abs() <= p.max_drift_hz.max(0.04 * r.mean_hz()) =>
-            {
+            (Some(r), true) if (t.tone_hz - r.mean_hz()).abs() <= p.max_drift_hz.max(0.04 * r.mean_hz()) => {
                 r.end = end;
                 r.sum_hz += t.tone_hz;
                 r.frames += 1;
@@ -255,13 +277,7 @@ impl ToneTracker {
             (run, tonal) => {
                 let done = run.take().filter(|r| r.frames >= 2).map(|r| r.segment());
                 if tonal {
-                    *run = Some(Run {
-                        start: at,
-                        end,
-                        sum_hz: t.tone_hz,
-                        frames: 1,
-                        misses: 0,
-                    });
+                    *run = Some(Run { start: at, end, sum_hz: t.tone_hz, frames: 1, misses: 0 });
                 }
                 done
             }
@@ -290,9 +306,7 @@ pub(crate) mod tests {
 
     pub(crate) fn sine(hz: f32, amp: f32, start: usize, n: usize) -> Vec<i16> {
         (start..start + n)
-            .map(|i| {
-                (amp * 32767.0 * (2.0 * std::f32::consts::PI * hz * i as f32 / 8000.0).sin()) as i16
-            })
+            .map(|i| (amp * 32767.0 * (2.0 * std::f32::consts::PI * hz * i as f32 / 8000.0).sin()) as i16)
             .collect()
     }
 
@@ -312,11 +326,23 @@ pub(crate) mod tests {
             let t = frames(&x).map(|f| a.analyze(&f)).last().expect("frames");
             assert!((t.tone_hz - hz).abs() < 3.0, "{hz}: {}", t.tone_hz);
             assert!(t.tone_share > 0.95, "{hz}: share {}", t.tone_share);
-            assert!(
-                (t.level_db + 20.0).abs() < 0.5,
-                "{hz}: level {}",
-                t.level_db
-            );
+            assert!((t.level_db + 20.0).abs() < 0.5, "{hz}: level {}", t.level_db);
+        }
+    }
+
+    #[test]
+    fn pair_analysis_equals_two_single_frames() {
+        let x = sine(1400.0, 0.1, 0, 1600);
+        let (mut one, mut two) = (ToneAnalyzer::default(), ToneAnalyzer::default());
+        for block in x.chunks_exact(160) {
+            let mut b = [0i16; 160];
+            b.copy_from_slice(block);
+            let pair = two.analyze_pair(&b);
+            for (h, got) in block.chunks_exact(80).zip(pair) {
+                let mut f = [0i16; 80];
+                f.copy_from_slice(h);
+                assert_eq!(one.analyze(&f), got);
+            }
         }
     }
 
@@ -339,12 +365,7 @@ pub(crate) mod tests {
         let mut tr = ToneTracker::default();
         let segs: Vec<ToneSegment> = frames(&x)
             .enumerate()
-            .filter_map(|(i, f)| {
-                tr.push(
-                    MediaTime::from_samples((i * FRAME_SAMPLES) as u64),
-                    &a.analyze(&f),
-                )
-            })
+            .filter_map(|(i, f)| tr.push(MediaTime::from_samples((i * FRAME_SAMPLES) as u64), &a.analyze(&f)))
             .collect();
         assert_eq!(segs.len(), 1, "{segs:?}");
         let s = segs[0];
@@ -364,10 +385,7 @@ pub(crate) mod tests {
                 seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
                 *s = ((seed >> 16) as i16) / 8;
             }
-            assert_eq!(
-                tr.push(MediaTime::from_samples(i * 80), &a.analyze(&f)),
-                None
-            );
+            assert_eq!(tr.push(MediaTime::from_samples(i * 80), &a.analyze(&f)), None);
         }
         assert_eq!(tr.current(), None);
     }

@@ -88,9 +88,7 @@ pub fn parse(bytes: &[u8]) -> Result<Wav, WavError> {
                 }
                 let width = if enc == Encoding::Pcm16 { 2 } else { 1 };
                 if block_align as usize != width * channels as usize {
-                    return Err(WavError::BadFormat(
-                        "block align does not match channels and bits",
-                    ));
+                    return Err(WavError::BadFormat("block align does not match channels and bits"));
                 }
                 fmt = Some((enc, channels, rate, block_align));
             }
@@ -98,15 +96,9 @@ pub fn parse(bytes: &[u8]) -> Result<Wav, WavError> {
                 let (enc, channels, rate, align) = fmt.ok_or(WavError::NoFormat)?;
                 // Streaming writers leave the length at 0 or 0xffffffff: take what is there.
                 let avail = bytes.len() - body;
-                let len = if len == 0 || len == u32::MAX as usize {
-                    avail
-                } else {
-                    len
-                };
+                let len = if len == 0 || len == u32::MAX as usize { avail } else { len };
                 if len > avail {
-                    return Err(WavError::Truncated(
-                        "data chunk is shorter than its header says",
-                    ));
+                    return Err(WavError::Truncated("data chunk is shorter than its header says"));
                 }
                 let data = &bytes[body..body + len];
                 let frames = data.chunks_exact(align as usize);
@@ -115,22 +107,13 @@ pub fn parse(bytes: &[u8]) -> Result<Wav, WavError> {
                     Encoding::Ulaw => frames.map(|f| g711::ulaw_decode(f[0])).collect(),
                     Encoding::Alaw => frames.map(|f| g711::alaw_decode(f[0])).collect(),
                 };
-                return Ok(Wav {
-                    rate,
-                    channels,
-                    encoding: enc,
-                    samples,
-                });
+                return Ok(Wav { rate, channels, encoding: enc, samples });
             }
             _ => {}
         }
         off = body + len + (len & 1);
     }
-    Err(if fmt.is_some() {
-        WavError::NoData
-    } else {
-        WavError::NoFormat
-    })
+    Err(if fmt.is_some() { WavError::NoData } else { WavError::NoFormat })
 }
 
 /// Writes mono 16-bit PCM as a WAV file image (for fixtures and recordings).
@@ -175,13 +158,7 @@ pub fn write_g711(rate: u32, samples: &[i16], ulaw: bool) -> Vec<u8> {
     v.extend_from_slice(&n.to_le_bytes());
     v.extend_from_slice(b"data");
     v.extend_from_slice(&n.to_le_bytes());
-    v.extend(samples.iter().map(|&s| {
-        if ulaw {
-            g711::ulaw_encode(s)
-        } else {
-            g711::alaw_encode(s)
-        }
-    }));
+    v.extend(samples.iter().map(|&s| if ulaw { g711::ulaw_encode(s) } else { g711::alaw_encode(s) }));
     if n & 1 == 1 {
         v.push(0);
     }
@@ -194,27 +171,16 @@ mod tests {
 
     #[test]
     fn reads_back_pcm_ulaw_and_alaw() {
-        let x: Vec<i16> = (0..800)
-            .map(|i| ((i * 37) % 2000 - 1000) as i16 * 8)
-            .collect();
+        let x: Vec<i16> = (0..800).map(|i| ((i * 37) % 2000 - 1000) as i16 * 8).collect();
         let w = parse(&write_pcm16(8000, &x)).expect("pcm");
-        assert_eq!(
-            (w.rate, w.encoding, w.samples.clone()),
-            (8000, Encoding::Pcm16, x.clone())
-        );
+        assert_eq!((w.rate, w.encoding, w.samples.clone()), (8000, Encoding::Pcm16, x.clone()));
         let u = parse(&write_g711(8000, &x[..799], true)).expect("ulaw");
         assert_eq!(u.encoding, Encoding::Ulaw);
         assert_eq!(u.samples.len(), 799);
-        let expect: Vec<i16> = x[..799]
-            .iter()
-            .map(|&s| g711::ulaw_decode(g711::ulaw_encode(s)))
-            .collect();
+        let expect: Vec<i16> = x[..799].iter().map(|&s| g711::ulaw_decode(g711::ulaw_encode(s))).collect();
         assert_eq!(u.samples, expect);
         let a = parse(&write_g711(16000, &x, false)).expect("alaw");
-        assert_eq!(
-            (a.rate, a.encoding, a.samples.len()),
-            (16000, Encoding::Alaw, 800)
-        );
+        assert_eq!((a.rate, a.encoding, a.samples.len()), (16000, Encoding::Alaw, 800));
     }
 
     #[test]
@@ -227,10 +193,7 @@ mod tests {
         let mut float = good.clone();
         float[20] = 3; // IEEE float tag
         float[34] = 32;
-        assert!(matches!(
-            parse(&float),
-            Err(WavError::Unsupported { tag: 3, bits: 32 })
-        ));
+        assert!(matches!(parse(&float), Err(WavError::Unsupported { tag: 3, bits: 32 })));
         let mut big = good.clone();
         big[40..44].copy_from_slice(&1000u32.to_le_bytes());
         assert!(matches!(parse(&big), Err(WavError::Truncated(_))));

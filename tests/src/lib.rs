@@ -7,10 +7,7 @@ use waihu_engine::AmdParams;
 
 /// The workspace root (this crate lives in `<root>/tests`).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
 /// The project's own sample calls (shipped in `samples/`).
@@ -20,17 +17,12 @@ pub fn samples_dir() -> PathBuf {
 
 /// Reads `dir/labels.csv`.
 pub fn read_labels(dir: &Path) -> Vec<Label> {
-    let text = std::fs::read_to_string(dir.join("labels.csv"))
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let text = std::fs::read_to_string(dir.join("labels.csv")).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
     parse_labels(&text).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
 }
 
 /// Analyses every labelled file of `dir` on all cores; returns predictions in label order.
-pub fn predict_dir(
-    dir: &Path,
-    labels: &[Label],
-    params: AmdParams,
-) -> Vec<(Prediction, FileAnalysis)> {
+pub fn predict_dir(dir: &Path, labels: &[Label], params: AmdParams) -> Vec<(Prediction, FileAnalysis)> {
     let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
     let chunk = labels.len().div_ceil(jobs).max(1);
     std::thread::scope(|s| {
@@ -41,10 +33,8 @@ pub fn predict_dir(
                     c.iter()
                         .map(|l| {
                             let path = dir.join(&l.file);
-                            let bytes = std::fs::read(&path)
-                                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-                            let a = analyze_wav(&bytes, params)
-                                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                            let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                            let a = analyze_wav(&bytes, params).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
                             let p = Prediction {
                                 file: l.file.clone(),
                                 label: a.decision.verdict.label().to_string(),
@@ -57,9 +47,6 @@ pub fn predict_dir(
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("worker thread"))
-            .collect()
+        handles.into_iter().flat_map(|h| h.join().expect("worker thread")).collect()
     })
 }

@@ -22,51 +22,19 @@ fn amd_meets_the_quality_floors_on_the_dev_corpus() {
         let msg = "AMD corpus not found (set AMD_CORPUS=DIR or put it at ../shared/corpus/dev): \
                    SKIPPING the corpus quality test";
         eprintln!("\n!!!!!!!! {msg} !!!!!!!!\n");
-        assert!(
-            std::env::var("AMD_CORPUS_REQUIRED").is_err(),
-            "{msg}, but AMD_CORPUS_REQUIRED is set"
-        );
+        assert!(std::env::var("AMD_CORPUS_REQUIRED").is_err(), "{msg}, but AMD_CORPUS_REQUIRED is set");
         return;
     };
     let labels = read_labels(&dir);
-    assert!(
-        labels.len() >= 100,
-        "{}: only {} labelled files",
-        dir.display(),
-        labels.len()
-    );
-    let preds: Vec<_> = predict_dir(&dir, &labels, AmdParams::default())
-        .into_iter()
-        .map(|(p, _)| p)
-        .collect();
+    assert!(labels.len() >= 100, "{}: only {} labelled files", dir.display(), labels.len());
+    let preds: Vec<_> = predict_dir(&dir, &labels, AmdParams::default()).into_iter().map(|(p, _)| p).collect();
     let s = score(&labels, &preds);
     eprintln!("AMD on {} ({} files):\n{s}", dir.display(), labels.len());
-    assert!(
-        s.accuracy >= 0.95,
-        "4-class accuracy {:.4} < 0.95",
-        s.accuracy
-    );
-    assert!(
-        s.human_as_machine_rate() <= 0.02,
-        "humans called machine {:.4} > 0.02",
-        s.human_as_machine_rate()
-    );
-    assert!(
-        s.machine_as_human_rate() <= 0.03,
-        "machines called human {:.4} > 0.03",
-        s.machine_as_human_rate()
-    );
-    let med = s
-        .human_median_after_greeting_ms
-        .expect("humans in the corpus");
-    assert!(
-        med <= 600.0,
-        "median human decision {med:.0} ms after the greeting > 600 ms"
-    );
+    assert!(s.accuracy >= 0.95, "4-class accuracy {:.4} < 0.95", s.accuracy);
+    assert!(s.human_as_machine_rate() <= 0.02, "humans called machine {:.4} > 0.02", s.human_as_machine_rate());
+    assert!(s.machine_as_human_rate() <= 0.03, "machines called human {:.4} > 0.03", s.machine_as_human_rate());
+    let med = s.human_median_after_greeting_ms.expect("humans in the corpus");
+    assert!(med <= 600.0, "median human decision {med:.0} ms after the greeting > 600 ms");
     assert!(s.beep_machines > 0, "no machines with a beep in the corpus");
-    assert!(
-        s.beep_end_rate() >= 0.90,
-        "beep end within 150 ms for {:.3} < 0.90",
-        s.beep_end_rate()
-    );
+    assert!(s.beep_end_rate() >= 0.90, "beep end within 150 ms for {:.3} < 0.90", s.beep_end_rate());
 }

@@ -12,35 +12,16 @@ use waihu_tests::{predict_dir, read_labels, samples_dir};
 fn sample_calls_are_classified_and_timed() {
     let dir = samples_dir();
     let labels = read_labels(&dir);
-    assert!(
-        labels.len() >= 30,
-        "expected a few dozen samples, found {}",
-        labels.len()
-    );
+    assert!(labels.len() >= 30, "expected a few dozen samples, found {}", labels.len());
     let preds = predict_dir(&dir, &labels, AmdParams::default());
-    let s = score(
-        &labels,
-        &preds.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>(),
-    );
+    let s = score(&labels, &preds.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>());
     eprintln!("{s}");
     assert!(s.accuracy >= 0.9, "accuracy {:.3}", s.accuracy);
-    assert_eq!(
-        s.human_as_machine, 0,
-        "a live person would have been hung up on"
-    );
-    assert!(
-        s.beep_end_rate() >= 0.8,
-        "beep end rate {:.3}",
-        s.beep_end_rate()
-    );
+    assert_eq!(s.human_as_machine, 0, "a live person would have been hung up on");
+    assert!(s.beep_end_rate() >= 0.8, "beep end rate {:.3}", s.beep_end_rate());
     for (p, a) in &preds {
         // A decision is made within the analysis window, and message ends only for machines.
-        assert!(
-            a.decision.at.as_ms() <= 8_000,
-            "{}: decided at {}",
-            p.file,
-            a.decision.at
-        );
+        assert!(a.decision.at.as_ms() <= 8_000, "{}: decided at {}", p.file, a.decision.at);
         if p.label != "machine" {
             assert_eq!(a.message_end, None, "{}", p.file);
         }
@@ -53,10 +34,7 @@ fn same_audio_gives_the_same_decision_every_run() {
     let labels = read_labels(&dir);
     let a = predict_dir(&dir, &labels[..12], AmdParams::default());
     let b = predict_dir(&dir, &labels[..12], AmdParams::default());
-    assert_eq!(
-        a.iter().map(|x| x.1).collect::<Vec<_>>(),
-        b.iter().map(|x| x.1).collect::<Vec<_>>()
-    );
+    assert_eq!(a.iter().map(|x| x.1).collect::<Vec<_>>(), b.iter().map(|x| x.1).collect::<Vec<_>>());
 }
 
 /// Feeding a call as G.711 RTP packets (the live path) decides exactly as the offline
@@ -95,14 +73,7 @@ fn rtp_packet_path_matches_the_offline_path() {
             }
         }
         let d = decision.unwrap_or_else(|| panic!("{}: no decision over RTP", l.file));
-        assert!(
-            !matches!(
-                offline.decision.cause,
-                waihu_engine::AmdCause::Hangup { .. }
-            ),
-            "{}",
-            l.file
-        );
+        assert!(!matches!(offline.decision.cause, waihu_engine::AmdCause::Hangup { .. }), "{}", l.file);
         assert_eq!(d, offline.decision, "{}", l.file);
     }
 }

@@ -44,10 +44,7 @@ fn per_packet_path_allocates_nothing() {
     let dir = waihu_tests::samples_dir();
     // A machine greeting with a beep: speech, pauses and a tone all go through the path.
     let labels = waihu_tests::read_labels(&dir);
-    let l = labels
-        .iter()
-        .find(|l| l.label == "machine" && l.beep_end_ms.is_some())
-        .expect("a beep sample");
+    let l = labels.iter().find(|l| l.label == "machine" && l.beep_end_ms.is_some()).expect("a beep sample");
     let w = wav::parse(&std::fs::read(dir.join(&l.file)).expect("read")).expect("wav");
     let pcm = resample::convert(&w.samples, w.rate, 8000).expect("resample");
     let packets: Vec<Vec<u8>> = pcm
@@ -68,11 +65,7 @@ fn per_packet_path_allocates_nothing() {
             p
         })
         .collect();
-    let mut an = Analyzer::new(AmdParams {
-        max_listen_after_decision_ms: 60_000,
-        ..AmdParams::default()
-    })
-    .with_dtmf();
+    let mut an = Analyzer::new(AmdParams { max_listen_after_decision_ms: 60_000, ..AmdParams::default() }).with_dtmf();
     // Warm-up: the first packets may touch lazily initialised state.
     for p in &packets[..10] {
         an.push_rtp(p, G711::Alaw, 8).expect("packet");
@@ -87,11 +80,5 @@ fn per_packet_path_allocates_nothing() {
     }
     let after = ALLOCS.with(Cell::get);
     assert!(events >= 1, "the call produced no AMD event");
-    assert_eq!(
-        after - before,
-        0,
-        "{} allocations over {} packets",
-        after - before,
-        packets.len() - 10
-    );
+    assert_eq!(after - before, 0, "{} allocations over {} packets", after - before, packets.len() - 10);
 }

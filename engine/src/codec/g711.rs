@@ -27,11 +27,7 @@ const fn table(alaw: bool) -> [i16; 256] {
     let mut t = [0i16; 256];
     let mut i = 0;
     while i < 256 {
-        t[i] = if alaw {
-            alaw_to_linear(i as u8)
-        } else {
-            ulaw_to_linear(i as u8)
-        };
+        t[i] = if alaw { alaw_to_linear(i as u8) } else { ulaw_to_linear(i as u8) };
         i += 1;
     }
     t
@@ -98,11 +94,7 @@ pub fn alaw_encode(pcm: i16) -> u8 {
         return (0x7f ^ mask) as u8;
     }
     let mut aval = (seg as i32) << 4;
-    aval |= if seg < 2 {
-        (v >> 1) & 0x0f
-    } else {
-        (v >> seg) & 0x0f
-    };
+    aval |= if seg < 2 { (v >> 1) & 0x0f } else { (v >> seg) & 0x0f };
     (aval ^ mask) as u8
 }
 
@@ -149,36 +141,20 @@ mod tests {
     #[test]
     fn ulaw_matches_reference_on_all_inputs() {
         for s in i16::MIN..=i16::MAX {
-            assert_eq!(
-                ulaw_encode(s),
-                audio_codec_algorithms::encode_ulaw(s),
-                "encode {s}"
-            );
+            assert_eq!(ulaw_encode(s), audio_codec_algorithms::encode_ulaw(s), "encode {s}");
         }
         for b in 0..=255u8 {
-            assert_eq!(
-                ulaw_decode(b),
-                audio_codec_algorithms::decode_ulaw(b),
-                "decode {b:#x}"
-            );
+            assert_eq!(ulaw_decode(b), audio_codec_algorithms::decode_ulaw(b), "decode {b:#x}");
         }
     }
 
     #[test]
     fn alaw_matches_reference_on_all_inputs() {
         for s in i16::MIN..=i16::MAX {
-            assert_eq!(
-                alaw_encode(s),
-                audio_codec_algorithms::encode_alaw(s),
-                "encode {s}"
-            );
+            assert_eq!(alaw_encode(s), audio_codec_algorithms::encode_alaw(s), "encode {s}");
         }
         for b in 0..=255u8 {
-            assert_eq!(
-                alaw_decode(b),
-                audio_codec_algorithms::decode_alaw(b),
-                "decode {b:#x}"
-            );
+            assert_eq!(alaw_decode(b), audio_codec_algorithms::decode_alaw(b), "decode {b:#x}");
         }
     }
 

@@ -19,19 +19,14 @@ pub struct OpusDecoder {
 
 impl std::fmt::Debug for OpusDecoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OpusDecoder")
-            .field("rate", &self.rate)
-            .finish()
+        f.debug_struct("OpusDecoder").field("rate", &self.rate).finish()
     }
 }
 
 impl OpusDecoder {
     /// `rate` is one of 8000, 12000, 16000, 24000, 48000.
     pub fn new(rate: u32) -> Result<Self, OpusError> {
-        Ok(OpusDecoder {
-            inner: opus::Decoder::new(rate, opus::Channels::Mono)?,
-            rate,
-        })
+        Ok(OpusDecoder { inner: opus::Decoder::new(rate, opus::Channels::Mono)?, rate })
     }
 
     /// Decodes one packet into `out`; returns samples written. Corrupt packets are errors.
@@ -57,9 +52,7 @@ pub struct OpusEncoder {
 
 impl std::fmt::Debug for OpusEncoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OpusEncoder")
-            .field("rate", &self.rate)
-            .finish()
+        f.debug_struct("OpusEncoder").field("rate", &self.rate).finish()
     }
 }
 
@@ -94,10 +87,7 @@ mod tests {
         let mut energy = 0f64;
         for k in 0..20 {
             let pcm: Vec<i16> = (0..160)
-                .map(|i| {
-                    ((2.0 * std::f64::consts::PI * 440.0 * (k * 160 + i) as f64 / 8000.0).sin()
-                        * 8000.0) as i16
-                })
+                .map(|i| ((2.0 * std::f64::consts::PI * 440.0 * (k * 160 + i) as f64 / 8000.0).sin() * 8000.0) as i16)
                 .collect();
             let n = enc.encode(&pcm, &mut pkt).expect("encode");
             let m = dec.decode(&pkt[..n], &mut out).expect("decode");
@@ -116,9 +106,6 @@ mod tests {
         let mut out = [0i16; 160];
         // TOC for a code-3 packet with an impossible frame count.
         assert!(dec.decode(&[0x03, 0xff], &mut out).is_err());
-        assert!(OpusEncoder::new(8000, 24_000, 5)
-            .expect("enc")
-            .encode(&[0; 100], &mut [0; 10])
-            .is_err());
+        assert!(OpusEncoder::new(8000, 24_000, 5).expect("enc").encode(&[0; 100], &mut [0; 10]).is_err());
     }
 }
