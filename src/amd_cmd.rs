@@ -6,7 +6,29 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use waihu_engine::amd::AmdParams;
-use waihu_engine::offline::{analyze_wav, FileAnalysis};
+use waihu_engine::amd_asterisk::{self, AsteriskParams};
+use waihu_engine::offline::{analyze_pcm, wav_to_analysis_pcm};
+
+/// Which detector to run.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Detector {
+    /// waihu's detector.
+    #[default]
+    Waihu,
+    /// A re-implementation of Asterisk's app_amd with amd.conf defaults (baseline).
+    Asterisk,
+}
+
+/// One file's result, whichever detector made it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub label: &'static str,
+    pub decision_ms: u64,
+    /// Machines: when the message ended (beep end, or silence after the greeting).
+    pub end_ms: Option<u64>,
+    pub cause: String,
+    pub duration_ms: u64,
+}
 
 /// AMD parameters; names follow Asterisk's amd.conf so settings carry over.
 #[derive(Args, Debug, Clone)]
@@ -74,6 +96,9 @@ pub struct AmdArgs {
     /// Worker threads (default: available cores).
     #[arg(long)]
     pub jobs: Option<usize>,
+    /// Detector to run; `asterisk` is the app_amd baseline for comparison.
+    #[arg(long, value_enum, default_value_t = Detector::Waihu)]
+    pub detector: Detector,
     #[command(flatten)]
     pub params: ParamArgs,
 }
@@ -89,25 +114,46 @@ pub fn wav_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(v)
 }
 
+/// Analyses one WAV file.
+pub fn analyze_file(path: &Path, params: AmdParams, detector: Detector) -> Result<Row> {
+    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let pcm = wav_to_analysis_pcm(&bytes).with_context(|| format!("{}", path.display()))?;
+    let duration_ms = pcm.len() as u64 / 8;
+    Ok(match detector {
+        Detector::Waihu => {
+            let a = analyze_pcm(&pcm, params);
+            Row {
+                label: a.decision.verdict.label(),
+                decision_ms: a.decision.at.as_ms(),
+                end_ms: a.message_end.map(|t| t.as_ms()),
+                cause: a.decision.cause.to_string(),
+                duration_ms,
+            }
+        }
+        Detector::Asterisk => {
+            let d = amd_asterisk::analyze_pcm(&pcm, AsteriskParams::default());
+            Row { label: d.verdict.label(), decision_ms: d.at.as_ms(), end_ms: None, cause: d.cause, duration_ms }
+        }
+    })
+}
+
 /// Analyses files on `jobs` threads, keeping input order.
-pub fn analyze_all(files: &[PathBuf], params: AmdParams, jobs: usize) -> Vec<Result<FileAnalysis>> {
-    let analyze = |p: &PathBuf| -> Result<FileAnalysis> {
-        let bytes = std::fs::read(p).with_context(|| format!("{}: cannot read", p.display()))?;
-        analyze_wav(&bytes, params).with_context(|| format!("{}", p.display()))
-    };
+pub fn analyze_all(files: &[PathBuf], params: AmdParams, detector: Detector, jobs: usize) -> Vec<Result<Row>> {
     let jobs = jobs.clamp(1, files.len().max(1));
     let chunk = files.len().div_ceil(jobs).max(1);
     std::thread::scope(|s| {
-        let handles: Vec<_> =
-            files.chunks(chunk).map(|c| s.spawn(move || c.iter().map(analyze).collect::<Vec<_>>())).collect();
+        let handles: Vec<_> = files
+            .chunks(chunk)
+            .map(|c| s.spawn(move || c.iter().map(|p| analyze_file(p, params, detector)).collect::<Vec<_>>()))
+            .collect();
         handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
     })
 }
 
 /// One predictions-CSV row.
-pub fn csv_row(name: &str, a: &FileAnalysis) -> String {
-    let end = a.message_end.map(|t| t.as_ms().to_string()).unwrap_or_default();
-    format!("{name},{},{},{end},{}", a.decision.verdict.label(), a.decision.at.as_ms(), a.decision.cause)
+pub fn csv_row(name: &str, r: &Row) -> String {
+    let end = r.end_ms.map(|t| t.to_string()).unwrap_or_default();
+    format!("{name},{},{},{end},{}", r.label, r.decision_ms, r.cause)
 }
 
 pub fn default_jobs() -> usize {
@@ -122,7 +168,7 @@ pub fn run(a: AmdArgs) -> Result<ExitCode> {
     if files.is_empty() {
         bail!("no input: give WAV files or --dir DIR");
     }
-    let results = analyze_all(&files, a.params.params(), a.jobs.unwrap_or_else(default_jobs));
+    let results = analyze_all(&files, a.params.params(), a.detector, a.jobs.unwrap_or_else(default_jobs));
     let mut out: Box<dyn Write> = match &a.out {
         Some(p) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,

@@ -1,6 +1,6 @@
 //! `waihu demo`: AMD over the sample calls that ship in samples/, as a table and a score.
 
-use crate::amd_cmd::{analyze_all, default_jobs, wav_files, ParamArgs};
+use crate::amd_cmd::{analyze_all, default_jobs, wav_files, Detector, ParamArgs};
 use anyhow::{Context, Result};
 use clap::Args;
 use std::path::PathBuf;
@@ -12,6 +12,9 @@ pub struct DemoArgs {
     /// Directory with sample WAVs and labels.csv.
     #[arg(long, default_value = "samples")]
     pub samples: PathBuf,
+    /// Detector to run; `asterisk` shows the app_amd baseline on the same calls.
+    #[arg(long, value_enum, default_value_t = Detector::Waihu)]
+    pub detector: Detector,
     #[command(flatten)]
     pub params: ParamArgs,
 }
@@ -23,7 +26,7 @@ pub fn run(a: DemoArgs) -> Result<ExitCode> {
     let labels = parse_labels(&text).with_context(|| labels_path.display().to_string())?;
     let files = wav_files(&a.samples)?;
     let t0 = std::time::Instant::now();
-    let results = analyze_all(&files, a.params.params(), default_jobs());
+    let results = analyze_all(&files, a.params.params(), a.detector, default_jobs());
     let wall = t0.elapsed();
     println!("waihu demo: answering-machine detection on {} sample calls in {}\n", files.len(), a.samples.display());
     println!(
@@ -34,34 +37,31 @@ pub fn run(a: DemoArgs) -> Result<ExitCode> {
     let mut audio_ms = 0;
     for (p, r) in files.iter().zip(results) {
         let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let an = match r {
-            Ok(an) => an,
+        let row = match r {
+            Ok(row) => row,
             Err(e) => {
                 println!("{name:<14} error: {e:#}");
                 continue;
             }
         };
-        audio_ms += an.duration.as_ms();
+        audio_ms += row.duration_ms;
         let l = labels.iter().find(|l| l.file == name);
         let truth = l.map_or("?", |l| l.label.as_str());
-        let label = an.decision.verdict.label();
-        let at = an.decision.at.as_ms();
+        let label = row.label;
+        let at = row.decision_ms;
         // For humans: how long after they stopped talking we decided.
         let lag = l
             .filter(|l| l.label == "human")
             .and_then(|l| l.greeting_end_ms)
             .map_or(String::from("-"), |g| format!("{:.0}", at as f64 - g));
-        let end = an.message_end.map_or(String::from("-"), |e| e.as_ms().to_string());
+        let end = row.end_ms.map_or(String::from("-"), |e| e.to_string());
         let ok = if truth == label { "yes" } else { "NO" };
-        println!(
-            "{name:<14} {truth:<8} {label:<8} {at:>7} {lag:>7} {end:>7}  {:<26} {ok}",
-            an.decision.cause.to_string()
-        );
+        println!("{name:<14} {truth:<8} {label:<8} {at:>7} {lag:>7} {end:>7}  {:<26} {ok}", row.cause);
         preds.push(Prediction {
             file: name,
             label: label.to_string(),
             decision_ms: at as f64,
-            end_ms: an.message_end.map(|e| e.as_ms() as f64),
+            end_ms: row.end_ms.map(|e| e as f64),
         });
     }
     let s = score(&labels, &preds);

@@ -4,6 +4,7 @@
 //! carries live sessions lives in `worker/` (a later issue).
 
 pub mod amd;
+pub mod amd_asterisk;
 pub mod amd_eval;
 pub mod analyzer;
 pub mod codec;

@@ -29,9 +29,13 @@ pub struct FileAnalysis {
 
 /// Analyses a WAV file image from its start (= answer).
 pub fn analyze_wav(bytes: &[u8], params: AmdParams) -> Result<FileAnalysis, AnalyzeError> {
+    Ok(analyze_pcm(&wav_to_analysis_pcm(bytes)?, params))
+}
+
+/// Decodes a WAV file image to PCM at the analysis rate (channel 0).
+pub fn wav_to_analysis_pcm(bytes: &[u8]) -> Result<Vec<i16>, AnalyzeError> {
     let w = wav::parse(bytes)?;
-    let pcm = resample::convert(&w.samples, w.rate, ANALYSIS_RATE)?;
-    Ok(analyze_pcm(&pcm, params))
+    Ok(resample::convert(&w.samples, w.rate, ANALYSIS_RATE)?)
 }
 
 /// Analyses 8 kHz PCM from its start, fed in 20 ms packets as a live call would be.

@@ -4,7 +4,9 @@
 //! passes vacuously (a user's fresh clone); set `AMD_CORPUS_REQUIRED=1` to make that a failure.
 
 use std::path::PathBuf;
-use waihu_engine::amd_eval::score;
+use waihu_engine::amd_asterisk::{self, AsteriskParams};
+use waihu_engine::amd_eval::{score, Prediction};
+use waihu_engine::offline::wav_to_analysis_pcm;
 use waihu_engine::AmdParams;
 use waihu_tests::{predict_dir, read_labels, workspace_root};
 
@@ -37,4 +39,25 @@ fn amd_meets_the_quality_floors_on_the_dev_corpus() {
     assert!(med <= 600.0, "median human decision {med:.0} ms after the greeting > 600 ms");
     assert!(s.beep_machines > 0, "no machines with a beep in the corpus");
     assert!(s.beep_end_rate() >= 0.90, "beep end within 150 ms for {:.3} < 0.90", s.beep_end_rate());
+
+    // The energy/word counter most dialers use (Asterisk app_amd, amd.conf defaults) on
+    // the same calls: ours must be clearly better.
+    let base: Vec<Prediction> = labels
+        .iter()
+        .map(|l| {
+            let bytes = std::fs::read(dir.join(&l.file)).expect("read");
+            let pcm = wav_to_analysis_pcm(&bytes).expect("wav");
+            let d = amd_asterisk::analyze_pcm(&pcm, AsteriskParams::default());
+            Prediction {
+                file: l.file.clone(),
+                label: d.verdict.label().into(),
+                decision_ms: d.at.as_ms() as f64,
+                end_ms: None,
+            }
+        })
+        .collect();
+    let b = score(&labels, &base);
+    eprintln!("Asterisk app_amd baseline on the same files:\n{b}");
+    assert!(s.accuracy >= b.accuracy + 0.2, "waihu {:.3} vs app_amd {:.3}", s.accuracy, b.accuracy);
+    assert!(s.human_as_machine_rate() * 10.0 <= b.human_as_machine_rate(), "not clearly fewer live people hung up on");
 }
