@@ -116,7 +116,7 @@ impl AsteriskAmd {
             }
             if self.silence_ms >= p.after_greeting_silence_ms && self.in_greeting {
                 let cause = format!("HUMAN-{}-{}", self.silence_ms, p.after_greeting_silence_ms);
-                return self.decide(Verdict::Human, cause);
+                self.decide(Verdict::Human, cause);
             }
         } else {
             self.consecutive_voice_ms += len_ms;
