@@ -132,6 +132,27 @@ fn packet_path(c: &mut Criterion) {
             black_box(r)
         })
     });
+
+    // 2,000 concurrent streams served round-robin, as a shard does: each packet finds its
+    // stream's state cold in cache.
+    const STREAMS: usize = 2_000;
+    let mut streams: Vec<(Analyzer, usize)> =
+        (0..STREAMS).map(|k| (Analyzer::new(AmdParams::default()), (k * 7) % packets.len())).collect();
+    let mut s = 0;
+    g.bench_function("g711_rtp_to_amd_per_20ms_packet_2000_streams", |b| {
+        b.iter(|| {
+            let (an, pos) = &mut streams[s];
+            s = (s + 1) % STREAMS;
+            if *pos == packets.len() || an.amd().is_done() {
+                an.reset();
+                *pos = 0;
+            }
+            let r = an.push_rtp(black_box(&packets[*pos]), G711::Ulaw, 0);
+            while an.poll_event().is_some() {}
+            *pos += 1;
+            black_box(r)
+        })
+    });
     g.finish();
 }
 
