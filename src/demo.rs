@@ -67,10 +67,10 @@ pub fn run(a: DemoArgs) -> Result<ExitCode> {
     let s = score(&labels, &preds);
     println!("\n{s}");
     println!(
-        "\nanalysed {:.1} s of audio in {:.2} s wall ({:.0}x real time on {} threads)",
+        "\n{} calls ({:.1} s of recorded audio) in {:.3} s wall on {} threads; analysis of a call stops once AMD is done",
+        files.len(),
         audio_ms as f64 / 1000.0,
         wall.as_secs_f64(),
-        audio_ms as f64 / 1000.0 / wall.as_secs_f64().max(1e-9),
         default_jobs()
     );
     Ok(ExitCode::SUCCESS)
