@@ -55,6 +55,9 @@ pub struct AmdParams {
     pub silence_threshold: u16,
     /// Speech must stand this far above the tracked noise floor, dB.
     pub speech_over_noise_db: f32,
+    /// A word whose loudest frame is more than this far below the loudest word of the
+    /// call is background, even when it came first (a TV before the person spoke), dB.
+    pub background_below_loudest_db: f32,
     /// A burst of speech whose loudest frame stays more than this far below the active
     /// speech level of the greeting so far is background (a TV, people in the room), not
     /// the person who answered, dB.
@@ -87,6 +90,7 @@ impl Default for AmdParams {
             silence_threshold: 64,
             speech_over_noise_db: 6.0,
             background_below_peak_db: 6.0,
+            background_below_loudest_db: 12.0,
             min_beep_ms: 100,
             max_beep_ms: 2500,
             message_end_silence_ms: 1200,
@@ -223,12 +227,24 @@ enum Phase {
 }
 
 const EVENTS: usize = 4;
+/// CED (2100 Hz answer tone) heard this long before anyone speaks is a fax.
+const CED_MS: u64 = 500;
 /// Shortest tone segment considered at all.
 const MIN_TONE_MS: u64 = 60;
 /// Longest gap between the segments of a SIT sequence.
 const SIT_GAP_MS: u64 = 80;
 /// Frames whose lag-1 correlation reaches this are voiced (see `FrameTones::low_band`).
 const VOICED_LOW_BAND: f32 = 0.5;
+
+/// Words remembered per call (8 s of analysis holds far fewer).
+const MAX_WORDS: usize = 64;
+
+#[derive(Debug, Clone, Copy, Default)]
+struct WordRec {
+    start: MediaTime,
+    end: MediaTime,
+    max_db: f32,
+}
 
 #[derive(Debug, Clone, Copy)]
 struct Burst {
@@ -257,12 +273,17 @@ pub struct Amd {
     /// First and last speech of the greeting (only runs of a word's length count).
     onset: Option<MediaTime>,
     last_speech_end: MediaTime,
+    /// The words counted so far; the greeting is the span of the foreground ones.
+    word_recs: [WordRec; MAX_WORDS],
+    n_words: usize,
     /// End of the last voiced burst that did not count as a word.
     last_activity_end: MediaTime,
     words: u32,
     /// SIT: segment classes seen in order so far.
     sit_seen: u8,
     sit_last_end: MediaTime,
+    /// CED heard so far in finished segments, ms.
+    ced_ms: u64,
     /// A beep-like tone held back because it may be a SIT's first segment.
     held_beep: Option<ToneSegment>,
     decision: Option<Decision>,
@@ -284,10 +305,13 @@ impl Amd {
             burst: None,
             onset: None,
             last_speech_end: MediaTime::ZERO,
+            word_recs: [WordRec::default(); MAX_WORDS],
+            n_words: 0,
             last_activity_end: MediaTime::ZERO,
             words: 0,
             sit_seen: 0,
             sit_last_end: MediaTime::ZERO,
+            ced_ms: 0,
             held_beep: None,
             decision: None,
             events: [None; EVENTS],
@@ -427,23 +451,33 @@ impl Amd {
             b.gap_frames = 0;
             b.max_db = b.max_db.max(level);
             let foreground = self.peak_db.is_none_or(|pk| b.max_db >= pk - self.p.background_below_peak_db);
-            if !b.counted
+            let newly_counted = !b.counted
                 && b.speech_frames as u64 * FRAME_MS >= self.p.min_word_length_ms
                 && b.voiced_frames >= MIN_VOICED_FRAMES
-                && foreground
-            {
+                && foreground;
+            if newly_counted {
                 b.counted = true;
                 self.words += 1;
-                self.onset.get_or_insert(b.start);
             }
             // Inside a word, frames far below the speaker's level (a TV carrying on right
             // after the greeting) do not keep the greeting going.
             let faint = self.peak_db.is_some_and(|pk| level < pk - 3.0 * self.p.background_below_peak_db);
-            if b.counted && !faint {
-                self.last_speech_end = end;
+            let (counted, start, max_db) = (b.counted, b.start, b.max_db);
+            if newly_counted && self.n_words < MAX_WORDS {
+                self.word_recs[self.n_words] = WordRec { start, end, max_db };
+                self.n_words += 1;
+            }
+            if counted && !faint {
+                if let Some(w) = self.word_recs[..self.n_words].last_mut() {
+                    w.end = end;
+                    w.max_db = max_db;
+                }
                 self.speech_power += 10f32.powf(level / 10.0);
                 self.speech_frames += 1;
                 self.peak_db = Some(10.0 * (self.speech_power / self.speech_frames as f32).log10());
+            }
+            if counted {
+                self.update_greeting();
             }
         } else if let Some(b) = &mut self.burst {
             b.gap_frames += 1;
@@ -459,6 +493,20 @@ impl Amd {
         }
     }
 
+    /// The greeting runs from the first to the last *foreground* word: words far quieter
+    /// than the loudest one are background, even if they came first (a TV playing before
+    /// the person answered).
+    fn update_greeting(&mut self) {
+        let words = &self.word_recs[..self.n_words];
+        let loudest = words.iter().map(|w| w.max_db).fold(f32::MIN, f32::max);
+        let floor = loudest - self.p.background_below_loudest_db;
+        let mut fg = words.iter().filter(|w| w.max_db >= floor);
+        if let Some(first) = fg.next() {
+            self.onset = Some(first.start);
+            self.last_speech_end = fg.last().unwrap_or(first).end;
+        }
+    }
+
     fn listen(&mut self, f: &FrameInput, end: MediaTime, finished: Option<ToneSegment>) {
         let p = self.p;
         // Tones first: they are unambiguous.
@@ -466,6 +514,15 @@ impl Amd {
         if let Some(seg) = finished.filter(|s| s.duration_ms() >= MIN_TONE_MS) {
             if self.onset.is_none() && self.is_cng(&seg) {
                 return self.decide(Verdict::Fax, AmdCause::FaxTone { hz: seg.hz as u32 }, end);
+            }
+            if self.onset.is_none() && is_ced(&seg) {
+                // 2100 Hz with nobody speaking is an answer tone, even when noise or a phase
+                // reversal breaks it into pieces: add them up.
+                self.ced_ms += seg.duration_ms();
+                if self.ced_ms >= CED_MS {
+                    return self.decide(Verdict::Fax, AmdCause::FaxTone { hz: seg.hz as u32 }, end);
+                }
+                return;
             }
             if self.sit_step(&seg) {
                 self.held_beep = None;
@@ -486,8 +543,8 @@ impl Amd {
             }
         }
         if let Some(cur) = self.tones.current() {
-            let ced = (cur.hz - 2100.0).abs() <= 25.0 && f.tones.bank[BIN_CED] > 0.5;
-            if self.onset.is_none() && ced && cur.duration_ms() >= 500 {
+            let ced = is_ced(&cur) && f.tones.bank[BIN_CED] > 0.5;
+            if self.onset.is_none() && ced && self.ced_ms + cur.duration_ms() >= CED_MS {
                 return self.decide(Verdict::Fax, AmdCause::FaxTone { hz: cur.hz as u32 }, end);
             }
         }
@@ -589,6 +646,10 @@ impl Amd {
         }
         false
     }
+}
+
+fn is_ced(s: &ToneSegment) -> bool {
+    (s.hz - 2100.0).abs() <= 25.0
 }
 
 #[cfg(test)]
@@ -758,6 +819,24 @@ mod tests {
         let (d, _) = run(AmdParams::default(), &[Seg::Silence(300), Seg::Speech(600), Seg::Background(6000)]);
         let d = d.expect("decided");
         assert_eq!(d.verdict, Verdict::Human, "{}", d.cause);
+    }
+
+    #[test]
+    fn tv_heard_before_the_person_answers_is_not_their_greeting() {
+        let script = [
+            Seg::Silence(300),
+            Seg::Background(1200),
+            Seg::Silence(250),
+            Seg::Background(1500),
+            Seg::Silence(250),
+            Seg::Speech(600),
+            Seg::Silence(250),
+            Seg::Background(3000),
+        ];
+        let (d, _) = run(AmdParams::default(), &script);
+        let d = d.expect("decided");
+        assert_eq!(d.verdict, Verdict::Human, "{}", d.cause);
+        assert!(matches!(d.cause, AmdCause::Human { greeting_ms: 600, .. }), "{}", d.cause);
     }
 
     #[test]
