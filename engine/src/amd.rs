@@ -503,7 +503,7 @@ impl Amd {
         let mut fg = words.iter().filter(|w| w.max_db >= floor);
         if let Some(first) = fg.next() {
             self.onset = Some(first.start);
-            self.last_speech_end = fg.last().unwrap_or(first).end;
+            self.last_speech_end = fg.next_back().unwrap_or(first).end;
         }
     }
 
