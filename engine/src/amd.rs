@@ -236,13 +236,15 @@ const SIT_GAP_MS: u64 = 80;
 /// Frames whose lag-1 correlation reaches this are voiced (see `FrameTones::low_band`).
 const VOICED_LOW_BAND: f32 = 0.5;
 
-/// Words remembered per call (8 s of analysis holds far fewer).
-const MAX_WORDS: usize = 64;
+/// Words remembered per call; more are merged into the last one (a greeting of 3.6 s
+/// holds about 15).
+const MAX_WORDS: usize = 32;
 
+/// A counted word: start and end in samples (u32 covers 149 hours), loudest frame.
 #[derive(Debug, Clone, Copy, Default)]
 struct WordRec {
-    start: MediaTime,
-    end: MediaTime,
+    start: u32,
+    end: u32,
     max_db: f32,
 }
 
@@ -463,14 +465,20 @@ impl Amd {
             // after the greeting) do not keep the greeting going.
             let faint = self.peak_db.is_some_and(|pk| level < pk - 3.0 * self.p.background_below_peak_db);
             let (counted, start, max_db) = (b.counted, b.start, b.max_db);
-            if newly_counted && self.n_words < MAX_WORDS {
-                self.word_recs[self.n_words] = WordRec { start, end, max_db };
-                self.n_words += 1;
+            if newly_counted {
+                let rec = WordRec { start: start.samples() as u32, end: end.samples() as u32, max_db };
+                if self.n_words < MAX_WORDS {
+                    self.word_recs[self.n_words] = rec;
+                    self.n_words += 1;
+                } else {
+                    // Full: the new word extends the last record.
+                    self.word_recs[MAX_WORDS - 1].max_db = self.word_recs[MAX_WORDS - 1].max_db.max(max_db);
+                }
             }
             if counted && !faint {
                 if let Some(w) = self.word_recs[..self.n_words].last_mut() {
-                    w.end = end;
-                    w.max_db = max_db;
+                    w.end = end.samples() as u32;
+                    w.max_db = w.max_db.max(max_db);
                 }
                 self.speech_power += 10f32.powf(level / 10.0);
                 self.speech_frames += 1;
@@ -502,8 +510,8 @@ impl Amd {
         let floor = loudest - self.p.background_below_loudest_db;
         let mut fg = words.iter().filter(|w| w.max_db >= floor);
         if let Some(first) = fg.next() {
-            self.onset = Some(first.start);
-            self.last_speech_end = fg.next_back().unwrap_or(first).end;
+            self.onset = Some(MediaTime::from_samples(first.start as u64));
+            self.last_speech_end = MediaTime::from_samples(fg.next_back().unwrap_or(first).end as u64);
         }
     }
 
