@@ -103,6 +103,11 @@ impl Analyzer {
     pub fn push_pcm(&mut self, pcm: &[i16]) {
         let Analyzer { vad, tones, framer, amd, dtmf, next_frame_at, digit } = self;
         framer.push(pcm, |block| {
+            // Once AMD has settled and no DTMF is wanted there is nothing left to analyse.
+            if amd.is_done() && dtmf.is_none() {
+                *next_frame_at = next_frame_at.add_samples(2 * FRAME_SAMPLES as u64);
+                return;
+            }
             let voiced = vad.is_speech_20ms(block);
             let pair = tones.analyze_pair(block);
             for (half, t) in block.chunks_exact(FRAME_SAMPLES).zip(pair) {
@@ -140,4 +145,49 @@ impl Analyzer {
 fn mean_abs(frame: &[i16; FRAME_SAMPLES]) -> u16 {
     let sum: u32 = frame.iter().map(|&s| (s as i32).unsigned_abs()).sum();
     (sum / FRAME_SAMPLES as u32) as u16
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::amd::Verdict;
+
+    #[test]
+    fn media_clock_keeps_running_after_amd_settles() {
+        let mut a = Analyzer::new(AmdParams::default());
+        let silence = [0i16; 160];
+        for _ in 0..250 {
+            a.push_pcm(&silence);
+        }
+        assert_eq!(a.media_time().as_ms(), 5_000);
+        let d = a.amd().decision().expect("decided");
+        assert_eq!(d.verdict, Verdict::Silence);
+        assert!(a.amd().is_done());
+    }
+
+    #[test]
+    fn reset_starts_a_fresh_call() {
+        let mut a = Analyzer::new(AmdParams::default());
+        for _ in 0..250 {
+            a.push_pcm(&[0i16; 160]);
+        }
+        a.reset();
+        assert_eq!(a.media_time(), MediaTime::ZERO);
+        assert_eq!(a.amd().decision(), None);
+        assert!(a.poll_event().is_none());
+    }
+
+    #[test]
+    fn wrong_payload_type_is_rejected() {
+        let mut a = Analyzer::new(AmdParams::default());
+        let mut pkt = Vec::new();
+        crate::rtp::RtpBuild { payload_type: 8, ..Default::default() }.write(&[0xd5; 160], &mut pkt).expect("build");
+        assert_eq!(a.push_rtp(&pkt, G711::Ulaw, 0), Err(PacketError::UnexpectedPayloadType(8)));
+        assert_eq!(
+            a.push_rtp(&pkt[..5], G711::Ulaw, 0),
+            Err(PacketError::Rtp(RtpError::TooShort { len: 5, need: 12 }))
+        );
+        assert_eq!(a.push_rtp(&pkt, G711::Alaw, 8), Ok(()));
+        assert_eq!(a.media_time().as_ms(), 20);
+    }
 }
