@@ -15,11 +15,13 @@ pub mod offline;
 pub mod resample;
 pub mod rtcp;
 pub mod rtp;
+pub mod session;
 pub mod stats;
 pub mod time;
 pub mod tones;
 pub mod vad;
 pub mod wav;
+pub mod worker;
 
 pub use amd::{Amd, AmdCause, AmdParams, Decision, Verdict};
 pub use analyzer::Analyzer;

@@ -2,9 +2,12 @@
 //! interarrival jitter), plus duplicates and out-of-order counts. Arrival times come in as
 //! a parameter in RTP timestamp units: the caller owns the clock.
 
+use crate::rtp::SeqUnwrapper;
+
 /// Counters since the stream started (or its SSRC last changed).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct RtpStats {
+    unwrap: SeqUnwrapper,
     pub packets: u64,
     pub bytes: u64,
     pub duplicates: u64,
@@ -20,10 +23,11 @@ pub struct RtpStats {
 }
 
 impl RtpStats {
-    /// Records a packet with extended sequence number `seq`, RTP timestamp `ts`, arriving
-    /// at `arrival` (in the stream's RTP clock units), with `bytes` of payload.
-    /// `duplicate` is what the reorder buffer said.
-    pub fn on_packet(&mut self, seq: u64, ts: u32, arrival: u64, bytes: usize, duplicate: bool) {
+    /// Records a packet with sequence number `seq`, RTP timestamp `ts`, arriving at
+    /// `arrival` (in the stream's RTP clock units), with `bytes` of payload. `duplicate`
+    /// is what the reorder buffer said.
+    pub fn on_packet(&mut self, seq: u16, ts: u32, arrival: u64, bytes: usize, duplicate: bool) {
+        let seq = self.unwrap.unwrap(seq);
         if duplicate {
             self.duplicates += 1;
             return;
@@ -88,8 +92,8 @@ mod tests {
     #[test]
     fn counts_loss_reordering_and_duplicates() {
         let mut s = RtpStats::default();
-        for (seq, dup) in [(100u64, false), (101, false), (103, false), (102, false), (103, true), (105, false)] {
-            s.on_packet(seq, (seq * 160) as u32, seq * 160, 160, dup);
+        for (seq, dup) in [(100u16, false), (101, false), (103, false), (102, false), (103, true), (105, false)] {
+            s.on_packet(seq, seq as u32 * 160, seq as u64 * 160, 160, dup);
         }
         assert_eq!((s.packets, s.duplicates, s.out_of_order), (5, 1, 1));
         assert_eq!((s.expected(), s.lost()), (6, 1));
@@ -102,13 +106,13 @@ mod tests {
         let mut s = RtpStats::default();
         // Perfectly paced: zero jitter.
         for k in 0..50u64 {
-            s.on_packet(k, (k * 160) as u32, k * 160 + 1000, 160, false);
+            s.on_packet(k as u16, (k * 160) as u32, k * 160 + 1000, 160, false);
         }
         assert_eq!(s.jitter(), 0);
         // Every other packet 40 units late: D alternates +-40, J converges towards 40.
         for k in 50..400u64 {
             let late = if k % 2 == 0 { 40 } else { 0 };
-            s.on_packet(k, (k * 160) as u32, k * 160 + 1000 + late, 160, false);
+            s.on_packet(k as u16, (k * 160) as u32, k * 160 + 1000 + late, 160, false);
         }
         assert!((38..=40).contains(&s.jitter()), "{}", s.jitter());
     }

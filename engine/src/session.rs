@@ -1,0 +1,331 @@
+//! One call's media, receive side, without IO: datagrams in (RTP or muxed RTCP), through
+//! the reorder buffer and stream statistics, decoded (PCMU, PCMA, Opus; RFC 4733 events;
+//! comfort noise tolerated), into the analysis pipeline. The glommio worker owns the
+//! socket and the clock and calls in here.
+
+use crate::amd::{AmdEvent, AmdParams};
+use crate::analyzer::Analyzer;
+use crate::codec::g711;
+use crate::codec::opus::{OpusDecoder, OpusError};
+use crate::dtmf::TelephoneEvent;
+use crate::jitter::{JitterBuffer, JitterError, Pushed, Released};
+use crate::rtcp;
+use crate::rtp::{RtpError, RtpHeader};
+use crate::stats::RtpStats;
+use crate::MediaTime;
+
+/// Payload types negotiated in SDP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PayloadMap {
+    pub pcmu: Option<u8>,
+    pub pcma: Option<u8>,
+    pub opus: Option<u8>,
+    pub telephone_event: Option<u8>,
+}
+
+impl Default for PayloadMap {
+    fn default() -> Self {
+        PayloadMap { pcmu: Some(0), pcma: Some(8), opus: None, telephone_event: Some(101) }
+    }
+}
+
+/// RFC 3389 comfort noise: tolerated, not decoded.
+pub const PT_CN: u8 = 13;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Rtp(#[from] RtpError),
+    #[error(transparent)]
+    Rtcp(#[from] rtcp::RtcpError),
+    #[error(transparent)]
+    Jitter(#[from] JitterError),
+    #[error("payload type {0} was not negotiated")]
+    UnknownPayloadType(u8),
+    #[error(transparent)]
+    Opus(#[from] OpusError),
+}
+
+/// What a session reports, in order.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SessionEvent {
+    Amd(AmdEvent),
+    /// A DTMF key (RFC 4733 event, or in-band when detection is on).
+    Dtmf {
+        digit: char,
+        at: MediaTime,
+    },
+    /// The sender's SSRC changed: a new stream (re-INVITE, transfer, restart).
+    NewStream {
+        ssrc: u32,
+    },
+}
+
+/// Receive-side counters (RFC 3550 plus what we dropped and why).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SessionStats {
+    pub packets: u64,
+    pub bytes: u64,
+    pub lost: u64,
+    pub expected: u64,
+    pub duplicates: u64,
+    pub out_of_order: u64,
+    /// Interarrival jitter, ms.
+    pub jitter_ms: f64,
+    pub malformed: u64,
+    pub rtcp: u64,
+    pub media_time: MediaTime,
+}
+
+const EVENTS: usize = 8;
+
+pub struct MediaSession {
+    payloads: PayloadMap,
+    jitter: JitterBuffer,
+    stats: RtpStats,
+    analyzer: Option<Analyzer>,
+    opus: Option<OpusDecoder>,
+    pcm: [i16; 960],
+    /// Samples in the last decoded packet: what a lost packet is concealed with.
+    last_samples: usize,
+    last_event_ts: Option<u32>,
+    malformed: u64,
+    rtcp: u64,
+    events: [Option<SessionEvent>; EVENTS],
+    ev_len: usize,
+}
+
+impl std::fmt::Debug for MediaSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MediaSession").field("payloads", &self.payloads).field("stats", &self.stats()).finish()
+    }
+}
+
+impl MediaSession {
+    pub fn new(payloads: PayloadMap) -> Result<Self, SessionError> {
+        Ok(MediaSession {
+            payloads,
+            jitter: JitterBuffer::new(3),
+            stats: RtpStats::default(),
+            analyzer: None,
+            opus: payloads.opus.map(|_| OpusDecoder::new(8000)).transpose()?,
+            pcm: [0; 960],
+            last_samples: 160,
+            last_event_ts: None,
+            malformed: 0,
+            rtcp: 0,
+            events: [None; EVENTS],
+            ev_len: 0,
+        })
+    }
+
+    /// Starts answering-machine detection from the current media time onwards.
+    pub fn start_amd(&mut self, params: AmdParams) {
+        self.analyzer = Some(Analyzer::new(params));
+    }
+
+    pub fn stop_amd(&mut self) {
+        self.analyzer = None;
+    }
+
+    /// RTP clock rate of the negotiated audio (Opus runs a 48 kHz RTP clock).
+    pub fn clock_rate(&self) -> u32 {
+        if self.payloads.opus.is_some() && self.payloads.pcmu.is_none() && self.payloads.pcma.is_none() {
+            48_000
+        } else {
+            8_000
+        }
+    }
+
+    pub fn stats(&self) -> SessionStats {
+        SessionStats {
+            packets: self.stats.packets,
+            bytes: self.stats.bytes,
+            lost: self.stats.lost(),
+            expected: self.stats.expected(),
+            duplicates: self.stats.duplicates,
+            out_of_order: self.stats.out_of_order,
+            jitter_ms: self.stats.jitter() as f64 * 1000.0 / self.clock_rate() as f64,
+            malformed: self.malformed,
+            rtcp: self.rtcp,
+            media_time: self.analyzer.as_ref().map_or(MediaTime::ZERO, |a| a.media_time()),
+        }
+    }
+
+    pub fn poll_event(&mut self) -> Option<SessionEvent> {
+        if self.ev_len == 0 {
+            return None;
+        }
+        let e = self.events[0].take();
+        self.events.rotate_left(1);
+        self.ev_len -= 1;
+        e
+    }
+
+    fn emit(&mut self, e: SessionEvent) {
+        if self.ev_len == EVENTS {
+            // Invariant: the worker drains after every datagram; at most a few per packet.
+            self.poll_event();
+        }
+        self.events[self.ev_len] = Some(e);
+        self.ev_len += 1;
+    }
+
+    /// Handles one datagram that arrived at `arrival` (in RTP clock units of this
+    /// stream, from any fixed origin). Malformed input is counted and returned as an error;
+    /// the session carries on.
+    pub fn on_datagram(&mut self, d: &[u8], arrival: u64) -> Result<(), SessionError> {
+        let r = self.receive(d, arrival);
+        if r.is_err() {
+            self.malformed += 1;
+        }
+        r
+    }
+
+    fn receive(&mut self, d: &[u8], arrival: u64) -> Result<(), SessionError> {
+        if rtcp::is_rtcp(d) {
+            rtcp::parse(d)?;
+            self.rtcp += 1;
+            return Ok(());
+        }
+        let (h, range) = RtpHeader::parse(d)?;
+        let pt = h.payload_type;
+        let known = [self.payloads.pcmu, self.payloads.pcma, self.payloads.opus, self.payloads.telephone_event];
+        if pt != PT_CN && !known.contains(&Some(pt)) {
+            return Err(SessionError::UnknownPayloadType(pt));
+        }
+        let payload = &d[range];
+        let pushed = self.jitter.push(&h, payload)?;
+        if pushed == Pushed::NewStream {
+            self.stats = RtpStats::default();
+            self.emit(SessionEvent::NewStream { ssrc: h.ssrc });
+        }
+        let dup = matches!(pushed, Pushed::Duplicate | Pushed::TooLate);
+        self.stats.on_packet(h.sequence, h.timestamp, arrival, payload.len(), dup);
+        self.play_out()
+    }
+
+    fn play_out(&mut self) -> Result<(), SessionError> {
+        let p = self.payloads;
+        loop {
+            let (n, lost) = match self.jitter.pop() {
+                None => return Ok(()),
+                Some(Released::Lost { .. }) => (0, true),
+                Some(Released::Packet { payload_type, timestamp, payload, .. }) => {
+                    let pt = payload_type;
+                    let n = if Some(pt) == p.pcmu {
+                        g711::ulaw_decode_into(payload, &mut self.pcm)
+                    } else if Some(pt) == p.pcma {
+                        g711::alaw_decode_into(payload, &mut self.pcm)
+                    } else if Some(pt) == p.opus {
+                        match self.opus.as_mut() {
+                            Some(dec) => dec.decode(payload, &mut self.pcm)?,
+                            None => 0,
+                        }
+                    } else if Some(pt) == p.telephone_event {
+                        if let Ok(ev) = TelephoneEvent::parse(payload) {
+                            if self.last_event_ts != Some(timestamp) {
+                                self.last_event_ts = Some(timestamp);
+                                if let Some(digit) = ev.digit() {
+                                    let at = self.analyzer.as_ref().map_or(MediaTime::ZERO, |a| a.media_time());
+                                    self.emit(SessionEvent::Dtmf { digit, at });
+                                }
+                            }
+                        }
+                        continue;
+                    } else {
+                        0 // comfort noise
+                    };
+                    (n, false)
+                }
+            };
+            let samples = if lost {
+                // Conceal: keep the media clock running with silence (or Opus PLC).
+                let n = self.last_samples.min(self.pcm.len());
+                match (self.opus.as_mut(), p.pcmu.or(p.pcma)) {
+                    (Some(dec), None) => dec.conceal(&mut self.pcm[..n]).unwrap_or(0),
+                    _ => {
+                        self.pcm[..n].fill(0);
+                        n
+                    }
+                }
+            } else {
+                if n > 0 {
+                    self.last_samples = n;
+                }
+                n
+            };
+            if let Some(a) = self.analyzer.as_mut() {
+                a.push_pcm(&self.pcm[..samples]);
+                while let Some(e) = a.poll_event() {
+                    if self.ev_len == EVENTS {
+                        break;
+                    }
+                    self.events[self.ev_len] = Some(SessionEvent::Amd(e));
+                    self.ev_len += 1;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rtp::RtpBuild;
+
+    fn packet(seq: u16, pt: u8, payload: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        RtpBuild { payload_type: pt, sequence: seq, timestamp: seq as u32 * 160, ssrc: 5, ..Default::default() }
+            .write(payload, &mut v)
+            .expect("build");
+        v
+    }
+
+    #[test]
+    fn counts_loss_reordering_duplicates_and_keeps_the_media_clock() {
+        let mut s = MediaSession::new(PayloadMap::default()).expect("session");
+        s.start_amd(AmdParams::default());
+        let order = [0u16, 1, 3, 2, 2, 4, 6, 7, 8, 9];
+        for (k, &seq) in order.iter().enumerate() {
+            s.on_datagram(&packet(seq, 0, &[0xff; 160]), k as u64 * 160).expect("valid");
+        }
+        let st = s.stats();
+        assert_eq!((st.packets, st.duplicates, st.out_of_order), (9, 1, 1));
+        assert_eq!((st.expected, st.lost), (10, 1));
+        // All ten slots played out (5 concealed once 8 arrived): 200 ms of media time.
+        assert_eq!(st.media_time.as_ms(), 200);
+    }
+
+    #[test]
+    fn rfc4733_digit_is_reported_once_per_event() {
+        let mut s = MediaSession::new(PayloadMap::default()).expect("session");
+        for (k, dur) in [160u16, 320, 480].iter().enumerate() {
+            let ev = TelephoneEvent { event: 5, end: k == 2, volume: 10, duration: *dur };
+            let mut v = Vec::new();
+            RtpBuild { payload_type: 101, sequence: k as u16, timestamp: 8000, ssrc: 5, ..Default::default() }
+                .write(&ev.to_bytes(), &mut v)
+                .expect("build");
+            s.on_datagram(&v, 0).expect("valid");
+        }
+        while let Some(e) = s.jitter.drain() {
+            let _ = e;
+        }
+        let digits: Vec<_> = std::iter::from_fn(|| s.poll_event()).collect();
+        assert_eq!(digits, vec![SessionEvent::Dtmf { digit: '5', at: MediaTime::ZERO }]);
+    }
+
+    #[test]
+    fn malformed_and_unknown_input_is_counted_not_fatal() {
+        let mut s = MediaSession::new(PayloadMap::default()).expect("session");
+        assert!(s.on_datagram(&[1, 2, 3], 0).is_err());
+        assert!(matches!(s.on_datagram(&packet(1, 96, &[0; 10]), 0), Err(SessionError::UnknownPayloadType(96))));
+        assert!(s.on_datagram(&[0x80, 201, 0, 9], 0).is_err());
+        s.on_datagram(&packet(2, PT_CN, &[40]), 0).expect("comfort noise tolerated");
+        let mut rr = Vec::new();
+        rtcp::write_rr(9, None, &mut rr);
+        s.on_datagram(&rr, 0).expect("rtcp");
+        let st = s.stats();
+        assert_eq!((st.malformed, st.rtcp, st.packets), (3, 1, 1));
+    }
+}
