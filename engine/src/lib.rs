@@ -15,6 +15,7 @@ pub mod offline;
 pub mod resample;
 pub mod rtcp;
 pub mod rtp;
+pub mod sender;
 pub mod session;
 pub mod stats;
 pub mod time;

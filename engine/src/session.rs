@@ -79,6 +79,17 @@ pub struct SessionStats {
 
 const EVENTS: usize = 8;
 
+/// One released frame of received audio.
+#[derive(Debug, Clone, Copy)]
+pub struct Frame<'a> {
+    pub payload_type: u8,
+    /// The payload as received (empty for a concealed loss).
+    pub payload: &'a [u8],
+    /// Decoded 8 kHz audio (concealment for a loss).
+    pub pcm: &'a [i16],
+    pub lost: bool,
+}
+
 pub struct MediaSession {
     payloads: PayloadMap,
     jitter: JitterBuffer,
@@ -128,6 +139,24 @@ impl MediaSession {
         self.analyzer = None;
     }
 
+    /// The codec a payload type stands for in this session.
+    pub fn codec_of(&self, pt: u8) -> Option<crate::codec::Codec> {
+        use crate::codec::Codec;
+        let p = self.payloads;
+        [(p.pcmu, Codec::Pcmu), (p.pcma, Codec::Pcma), (p.opus, Codec::Opus)]
+            .into_iter()
+            .find_map(|(t, c)| (t == Some(pt)).then_some(c))
+    }
+
+    /// The codec and payload type we send with: the first negotiated of PCMU, PCMA, Opus.
+    pub fn send_codec(&self) -> Option<(crate::codec::Codec, u8)> {
+        use crate::codec::Codec;
+        let p = self.payloads;
+        [(p.pcmu, Codec::Pcmu), (p.pcma, Codec::Pcma), (p.opus, Codec::Opus)]
+            .into_iter()
+            .find_map(|(t, c)| t.map(|t| (c, t)))
+    }
+
     /// RTP clock rate of the negotiated audio (Opus runs a 48 kHz RTP clock).
     pub fn clock_rate(&self) -> u32 {
         if self.payloads.opus.is_some() && self.payloads.pcmu.is_none() && self.payloads.pcma.is_none() {
@@ -175,14 +204,25 @@ impl MediaSession {
     /// stream, from any fixed origin). Malformed input is counted and returned as an error;
     /// the session carries on.
     pub fn on_datagram(&mut self, d: &[u8], arrival: u64) -> Result<(), SessionError> {
-        let r = self.receive(d, arrival);
+        self.on_datagram_with(d, arrival, &mut |_| {})
+    }
+
+    /// Like [`Self::on_datagram`], and hands every released frame (in order, losses
+    /// concealed) to `sink`: the worker relays it to a bridged leg and records it.
+    pub fn on_datagram_with(
+        &mut self,
+        d: &[u8],
+        arrival: u64,
+        sink: &mut dyn FnMut(Frame<'_>),
+    ) -> Result<(), SessionError> {
+        let r = self.receive(d, arrival, sink);
         if r.is_err() {
             self.malformed += 1;
         }
         r
     }
 
-    fn receive(&mut self, d: &[u8], arrival: u64) -> Result<(), SessionError> {
+    fn receive(&mut self, d: &[u8], arrival: u64, sink: &mut dyn FnMut(Frame<'_>)) -> Result<(), SessionError> {
         if rtcp::is_rtcp(d) {
             rtcp::parse(d)?;
             self.rtcp += 1;
@@ -202,17 +242,20 @@ impl MediaSession {
         }
         let dup = matches!(pushed, Pushed::Duplicate | Pushed::TooLate);
         self.stats.on_packet(h.sequence, h.timestamp, arrival, payload.len(), dup);
-        self.play_out()
+        self.play_out(sink)
     }
 
-    fn play_out(&mut self) -> Result<(), SessionError> {
+    fn play_out(&mut self, sink: &mut dyn FnMut(Frame<'_>)) -> Result<(), SessionError> {
         let p = self.payloads;
         loop {
-            let (n, lost) = match self.jitter.pop() {
+            let mut relay = [0u8; crate::jitter::MAX_PAYLOAD];
+            let (n, lost, pt, relay_len) = match self.jitter.pop() {
                 None => return Ok(()),
-                Some(Released::Lost { .. }) => (0, true),
+                Some(Released::Lost { .. }) => (0, true, 0, 0),
                 Some(Released::Packet { payload_type, timestamp, payload, .. }) => {
                     let pt = payload_type;
+                    relay[..payload.len()].copy_from_slice(payload);
+                    let relay_len = payload.len();
                     let n = if Some(pt) == p.pcmu {
                         g711::ulaw_decode_into(payload, &mut self.pcm)
                     } else if Some(pt) == p.pcma {
@@ -236,7 +279,7 @@ impl MediaSession {
                     } else {
                         0 // comfort noise
                     };
-                    (n, false)
+                    (n, false, pt, relay_len)
                 }
             };
             let samples = if lost {
@@ -255,6 +298,7 @@ impl MediaSession {
                 }
                 n
             };
+            sink(Frame { payload_type: pt, payload: &relay[..relay_len], pcm: &self.pcm[..samples], lost });
             if let Some(a) = self.analyzer.as_mut() {
                 a.push_pcm(&self.pcm[..samples]);
                 while let Some(e) = a.poll_event() {

@@ -138,6 +138,16 @@ pub fn write_pcm16(rate: u32, samples: &[i16]) -> Vec<u8> {
     v
 }
 
+/// Writes interleaved stereo 16-bit PCM (left, right, left, ...) as a WAV file image.
+pub fn write_pcm16_stereo(rate: u32, interleaved: &[i16]) -> Vec<u8> {
+    let mut v = write_pcm16(rate, interleaved);
+    // Same layout as mono but two channels: fix channels, byte rate and block align.
+    v[22..24].copy_from_slice(&2u16.to_le_bytes());
+    v[28..32].copy_from_slice(&(rate * 4).to_le_bytes());
+    v[32..34].copy_from_slice(&4u16.to_le_bytes());
+    v
+}
+
 /// Writes mono G.711 (µ-law when `ulaw`, else A-law) as a WAV file image.
 pub fn write_g711(rate: u32, samples: &[i16], ulaw: bool) -> Vec<u8> {
     let n = samples.len() as u32;

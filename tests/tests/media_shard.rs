@@ -3,6 +3,7 @@
 //! when the far end goes quiet.
 
 use std::net::UdpSocket;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use waihu_engine::amd::{AmdEvent, Decision};
 use waihu_engine::codec::g711;
@@ -166,5 +167,163 @@ fn media_timeout_fires_when_the_far_end_goes_quiet() {
     wait_for(&sh, Duration::from_secs(3), |e| matches!(e, Event::Closed { call: 3, .. }));
     sh.allocate(4, PayloadMap::default()).expect("allocate again");
     assert!(sh.allocate(4, PayloadMap::default()).is_err());
+    sh.shutdown();
+}
+
+/// Everything that arrives at `sock` within `span`.
+fn collect_for(sock: &UdpSocket, span: Duration) -> Vec<Vec<u8>> {
+    let end = Instant::now() + span;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 2048];
+    while let Some(left) = end.checked_duration_since(Instant::now()) {
+        sock.set_read_timeout(Some(left.max(Duration::from_millis(1)))).expect("timeout");
+        if let Ok(n) = sock.recv(&mut buf) {
+            out.push(buf[..n].to_vec());
+        }
+    }
+    out
+}
+
+/// Equal slices, or a short message naming the first difference.
+fn same<T: PartialEq + std::fmt::Debug>(got: &[T], want: &[T], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    if let Some(i) = got.iter().zip(want).position(|(a, b)| a != b) {
+        panic!("{what}: first difference at {i}: {:?} vs {:?}", got[i], want[i]);
+    }
+}
+
+/// Reads datagrams from `sock` until `quiet` passes with none, or 3 s at most (a looped
+/// source never goes quiet).
+fn drain(sock: &UdpSocket, quiet: Duration) -> Vec<Vec<u8>> {
+    sock.set_read_timeout(Some(quiet)).expect("timeout");
+    let end = Instant::now() + Duration::from_secs(3);
+    let mut out = Vec::new();
+    let mut buf = [0u8; 2048];
+    while let Ok(n) = sock.recv(&mut buf) {
+        out.push(buf[..n].to_vec());
+        if Instant::now() > end {
+            break;
+        }
+    }
+    out
+}
+
+fn payloads(dgrams: &[Vec<u8>]) -> Vec<u8> {
+    dgrams
+        .iter()
+        .filter_map(|d| waihu_engine::rtp::RtpHeader::parse(d).ok().map(|(_, r)| d[r].to_vec()))
+        .flatten()
+        .collect()
+}
+
+#[test]
+fn bridged_legs_relay_bit_exact_both_ways_and_record_both_sides() {
+    let sh = shard(5_000);
+    let (cust, agent) = (UdpSocket::bind("127.0.0.1:0").expect("c"), UdpSocket::bind("127.0.0.1:0").expect("a"));
+    let la = sh.allocate(10, PayloadMap::default()).expect("leg a");
+    let lb = sh.allocate(11, PayloadMap::default()).expect("leg b");
+    sh.send(Command::SetRemote { call: 10, remote: cust.local_addr().expect("addr"), symmetric: false }).expect("r");
+    sh.send(Command::SetRemote { call: 11, remote: agent.local_addr().expect("addr"), symmetric: false }).expect("r");
+    sh.send(Command::Bridge { a: 10, b: 11 }).expect("bridge");
+    sh.send(Command::StartRecording { call: 10 }).expect("record");
+    let from_cust = sample_ulaw("call_02.wav")[..160 * 100].to_vec();
+    let from_agent = sample_ulaw("call_06.wav")[..160 * 100].to_vec();
+    std::thread::sleep(Duration::from_millis(50));
+    let (pc, pa) = (packets(&from_cust, 1, 1), packets(&from_agent, 500, 9000));
+    for (c, a) in pc.iter().zip(&pa) {
+        cust.send_to(c, la).expect("send");
+        agent.send_to(a, lb).expect("send");
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    let at_agent = drain(&agent, Duration::from_millis(300));
+    let at_cust = drain(&cust, Duration::from_millis(300));
+    // In-order packets are released at once: everything is relayed.
+    let relayed = 160 * 100;
+    same(&payloads(&at_agent), &from_cust[..relayed], "customer -> agent bit-exact");
+    same(&payloads(&at_cust), &from_agent[..relayed], "agent -> customer bit-exact");
+    // Our outgoing stream has its own SSRC and consecutive sequence numbers.
+    let hdrs: Vec<_> = at_agent.iter().map(|d| waihu_engine::rtp::RtpHeader::parse(d).expect("rtp").0).collect();
+    assert!(hdrs.windows(2).all(|w| w[1].sequence == w[0].sequence.wrapping_add(1) && w[1].ssrc == w[0].ssrc));
+    assert!(hdrs.windows(2).all(|w| w[1].timestamp == w[0].timestamp.wrapping_add(160)));
+    assert_ne!(hdrs[0].ssrc, 0xca11, "not the customer's SSRC");
+
+    sh.send(Command::StopRecording { call: 10 }).expect("stop");
+    let ev = wait_for(&sh, Duration::from_secs(3), |e| matches!(e, Event::Recording { .. }));
+    let Some(Event::Recording { wav, .. }) = ev.last() else { unreachable!() };
+    let w = waihu_engine::wav::parse(wav).expect("recording is a WAV");
+    assert_eq!((w.channels, w.rate), (2, 8000));
+    let frames = wav.len().saturating_sub(44) / 4;
+    let left: Vec<i16> = (0..frames).map(|i| i16::from_le_bytes([wav[44 + 4 * i], wav[45 + 4 * i]])).collect();
+    let right: Vec<i16> = (0..frames).map(|i| i16::from_le_bytes([wav[46 + 4 * i], wav[47 + 4 * i]])).collect();
+    let dec = |u: &[u8]| u.iter().map(|&b| g711::ulaw_decode(b)).collect::<Vec<i16>>();
+    same(&left, &dec(&from_cust[..relayed]), "left channel = what the customer sent");
+    same(&right, &dec(&from_agent[..relayed]), "right channel = what the agent sent");
+    sh.shutdown();
+}
+
+#[test]
+fn different_codecs_are_transcoded_and_hold_plays_music_to_one_side_only() {
+    let sh = shard(5_000);
+    let (cust, agent) = (UdpSocket::bind("127.0.0.1:0").expect("c"), UdpSocket::bind("127.0.0.1:0").expect("a"));
+    let pcma_only = PayloadMap { pcmu: None, pcma: Some(8), opus: None, telephone_event: None };
+    let la = sh.allocate(20, PayloadMap::default()).expect("pcmu leg");
+    sh.allocate(21, pcma_only).expect("pcma leg");
+    sh.send(Command::SetRemote { call: 20, remote: cust.local_addr().expect("addr"), symmetric: false }).expect("r");
+    sh.send(Command::SetRemote { call: 21, remote: agent.local_addr().expect("addr"), symmetric: false }).expect("r");
+    sh.send(Command::Bridge { a: 20, b: 21 }).expect("bridge");
+    let from_cust = sample_ulaw("call_02.wav")[..160 * 50].to_vec();
+    std::thread::sleep(Duration::from_millis(50));
+    for p in packets(&from_cust, 1, 1) {
+        cust.send_to(&p, la).expect("send");
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    let at_agent = drain(&agent, Duration::from_millis(300));
+    let hdr = waihu_engine::rtp::RtpHeader::parse(&at_agent[0]).expect("rtp").0;
+    assert_eq!(hdr.payload_type, 8, "agent leg gets PCMA");
+    let heard: Vec<i16> = payloads(&at_agent).iter().map(|&b| g711::alaw_decode(b)).collect();
+    let sent: Vec<i16> = from_cust[..heard.len()].iter().map(|&b| g711::ulaw_decode(b)).collect();
+    assert_eq!(heard.len(), 160 * 50);
+    // A-law re-quantisation of µ-law audio: within a few percent of each sample.
+    for (h, s) in heard.iter().zip(&sent) {
+        assert!((*h as i32 - *s as i32).abs() <= (s.unsigned_abs() as i32 / 16).max(16), "{h} vs {s}");
+    }
+
+    // Hold: the customer hears the music, the agent hears nothing of the customer.
+    let music: Arc<[i16]> = (0..800).map(|i| ((i % 40) as i16 - 20) * 500).collect::<Vec<_>>().into();
+    sh.send(Command::Hold { call: 20, music: music.clone() }).expect("hold");
+    std::thread::sleep(Duration::from_millis(30));
+    for p in packets(&from_cust, 100, 1) {
+        cust.send_to(&p, la).expect("send");
+    }
+    let at_cust = collect_for(&cust, Duration::from_millis(500));
+    let at_agent = drain(&agent, Duration::from_millis(100));
+    assert!(at_agent.is_empty(), "agent heard {} packets while on hold", at_agent.len());
+    assert!(at_cust.len() >= 10, "music packets: {}", at_cust.len());
+    let played: Vec<i16> = payloads(&at_cust).iter().map(|&b| g711::ulaw_decode(b)).collect();
+    let expect: Vec<i16> = music.iter().map(|&s| g711::ulaw_decode(g711::ulaw_encode(s))).collect();
+    same(&played[..800], &expect, "music plays from its start");
+    sh.send(Command::Resume { call: 20 }).expect("resume");
+    sh.shutdown();
+}
+
+#[test]
+fn a_prompt_plays_paced_at_20ms_and_reports_done() {
+    let sh = shard(5_000);
+    let far = UdpSocket::bind("127.0.0.1:0").expect("far");
+    sh.allocate(30, PayloadMap::default()).expect("leg");
+    sh.send(Command::SetRemote { call: 30, remote: far.local_addr().expect("addr"), symmetric: false }).expect("r");
+    let prompt: Arc<[i16]> = (0..8000).map(|i| ((i * 37) % 2000) as i16 - 1000).collect::<Vec<_>>().into();
+    let t0 = Instant::now();
+    sh.send(Command::Play { call: 30, audio: prompt.clone(), looped: false }).expect("play");
+    wait_for(&sh, Duration::from_secs(5), |e| matches!(e, Event::PlayDone { call: 30 }));
+    let took = t0.elapsed();
+    let got = drain(&far, Duration::from_millis(200));
+    assert_eq!(got.len(), 50, "1 s of audio is 50 packets");
+    assert!(took >= Duration::from_millis(950) && took < Duration::from_millis(1500), "paced: {took:?}");
+    let played: Vec<i16> = payloads(&got).iter().map(|&b| g711::ulaw_decode(b)).collect();
+    let expect: Vec<i16> = prompt.iter().map(|&s| g711::ulaw_decode(g711::ulaw_encode(s))).collect();
+    same(&played, &expect, "the prompt as played");
+    let first = waihu_engine::rtp::RtpHeader::parse(&got[0]).expect("rtp").0;
+    assert!(first.marker, "first packet of a talkspurt has the marker bit");
     sh.shutdown();
 }

@@ -1,8 +1,9 @@
 //! The media plane's IO shell: one glommio executor per shard (pinned to a core when
-//! asked), owning its sessions' UDP sockets and analysis state. Nothing is shared between
-//! shards. The control plane talks to a shard over flume channels: [`Command`]s in,
-//! [`Event`]s out. All media logic lives in the pure [`crate::session`]; this module only
-//! receives datagrams, keeps time and allocates ports.
+//! asked), owning its sessions' UDP sockets, analysis, playback and bridges. Nothing is
+//! shared between shards; both legs of a bridge live on the same shard. The control plane
+//! talks to a shard over flume channels: [`Command`]s in, [`Event`]s out. Media logic lives
+//! in the pure [`crate::session`] and [`crate::sender`]; this module receives and sends
+//! datagrams, keeps time and allocates ports.
 //!
 //! This is the only place in the engine that reads the clock.
 #![allow(clippy::disallowed_methods)]
@@ -10,7 +11,10 @@
 mod ports;
 
 use crate::amd::AmdParams;
-use crate::session::{MediaSession, PayloadMap, SessionEvent, SessionStats};
+use crate::codec::Codec;
+use crate::sender::RtpSender;
+use crate::session::{Frame, MediaSession, PayloadMap, SessionEvent, SessionStats};
+use crate::wav;
 use glommio::net::UdpSocket;
 use glommio::{LocalExecutorBuilder, Placement};
 use ports::PortPool;
@@ -20,6 +24,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The control plane's name for a call leg.
@@ -96,6 +101,42 @@ pub enum Command {
     StopAmd {
         call: CallId,
     },
+    /// Play 8 kHz PCM to the far end, paced at 20 ms (a prompt, a voicemail drop, music on
+    /// hold). Replaces what was playing. [`Event::PlayDone`] when a non-looped one ends.
+    Play {
+        call: CallId,
+        audio: Arc<[i16]>,
+        looped: bool,
+    },
+    StopPlay {
+        call: CallId,
+    },
+    /// Connect two legs of this shard: each hears the other. Same codec: payloads are
+    /// relayed unchanged; different codecs: transcoded.
+    Bridge {
+        a: CallId,
+        b: CallId,
+    },
+    /// Disconnect a leg from its bridge (both directions).
+    Unbridge {
+        call: CallId,
+    },
+    /// The leg hears `music` (looped) and its bridged peer hears nothing, until Resume.
+    Hold {
+        call: CallId,
+        music: Arc<[i16]>,
+    },
+    Resume {
+        call: CallId,
+    },
+    /// Record the leg: left channel what it sends us, right channel what its bridged peer
+    /// sends. [`Event::Recording`] carries the stereo WAV when it stops or the leg closes.
+    StartRecording {
+        call: CallId,
+    },
+    StopRecording {
+        call: CallId,
+    },
     Close {
         call: CallId,
     },
@@ -125,6 +166,14 @@ pub enum Event {
         call: CallId,
         stats: SessionStats,
     },
+    PlayDone {
+        call: CallId,
+    },
+    /// A finished recording: stereo 16-bit 8 kHz WAV (this leg left, its peer right).
+    Recording {
+        call: CallId,
+        wav: Vec<u8>,
+    },
     /// A command failed (the reply channel, where there is one, says so too).
     Error {
         call: CallId,
@@ -134,6 +183,7 @@ pub enum Event {
 
 struct Session {
     state: Rc<RefCell<SessionState>>,
+    socket: Rc<UdpSocket>,
     port: u16,
     /// Dropping the task cancels the receive loop.
     _rx_task: glommio::Task<()>,
@@ -141,12 +191,43 @@ struct Session {
 
 struct SessionState {
     media: MediaSession,
+    sender: Option<RtpSender>,
     remote: Option<SocketAddr>,
     symmetric: bool,
     first_packet: Option<Instant>,
     last_packet: Option<Instant>,
     timeout_reported: bool,
+    bridge: Option<CallId>,
+    held: bool,
+    play: Option<Playback>,
+    recording: Option<Recording>,
 }
+
+struct Playback {
+    audio: Arc<[i16]>,
+    pos: usize,
+    looped: bool,
+}
+
+#[derive(Default)]
+struct Recording {
+    left: Vec<i16>,
+    right: Vec<i16>,
+}
+
+impl Recording {
+    fn into_wav(self) -> Vec<u8> {
+        let n = self.left.len().max(self.right.len());
+        let at = |v: &[i16], i: usize| v.get(i).copied().unwrap_or(0);
+        let interleaved: Vec<i16> = (0..n).flat_map(|i| [at(&self.left, i), at(&self.right, i)]).collect();
+        wav::write_pcm16_stereo(8000, &interleaved)
+    }
+}
+
+/// Samples per paced packet (20 ms at 8 kHz).
+const PTIME_SAMPLES: usize = 160;
+
+type Sessions = Rc<RefCell<HashMap<CallId, Session>>>;
 
 /// A running shard: send commands, receive events.
 #[derive(Debug)]
@@ -183,15 +264,10 @@ impl Shard {
 
     /// Stops the shard and waits for its thread.
     pub fn shutdown(mut self) {
-        let _ = self.commands.send(Command::Shutdown);
-        if let Some(j) = self.join.take() {
-            let _ = j.join();
-        }
+        self.stop();
     }
-}
 
-impl Drop for Shard {
-    fn drop(&mut self) {
+    fn stop(&mut self) {
         if let Some(j) = self.join.take() {
             let _ = self.commands.send(Command::Shutdown);
             let _ = j.join();
@@ -199,65 +275,172 @@ impl Drop for Shard {
     }
 }
 
+impl Drop for Shard {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 async fn run(cfg: ShardConfig, commands: flume::Receiver<Command>, events: flume::Sender<Event>) {
-    let sessions: Rc<RefCell<HashMap<CallId, Session>>> = Rc::new(RefCell::new(HashMap::new()));
+    let sessions: Sessions = Rc::new(RefCell::new(HashMap::new()));
     let mut pool = PortPool::new(cfg.ports.clone());
     let ticker = glommio::spawn_local(tick(cfg.clone(), sessions.clone(), events.clone()));
+    let pacer = glommio::spawn_local(pace(sessions.clone(), events.clone()));
     while let Ok(cmd) = commands.recv_async().await {
-        match cmd {
-            Command::Allocate { call, payloads, reply } => {
-                let r = allocate(&cfg, &mut pool, &sessions, &events, call, payloads);
-                let _ = reply.send(r);
-            }
-            Command::SetRemote { call, remote, symmetric } => with_session(&sessions, &events, call, |s| {
-                s.remote = Some(remote);
-                s.symmetric = symmetric;
-                Ok(())
-            }),
-            Command::StartAmd { call, params } => with_session(&sessions, &events, call, |s| {
-                s.media.start_amd(params);
-                Ok(())
-            }),
-            Command::StopAmd { call } => with_session(&sessions, &events, call, |s| {
-                s.media.stop_amd();
-                Ok(())
-            }),
-            Command::Close { call } => match sessions.borrow_mut().remove(&call) {
-                Some(s) => {
-                    let stats = s.state.borrow().media.stats();
-                    pool.release(s.port);
-                    let _ = events.send(Event::Closed { call, stats });
-                }
-                None => {
-                    let _ = events.send(Event::Error { call, error: WorkerError::NoSession(call).to_string() });
-                }
-            },
-            Command::Shutdown => break,
+        if let Command::Shutdown = cmd {
+            break;
         }
+        handle(&cfg, &mut pool, &sessions, &events, cmd);
     }
     drop(ticker);
+    drop(pacer);
     sessions.borrow_mut().clear();
 }
 
-fn with_session(
-    sessions: &RefCell<HashMap<CallId, Session>>,
-    events: &flume::Sender<Event>,
-    call: CallId,
-    f: impl FnOnce(&mut SessionState) -> Result<(), WorkerError>,
-) {
-    let r = match sessions.borrow().get(&call) {
-        Some(s) => f(&mut s.state.borrow_mut()),
-        None => Err(WorkerError::NoSession(call)),
+fn handle(cfg: &ShardConfig, pool: &mut PortPool, sessions: &Sessions, events: &flume::Sender<Event>, cmd: Command) {
+    let fail = |call: CallId, e: WorkerError| {
+        let _ = events.send(Event::Error { call, error: e.to_string() });
+    };
+    let r = match cmd {
+        Command::Allocate { call, payloads, reply } => {
+            let _ = reply.send(allocate(cfg, pool, sessions, events, call, payloads));
+            Ok(())
+        }
+        Command::SetRemote { call, remote, symmetric } => with_session(sessions, call, |s| {
+            s.remote = Some(remote);
+            s.symmetric = symmetric;
+            if s.sender.is_none() {
+                let (codec, pt) = s.media.send_codec().ok_or(WorkerError::Session("no audio codec".into()))?;
+                // Per-stream SSRC, first sequence number and timestamp (RFC 3550 §5.1).
+                let seed = call.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                let sender = RtpSender::new(codec, pt, (seed >> 32) as u32, seed as u16, (seed >> 16) as u32)
+                    .map_err(|e| WorkerError::Session(e.to_string()))?;
+                s.sender = Some(sender);
+            }
+            Ok(())
+        }),
+        Command::StartAmd { call, params } => with_session(sessions, call, |s| {
+            s.media.start_amd(params);
+            Ok(())
+        }),
+        Command::StopAmd { call } => with_session(sessions, call, |s| {
+            s.media.stop_amd();
+            Ok(())
+        }),
+        Command::Play { call, audio, looped } => with_session(sessions, call, |s| {
+            s.play = Some(Playback { audio, pos: 0, looped });
+            if let Some(tx) = s.sender.as_mut() {
+                tx.mark();
+            }
+            Ok(())
+        }),
+        Command::StopPlay { call } => with_session(sessions, call, |s| {
+            s.play = None;
+            Ok(())
+        }),
+        Command::Bridge { a, b } => bridge(sessions, a, b),
+        Command::Unbridge { call } => {
+            unbridge(sessions, call);
+            Ok(())
+        }
+        Command::Hold { call, music } => with_session(sessions, call, |s| {
+            s.held = true;
+            s.play = Some(Playback { audio: music, pos: 0, looped: true });
+            Ok(())
+        }),
+        Command::Resume { call } => with_session(sessions, call, |s| {
+            s.held = false;
+            s.play = None;
+            Ok(())
+        }),
+        Command::StartRecording { call } => with_session(sessions, call, |s| {
+            s.recording = Some(Recording::default());
+            Ok(())
+        }),
+        Command::StopRecording { call } => {
+            let rec = sessions.borrow().get(&call).map(|s| s.state.borrow_mut().recording.take());
+            match rec {
+                Some(Some(r)) => {
+                    let _ = events.send(Event::Recording { call, wav: r.into_wav() });
+                    Ok(())
+                }
+                Some(None) => Err(WorkerError::Session(format!("call {call} is not recording"))),
+                None => Err(WorkerError::NoSession(call)),
+            }
+        }
+        Command::Close { call } => {
+            unbridge(sessions, call);
+            let removed = sessions.borrow_mut().remove(&call);
+            match removed {
+                Some(s) => {
+                    let mut st = s.state.borrow_mut();
+                    if let Some(r) = st.recording.take() {
+                        let _ = events.send(Event::Recording { call, wav: r.into_wav() });
+                    }
+                    pool.release(s.port);
+                    let _ = events.send(Event::Closed { call, stats: st.media.stats() });
+                    Ok(())
+                }
+                None => Err(WorkerError::NoSession(call)),
+            }
+        }
+        Command::Shutdown => Ok(()),
     };
     if let Err(e) = r {
-        let _ = events.send(Event::Error { call, error: e.to_string() });
+        let call = match &e {
+            WorkerError::NoSession(c) | WorkerError::Exists(c) => *c,
+            _ => 0,
+        };
+        fail(call, e);
+    }
+}
+
+fn with_session(
+    sessions: &Sessions,
+    call: CallId,
+    f: impl FnOnce(&mut SessionState) -> Result<(), WorkerError>,
+) -> Result<(), WorkerError> {
+    match sessions.borrow().get(&call) {
+        Some(s) => f(&mut s.state.borrow_mut()),
+        None => Err(WorkerError::NoSession(call)),
+    }
+}
+
+fn bridge(sessions: &Sessions, a: CallId, b: CallId) -> Result<(), WorkerError> {
+    if a == b {
+        return Err(WorkerError::Session("cannot bridge a leg to itself".into()));
+    }
+    {
+        let map = sessions.borrow();
+        for c in [a, b] {
+            if !map.contains_key(&c) {
+                return Err(WorkerError::NoSession(c));
+            }
+        }
+    }
+    unbridge(sessions, a);
+    unbridge(sessions, b);
+    let map = sessions.borrow();
+    for (me, peer) in [(a, b), (b, a)] {
+        if let Some(s) = map.get(&me) {
+            s.state.borrow_mut().bridge = Some(peer);
+        }
+    }
+    Ok(())
+}
+
+fn unbridge(sessions: &Sessions, call: CallId) {
+    let map = sessions.borrow();
+    let peer = map.get(&call).and_then(|s| s.state.borrow_mut().bridge.take());
+    if let Some(p) = peer.and_then(|p| map.get(&p)) {
+        p.state.borrow_mut().bridge = None;
     }
 }
 
 fn allocate(
     cfg: &ShardConfig,
     pool: &mut PortPool,
-    sessions: &Rc<RefCell<HashMap<CallId, Session>>>,
+    sessions: &Sessions,
     events: &flume::Sender<Event>,
     call: CallId,
     payloads: PayloadMap,
@@ -270,14 +453,20 @@ fn allocate(
     let local = socket.local_addr().map_err(|e| WorkerError::Io(e.to_string()))?;
     let state = Rc::new(RefCell::new(SessionState {
         media,
+        sender: None,
         remote: None,
         symmetric: false,
         first_packet: None,
         last_packet: None,
         timeout_reported: false,
+        bridge: None,
+        held: false,
+        play: None,
+        recording: None,
     }));
-    let task = glommio::spawn_local(receive(call, socket, state.clone(), events.clone()));
-    sessions.borrow_mut().insert(call, Session { state, port, _rx_task: task });
+    let socket = Rc::new(socket);
+    let task = glommio::spawn_local(receive(call, socket.clone(), state.clone(), sessions.clone(), events.clone()));
+    sessions.borrow_mut().insert(call, Session { state, socket, port, _rx_task: task });
     Ok(local)
 }
 
@@ -300,9 +489,17 @@ fn bind(cfg: &ShardConfig, pool: &mut PortPool) -> Result<(UdpSocket, u16), Work
     Err(WorkerError::NoPorts)
 }
 
-async fn receive(call: CallId, socket: UdpSocket, state: Rc<RefCell<SessionState>>, events: flume::Sender<Event>) {
+async fn receive(
+    call: CallId,
+    socket: Rc<UdpSocket>,
+    state: Rc<RefCell<SessionState>>,
+    sessions: Sessions,
+    events: flume::Sender<Event>,
+) {
     let origin = Instant::now();
     let mut buf = vec![0u8; 2048];
+    // Packets for the bridged peer, built while the sessions are borrowed, sent after.
+    let mut outgoing: Vec<Vec<u8>> = Vec::new();
     let mut reported = false;
     loop {
         let (n, from) = match socket.recv_from(&mut buf).await {
@@ -317,32 +514,135 @@ async fn receive(call: CallId, socket: UdpSocket, state: Rc<RefCell<SessionState
             }
         };
         let now = Instant::now();
-        let mut s = state.borrow_mut();
-        if let Some(remote) = s.remote {
-            if !s.symmetric && from.ip() != remote.ip() {
-                continue; // not from the far end we negotiated with
+        let mut used = 0;
+        let peer = {
+            let mut guard = state.borrow_mut();
+            let s = &mut *guard;
+            if let Some(remote) = s.remote {
+                if !s.symmetric && from.ip() != remote.ip() {
+                    continue; // not from the far end we negotiated with
+                }
+            }
+            if s.first_packet.is_none() {
+                s.first_packet = Some(now);
+                if s.symmetric {
+                    s.remote = Some(from);
+                }
+                let _ = events.send(Event::FirstPacket { call, from });
+            }
+            s.last_packet = Some(now);
+            s.timeout_reported = false;
+            let peer = if s.held { None } else { s.bridge };
+            let peer = peer.and_then(|p| sessions.borrow().get(&p).map(|p| (p.state.clone(), p.socket.clone())));
+            let arrival = now.duration_since(origin).as_micros() as u64 * s.media.clock_rate() as u64 / 1_000_000;
+            let mut peer_state = peer.as_ref().map(|(p, _)| p.borrow_mut());
+            let recording = &mut s.recording;
+            let mut sink = |f: Frame<'_>| {
+                if let Some(r) = recording.as_mut() {
+                    r.left.extend_from_slice(f.pcm);
+                }
+                let Some(p) = peer_state.as_deref_mut() else { return };
+                if let Some(r) = p.recording.as_mut() {
+                    r.right.extend_from_slice(f.pcm);
+                }
+                let (Some(tx), true) = (p.sender.as_mut(), p.remote.is_some()) else { return };
+                if used == outgoing.len() {
+                    outgoing.push(Vec::with_capacity(1500));
+                }
+                let out = &mut outgoing[used];
+                out.clear();
+                if !f.lost && codec_of_pt(f.payload_type, tx.codec()) {
+                    tx.pack(f.payload, f.pcm.len() as u32, out);
+                } else if tx.pack_pcm(f.pcm, out).is_err() {
+                    return;
+                }
+                used += 1;
+            };
+            // Malformed datagrams are counted in the session's stats; the loop goes on.
+            let _ = s.media.on_datagram_with(&buf[..n], arrival, &mut sink);
+            while let Some(event) = s.media.poll_event() {
+                let _ = events.send(Event::Media { call, event });
+            }
+            drop(peer_state);
+            peer
+        };
+        if let Some((peer_state, peer_socket)) = peer {
+            let remote = peer_state.borrow().remote;
+            if let Some(remote) = remote {
+                for p in &outgoing[..used] {
+                    let _ = peer_socket.send_to(p, remote).await;
+                }
             }
         }
-        if s.first_packet.is_none() {
-            s.first_packet = Some(now);
-            if s.symmetric {
-                s.remote = Some(from);
-            }
-            let _ = events.send(Event::FirstPacket { call, from });
+    }
+}
+
+/// Whether a received payload type carries `codec`, so it can be relayed unchanged.
+/// Static types name their codec; a dynamic type is taken as Opus, our only dynamic codec.
+fn codec_of_pt(pt: u8, codec: Codec) -> bool {
+    match codec {
+        Codec::Pcmu => pt == 0,
+        Codec::Pcma => pt == 8,
+        Codec::Opus => pt >= 96,
+    }
+}
+
+/// Plays prompts and music: one 20 ms packet per playing session per tick, on an
+/// absolute schedule so the pace does not drift.
+async fn pace(sessions: Sessions, events: flume::Sender<Event>) {
+    let period = Duration::from_millis(20);
+    let mut next = Instant::now() + period;
+    let mut pcm = [0i16; PTIME_SAMPLES];
+    let mut batch: Vec<(Rc<UdpSocket>, SocketAddr, Vec<u8>)> = Vec::new();
+    let mut spare: Vec<Vec<u8>> = Vec::new();
+    loop {
+        let now = Instant::now();
+        if next > now {
+            glommio::timer::sleep(next - now).await;
         }
-        s.last_packet = Some(now);
-        s.timeout_reported = false;
-        let arrival = now.duration_since(origin).as_micros() as u64 * s.media.clock_rate() as u64 / 1_000_000;
-        // Malformed datagrams are counted in the session's stats; the loop goes on.
-        let _ = s.media.on_datagram(&buf[..n], arrival);
-        while let Some(event) = s.media.poll_event() {
-            let _ = events.send(Event::Media { call, event });
+        next += period;
+        for sess in sessions.borrow().iter() {
+            let (&call, sess) = sess;
+            let mut guard = sess.state.borrow_mut();
+            let st = &mut *guard;
+            let (Some(play), Some(tx), Some(remote)) = (st.play.as_mut(), st.sender.as_mut(), st.remote) else {
+                continue;
+            };
+            let mut filled = 0;
+            while filled < PTIME_SAMPLES {
+                if play.pos >= play.audio.len() {
+                    if play.looped && !play.audio.is_empty() {
+                        play.pos = 0;
+                    } else {
+                        break;
+                    }
+                }
+                let take = (PTIME_SAMPLES - filled).min(play.audio.len() - play.pos);
+                pcm[filled..filled + take].copy_from_slice(&play.audio[play.pos..play.pos + take]);
+                play.pos += take;
+                filled += take;
+            }
+            if filled == 0 {
+                st.play = None;
+                let _ = events.send(Event::PlayDone { call });
+                continue;
+            }
+            pcm[filled..].fill(0);
+            let mut out = spare.pop().unwrap_or_else(|| Vec::with_capacity(1500));
+            out.clear();
+            if tx.pack_pcm(&pcm, &mut out).is_ok() {
+                batch.push((sess.socket.clone(), remote, out));
+            }
+        }
+        for (socket, remote, p) in batch.drain(..) {
+            let _ = socket.send_to(&p, remote).await;
+            spare.push(p);
         }
     }
 }
 
 /// Media timeouts and periodic statistics for every session of the shard.
-async fn tick(cfg: ShardConfig, sessions: Rc<RefCell<HashMap<CallId, Session>>>, events: flume::Sender<Event>) {
+async fn tick(cfg: ShardConfig, sessions: Sessions, events: flume::Sender<Event>) {
     let period = (cfg.media_timeout / 4).clamp(Duration::from_millis(20), Duration::from_millis(500));
     let mut last_stats = Instant::now();
     loop {
