@@ -224,6 +224,12 @@ impl Recording {
     }
 }
 
+/// Largest datagram received. glommio stages each pending receive in its registered IO
+/// memory and falls back to the heap when that runs out, so this times the session count
+/// must fit in `io_memory`: 512 B x 4,000 sessions = 2 MiB. RTP audio packets are far
+/// smaller (PCMU 20 ms: 172 B; Opus: under 300 B).
+const MAX_DATAGRAM: usize = 512;
+
 /// Samples per paced packet (20 ms at 8 kHz).
 const PTIME_SAMPLES: usize = 160;
 
@@ -497,7 +503,7 @@ async fn receive(
     events: flume::Sender<Event>,
 ) {
     let origin = Instant::now();
-    let mut buf = vec![0u8; 2048];
+    let mut buf = vec![0u8; MAX_DATAGRAM];
     // Packets for the bridged peer, built while the sessions are borrowed, sent after.
     let mut outgoing: Vec<Vec<u8>> = Vec::new();
     let mut reported = false;
