@@ -82,3 +82,51 @@ fn per_packet_path_allocates_nothing() {
     assert!(events >= 1, "the call produced no AMD event");
     assert_eq!(after - before, 0, "{} allocations over {} packets", after - before, packets.len() - 10);
 }
+
+/// The receive side of a live session: RTP (with reordering and a duplicate) through the
+/// reorder buffer, RFC 3550 stats, decode, the frame sink and AMD, allocates nothing.
+#[test]
+fn media_session_receive_path_allocates_nothing() {
+    use waihu_engine::session::{MediaSession, PayloadMap};
+    let dir = waihu_tests::samples_dir();
+    let w = wav::parse(&std::fs::read(dir.join("call_01.wav")).expect("read")).expect("wav");
+    let pcm = resample::convert(&w.samples, w.rate, 8000).expect("resample");
+    let mut packets: Vec<Vec<u8>> = pcm
+        .chunks_exact(160)
+        .enumerate()
+        .map(|(i, c)| {
+            let payload: Vec<u8> = c.iter().map(|&s| g711::ulaw_encode(s)).collect();
+            let mut p = Vec::new();
+            RtpBuild {
+                payload_type: 0,
+                sequence: i as u16,
+                timestamp: (i * 160) as u32,
+                ssrc: 3,
+                ..Default::default()
+            }
+            .write(&payload, &mut p)
+            .expect("build");
+            p
+        })
+        .collect();
+    for i in (20..packets.len() - 1).step_by(9) {
+        packets.swap(i, i + 1);
+    }
+    let mut s = MediaSession::new(PayloadMap::default()).expect("session");
+    s.start_amd(AmdParams::default());
+    for (k, p) in packets[..10].iter().enumerate() {
+        s.on_datagram(p, k as u64 * 160).expect("packet");
+    }
+    let mut sunk = 0usize;
+    let before = ALLOCS.with(Cell::get);
+    for (k, p) in packets[10..].iter().enumerate() {
+        s.on_datagram_with(p, (k as u64 + 10) * 160, &mut |f| sunk += f.pcm.len()).expect("packet");
+        if k == 100 {
+            s.on_datagram(p, 0).expect("duplicate");
+        }
+        while s.poll_event().is_some() {}
+    }
+    let after = ALLOCS.with(Cell::get);
+    assert!(sunk > 160 * 400, "frames reached the sink: {sunk}");
+    assert_eq!(after - before, 0, "{} allocations", after - before);
+}
