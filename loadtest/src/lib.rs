@@ -3,6 +3,8 @@
 //! 20 ms (from the shard thread's own CPU time), packet loss, and memory per session.
 //! The SIP carrier simulator and the load driver for whole calls come with the SIP issue.
 
+pub mod baseline;
+
 use std::time::Duration;
 
 /// CPU time (user + system) a thread of this process has used, found by its name prefix

@@ -1,5 +1,6 @@
 //! `rtp-load`: N concurrent G.711 streams from a real call recording, 50 packets/s each,
 //! into one media shard with AMD on every stream, on loopback; bounded in streams and time.
+//! `--baseline glommio|recvmmsg` measures a baseline receiver on the same traffic instead.
 //!
 //!     cargo run --release -p waihu-loadtest --bin rtp-load -- --streams 1000 --seconds 20
 
@@ -9,12 +10,13 @@ use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use waihu_engine::codec::g711;
 use waihu_engine::session::PayloadMap;
 use waihu_engine::worker::{Command, Event, Shard, ShardConfig};
 use waihu_engine::{offline, AmdParams};
-use waihu_loadtest::{rss_bytes, thread_cpu};
+use waihu_loadtest::{baseline, rss_bytes, thread_cpu};
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -33,9 +35,97 @@ struct Args {
     /// Receive only: no AMD (to see the IO shell's own cost).
     #[arg(long)]
     no_amd: bool,
-    /// Core for the shard (the generator runs on the other threads).
+    /// Measure a baseline receiver on the same traffic instead of the engine: `glommio`
+    /// (bare recv_from per socket) or `recvmmsg` (epoll + recvmmsg + the same analysis).
+    #[arg(long)]
+    baseline: Option<String>,
+    /// Core for the receiver (the generator runs on other threads).
     #[arg(long, default_value_t = 0)]
     cpu: usize,
+}
+
+struct Load {
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+    late_ticks: Arc<AtomicU64>,
+    thread: JoinHandle<Result<()>>,
+}
+
+/// One socket; every stream gets one 172-byte PCMU packet per 20 ms tick, on an absolute
+/// schedule.
+fn generator(frames: &[Vec<u8>], targets: Vec<SocketAddr>) -> Result<Load> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let late_ticks = Arc::new(AtomicU64::new(0));
+    let (st, se, lt, frames) = (stop.clone(), sent.clone(), late_ticks.clone(), frames.to_vec());
+    let thread = std::thread::Builder::new().name("rtp-load-gen".into()).spawn(move || -> Result<()> {
+        let sock = UdpSocket::bind("127.0.0.1:0")?;
+        let mut pkt = vec![0u8; 172];
+        let period = Duration::from_millis(20);
+        let mut next = Instant::now();
+        let mut k: u64 = 0;
+        while !st.load(Ordering::Relaxed) {
+            let f = &frames[(k as usize) % frames.len()];
+            for (i, t) in targets.iter().enumerate() {
+                pkt[0] = 0x80;
+                pkt[1] = 0;
+                pkt[2..4].copy_from_slice(&(k as u16).to_be_bytes());
+                pkt[4..8].copy_from_slice(&((k * 160) as u32).to_be_bytes());
+                pkt[8..12].copy_from_slice(&(i as u32 + 1).to_be_bytes());
+                pkt[12..].copy_from_slice(f);
+                if sock.send_to(&pkt, t).is_ok() {
+                    se.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            k += 1;
+            next += period;
+            let now = Instant::now();
+            if next > now {
+                std::thread::sleep(next - now);
+            } else {
+                lt.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    })?;
+    Ok(Load { stop, sent, late_ticks, thread })
+}
+
+/// Runs `tick` every 100 ms for `seconds` after a 2 s warm-up; returns (wall, receiver
+/// CPU, packets sent in the window).
+fn measure(
+    load: &Load,
+    thread: &str,
+    seconds: u64,
+    mut tick: impl FnMut() -> Result<()>,
+) -> Result<(Duration, Duration, u64)> {
+    std::thread::sleep(Duration::from_secs(2));
+    let cpu0 = thread_cpu(thread).context("receiver thread not found")?;
+    let (sent0, t0) = (load.sent.load(Ordering::Relaxed), Instant::now());
+    while t0.elapsed() < Duration::from_secs(seconds) {
+        std::thread::sleep(Duration::from_millis(100));
+        tick()?;
+    }
+    let cpu = thread_cpu(thread).context("receiver thread not found")? - cpu0;
+    Ok((t0.elapsed(), cpu, load.sent.load(Ordering::Relaxed) - sent0))
+}
+
+fn finish(load: Load) -> Result<(u64, u64)> {
+    load.stop.store(true, Ordering::Relaxed);
+    load.thread.join().map_err(|_| anyhow::anyhow!("generator panicked"))??;
+    std::thread::sleep(Duration::from_millis(300));
+    Ok((load.sent.load(Ordering::Relaxed), load.late_ticks.load(Ordering::Relaxed)))
+}
+
+fn report_cpu(what: &str, wall: Duration, cpu: Duration, packets: u64) {
+    let us = cpu.as_secs_f64() * 1e6 / (packets as f64).max(1.0);
+    println!(
+        "{what}: measured {:.1} s, receiver CPU {:.2} s = {:.1}% of a core",
+        wall.as_secs_f64(),
+        cpu.as_secs_f64(),
+        100.0 * cpu.as_secs_f64() / wall.as_secs_f64()
+    );
+    println!("CPU per stream per 20 ms packet: {us:.2} us  => {:.0} streams per core at 100%", 20_000.0 / us);
 }
 
 fn main() -> Result<()> {
@@ -46,8 +136,40 @@ fn main() -> Result<()> {
     let bytes = std::fs::read(&a.wav).with_context(|| format!("cannot read {}", a.wav.display()))?;
     let pcm = offline::wav_to_analysis_pcm(&bytes)?;
     let ulaw: Vec<u8> = pcm.iter().map(|&s| g711::ulaw_encode(s)).collect();
-    let frames: Vec<&[u8]> = ulaw.chunks_exact(160).collect();
+    let frames: Vec<Vec<u8>> = ulaw.chunks_exact(160).map(<[u8]>::to_vec).collect();
+    match a.baseline.as_deref() {
+        None => engine(&a, &frames),
+        Some(kind @ ("glommio" | "recvmmsg")) => run_baseline(&a, kind, &frames),
+        Some(other) => bail!("unknown --baseline {other} (glommio or recvmmsg)"),
+    }
+}
 
+fn run_baseline(a: &Args, kind: &str, frames: &[Vec<u8>]) -> Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let received = Arc::new(AtomicU64::new(0));
+    let targets = match kind {
+        "glommio" => baseline::glommio_recv(a.streams, a.cpu, stop.clone(), received.clone())?,
+        _ => baseline::recvmmsg_analyze(a.streams, a.cpu, stop.clone(), received.clone())?,
+    };
+    if targets.len() < a.streams {
+        bail!("only {} of {} sockets opened", targets.len(), a.streams);
+    }
+    let load = generator(frames, targets)?;
+    let (wall, cpu, window) = measure(&load, "baseline-rx", a.seconds, || Ok(()))?;
+    let (sent, late) = finish(load)?;
+    stop.store(true, Ordering::Relaxed);
+    let got = received.load(Ordering::Relaxed);
+    println!("rtp-load baseline `{kind}`: {} G.711 streams, 50 pps each, receiver on core {}", a.streams, a.cpu);
+    report_cpu("baseline", wall, cpu, window);
+    println!(
+        "packets sent {sent}, received {got}, not received {} ({:.3}%), generator late ticks {late}",
+        sent.saturating_sub(got),
+        100.0 * sent.saturating_sub(got) as f64 / sent.max(1) as f64
+    );
+    Ok(())
+}
+
+fn engine(a: &Args, frames: &[Vec<u8>]) -> Result<()> {
     let rss0 = rss_bytes().unwrap_or(0);
     let cfg = ShardConfig {
         cpu: Some(a.cpu),
@@ -65,68 +187,19 @@ fn main() -> Result<()> {
         }
     }
     let rss1 = rss_bytes().unwrap_or(0);
-
-    // Generator: one socket, every stream gets one 172-byte packet per 20 ms tick.
-    let stop = Arc::new(AtomicBool::new(false));
-    let sent = Arc::new(AtomicU64::new(0));
-    let late_ticks = Arc::new(AtomicU64::new(0));
-    let gen = {
-        let (stop, sent, late_ticks) = (stop.clone(), sent.clone(), late_ticks.clone());
-        let frames: Vec<Vec<u8>> = frames.iter().map(|f| f.to_vec()).collect();
-        let targets = targets.clone();
-        std::thread::Builder::new().name("rtp-load-gen".into()).spawn(move || -> Result<()> {
-            let sock = UdpSocket::bind("127.0.0.1:0")?;
-            let mut pkt = vec![0u8; 172];
-            let period = Duration::from_millis(20);
-            let mut next = Instant::now();
-            let mut k: u64 = 0;
-            while !stop.load(Ordering::Relaxed) {
-                let f = &frames[(k as usize) % frames.len()];
-                for (i, t) in targets.iter().enumerate() {
-                    pkt[0] = 0x80;
-                    pkt[1] = 0;
-                    pkt[2..4].copy_from_slice(&(k as u16).to_be_bytes());
-                    pkt[4..8].copy_from_slice(&((k * 160) as u32).to_be_bytes());
-                    pkt[8..12].copy_from_slice(&(i as u32 + 1).to_be_bytes());
-                    pkt[12..].copy_from_slice(f);
-                    if sock.send_to(&pkt, t).is_ok() {
-                        sent.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                k += 1;
-                next += period;
-                let now = Instant::now();
-                if next > now {
-                    std::thread::sleep(next - now);
-                } else {
-                    late_ticks.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            Ok(())
-        })?
-    };
-
-    // Warm up 2 s, then measure.
-    std::thread::sleep(Duration::from_secs(2));
-    let cpu0 = thread_cpu("waihu-media-0").context("shard thread not found")?;
-    let (sent0, t0) = (sent.load(Ordering::Relaxed), Instant::now());
-    let mut next_restart = Instant::now() + Duration::from_secs(a.amd_restart_secs);
-    while t0.elapsed() < Duration::from_secs(a.seconds) {
-        std::thread::sleep(Duration::from_millis(100));
+    let load = generator(frames, targets)?;
+    let restart = Duration::from_secs(a.amd_restart_secs);
+    let mut next_restart = Instant::now() + restart;
+    let (wall, cpu, window) = measure(&load, "waihu-media-0", a.seconds, || {
         if !a.no_amd && a.amd_restart_secs > 0 && Instant::now() >= next_restart {
-            next_restart += Duration::from_secs(a.amd_restart_secs);
+            next_restart += restart;
             for call in 0..a.streams as u64 {
                 shard.send(Command::StartAmd { call, params: AmdParams::default() })?;
             }
         }
-    }
-    let wall = t0.elapsed();
-    let cpu = thread_cpu("waihu-media-0").context("shard thread not found")? - cpu0;
-    let sent_measured = sent.load(Ordering::Relaxed) - sent0;
-    stop.store(true, Ordering::Relaxed);
-    gen.join().map_err(|_| anyhow::anyhow!("generator panicked"))??;
-    std::thread::sleep(Duration::from_millis(300));
-
+        Ok(())
+    })?;
+    let (sent, late) = finish(load)?;
     for call in 0..a.streams as u64 {
         shard.send(Command::Close { call })?;
     }
@@ -140,28 +213,17 @@ fn main() -> Result<()> {
             closed += 1;
         }
     }
-    let total_sent = sent.load(Ordering::Relaxed);
     shard.shutdown();
-
-    let packets_measured = sent_measured as f64;
-    let us_per_packet = cpu.as_secs_f64() * 1e6 / packets_measured.max(1.0);
-    println!(
-        "rtp-load: {} G.711 streams, 50 pps each, AMD on every stream (restarted every {} s), 1 shard on core {}",
-        a.streams, a.amd_restart_secs, a.cpu
-    );
-    println!(
-        "measured {:.1} s: shard CPU {:.2} s = {:.1}% of a core",
-        wall.as_secs_f64(),
-        cpu.as_secs_f64(),
-        100.0 * cpu.as_secs_f64() / wall.as_secs_f64()
-    );
-    println!(
-        "CPU per stream per 20 ms packet: {us_per_packet:.2} us  => {:.0} streams per core at 100%",
-        20_000.0 / us_per_packet
-    );
-    println!("packets sent {total_sent}, received {received}, lost (RTP seq gaps) {lost}, not received {} ({:.3}%), malformed {malformed}",
-        total_sent.saturating_sub(received), 100.0 * total_sent.saturating_sub(received) as f64 / total_sent.max(1) as f64);
-    println!("generator ticks that ran late: {}", late_ticks.load(Ordering::Relaxed));
+    let amd = if a.no_amd {
+        "no AMD".to_string()
+    } else {
+        format!("AMD on every stream, restarted every {} s", a.amd_restart_secs)
+    };
+    println!("rtp-load: {} G.711 streams, 50 pps each, {amd}, 1 shard on core {}", a.streams, a.cpu);
+    report_cpu("engine", wall, cpu, window);
+    println!("packets sent {sent}, received {received}, lost (RTP seq gaps) {lost}, not received {} ({:.3}%), malformed {malformed}",
+        sent.saturating_sub(received), 100.0 * sent.saturating_sub(received) as f64 / sent.max(1) as f64);
+    println!("generator ticks that ran late: {late}");
     println!(
         "RSS: {:.1} MiB before sessions, {:.1} MiB after {} sessions => {:.1} KiB per session",
         rss0 as f64 / 1048576.0,
