@@ -8,6 +8,7 @@
 //! This is the only place in the engine that reads the clock.
 #![allow(clippy::disallowed_methods)]
 
+mod batch;
 mod ports;
 
 use crate::amd::AmdParams;
@@ -15,14 +16,14 @@ use crate::codec::Codec;
 use crate::sender::RtpSender;
 use crate::session::{Frame, MediaSession, PayloadMap, SessionEvent, SessionStats};
 use crate::wav;
-use glommio::net::UdpSocket;
+use batch::{Batch, Poller};
 use glommio::{LocalExecutorBuilder, Placement};
 use ports::PortPool;
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::ops::Range;
-use std::os::fd::{FromRawFd, IntoRawFd};
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -185,8 +186,6 @@ struct Session {
     state: Rc<RefCell<SessionState>>,
     socket: Rc<UdpSocket>,
     port: u16,
-    /// Dropping the task cancels the receive loop.
-    _rx_task: glommio::Task<()>,
 }
 
 struct SessionState {
@@ -197,6 +196,8 @@ struct SessionState {
     first_packet: Option<Instant>,
     last_packet: Option<Instant>,
     timeout_reported: bool,
+    /// RTP clock origin for arrival times (jitter).
+    origin: Instant,
     bridge: Option<CallId>,
     held: bool,
     play: Option<Playback>,
@@ -223,12 +224,6 @@ impl Recording {
         wav::write_pcm16_stereo(8000, &interleaved)
     }
 }
-
-/// Largest datagram received. glommio stages each pending receive in its registered IO
-/// memory and falls back to the heap when that runs out, so this times the session count
-/// must fit in `io_memory`: 512 B x 4,000 sessions = 2 MiB. RTP audio packets are far
-/// smaller (PCMU 20 ms: 172 B; Opus: under 300 B).
-const MAX_DATAGRAM: usize = 512;
 
 /// Samples per paced packet (20 ms at 8 kHz).
 const PTIME_SAMPLES: usize = 160;
@@ -290,26 +285,42 @@ impl Drop for Shard {
 async fn run(cfg: ShardConfig, commands: flume::Receiver<Command>, events: flume::Sender<Event>) {
     let sessions: Sessions = Rc::new(RefCell::new(HashMap::new()));
     let mut pool = PortPool::new(cfg.ports.clone());
+    let poller = match Poller::new() {
+        Ok(p) => Rc::new(RefCell::new(p)),
+        Err(e) => {
+            let _ = events.send(Event::Error { call: 0, error: format!("epoll: {e}") });
+            return;
+        }
+    };
     let ticker = glommio::spawn_local(tick(cfg.clone(), sessions.clone(), events.clone()));
     let pacer = glommio::spawn_local(pace(sessions.clone(), events.clone()));
+    let receiver = glommio::spawn_local(receive(poller.clone(), sessions.clone(), events.clone()));
     while let Ok(cmd) = commands.recv_async().await {
         if let Command::Shutdown = cmd {
             break;
         }
-        handle(&cfg, &mut pool, &sessions, &events, cmd);
+        handle(&cfg, &mut pool, &poller, &sessions, &events, cmd);
     }
     drop(ticker);
     drop(pacer);
+    drop(receiver);
     sessions.borrow_mut().clear();
 }
 
-fn handle(cfg: &ShardConfig, pool: &mut PortPool, sessions: &Sessions, events: &flume::Sender<Event>, cmd: Command) {
+fn handle(
+    cfg: &ShardConfig,
+    pool: &mut PortPool,
+    poller: &RefCell<Poller>,
+    sessions: &Sessions,
+    events: &flume::Sender<Event>,
+    cmd: Command,
+) {
     let fail = |call: CallId, e: WorkerError| {
         let _ = events.send(Event::Error { call, error: e.to_string() });
     };
     let r = match cmd {
         Command::Allocate { call, payloads, reply } => {
-            let _ = reply.send(allocate(cfg, pool, sessions, events, call, payloads));
+            let _ = reply.send(allocate(cfg, pool, &poller.borrow(), sessions, call, payloads));
             Ok(())
         }
         Command::SetRemote { call, remote, symmetric } => with_session(sessions, call, |s| {
@@ -379,6 +390,7 @@ fn handle(cfg: &ShardConfig, pool: &mut PortPool, sessions: &Sessions, events: &
             let removed = sessions.borrow_mut().remove(&call);
             match removed {
                 Some(s) => {
+                    poller.borrow().remove(s.socket.as_raw_fd());
                     let mut st = s.state.borrow_mut();
                     if let Some(r) = st.recording.take() {
                         let _ = events.send(Event::Recording { call, wav: r.into_wav() });
@@ -446,8 +458,8 @@ fn unbridge(sessions: &Sessions, call: CallId) {
 fn allocate(
     cfg: &ShardConfig,
     pool: &mut PortPool,
+    poller: &Poller,
     sessions: &Sessions,
-    events: &flume::Sender<Event>,
     call: CallId,
     payloads: PayloadMap,
 ) -> Result<SocketAddr, WorkerError> {
@@ -457,6 +469,10 @@ fn allocate(
     let media = MediaSession::new(payloads).map_err(|e| WorkerError::Session(e.to_string()))?;
     let (socket, port) = bind(cfg, pool)?;
     let local = socket.local_addr().map_err(|e| WorkerError::Io(e.to_string()))?;
+    if let Err(e) = poller.add(socket.as_raw_fd(), call) {
+        pool.release(port);
+        return Err(WorkerError::Io(e.to_string()));
+    }
     let state = Rc::new(RefCell::new(SessionState {
         media,
         sender: None,
@@ -465,14 +481,13 @@ fn allocate(
         first_packet: None,
         last_packet: None,
         timeout_reported: false,
+        origin: Instant::now(),
         bridge: None,
         held: false,
         play: None,
         recording: None,
     }));
-    let socket = Rc::new(socket);
-    let task = glommio::spawn_local(receive(call, socket.clone(), state.clone(), sessions.clone(), events.clone()));
-    sessions.borrow_mut().insert(call, Session { state, socket, port, _rx_task: task });
+    sessions.borrow_mut().insert(call, Session { state, socket: Rc::new(socket), port });
     Ok(local)
 }
 
@@ -485,8 +500,8 @@ fn bind(cfg: &ShardConfig, pool: &mut PortPool) -> Result<(UdpSocket, u16), Work
             .map_err(|e| WorkerError::Io(e.to_string()))?;
         let _ = sock.set_recv_buffer_size(cfg.recv_buffer);
         if sock.bind(&SocketAddr::new(cfg.bind_ip, port).into()).is_ok() {
-            // SAFETY: the fd comes from a socket we own and hand over whole.
-            let udp = unsafe { UdpSocket::from_raw_fd(sock.into_raw_fd()) };
+            let udp: UdpSocket = sock.into();
+            udp.set_nonblocking(true).map_err(|e| WorkerError::Io(e.to_string()))?;
             return Ok((udp, port));
         }
         // In use by someone else: try it again later.
@@ -495,89 +510,113 @@ fn bind(cfg: &ShardConfig, pool: &mut PortPool) -> Result<(UdpSocket, u16), Work
     Err(WorkerError::NoPorts)
 }
 
-async fn receive(
-    call: CallId,
-    socket: Rc<UdpSocket>,
-    state: Rc<RefCell<SessionState>>,
-    sessions: Sessions,
-    events: flume::Sender<Event>,
-) {
-    let origin = Instant::now();
-    let mut buf = vec![0u8; MAX_DATAGRAM];
-    // Packets for the bridged peer, built while the sessions are borrowed, sent after.
+/// Drains every ready session socket with recvmmsg, then yields; sleeps 0.5 ms when
+/// nothing is ready (the added latency is well inside a 20 ms packet time).
+async fn receive(poller: Rc<RefCell<Poller>>, sessions: Sessions, events: flume::Sender<Event>) {
+    let mut batch = Batch::new();
+    // Packets for bridged peers, built while sessions are borrowed, sent after.
     let mut outgoing: Vec<Vec<u8>> = Vec::new();
-    let mut reported = false;
+    let mut ready: Vec<u64> = Vec::with_capacity(1024);
     loop {
-        let (n, from) = match socket.recv_from(&mut buf).await {
-            Ok(r) => r,
-            Err(e) => {
-                if !reported {
-                    reported = true;
-                    let _ = events.send(Event::Error { call, error: format!("receive: {e}") });
-                }
-                glommio::timer::sleep(Duration::from_millis(10)).await;
+        ready.clear();
+        ready.extend(poller.borrow_mut().ready().iter().map(|e| e.u64));
+        if ready.is_empty() {
+            glommio::timer::sleep(Duration::from_micros(500)).await;
+            continue;
+        }
+        for &call in &ready {
+            let Some((state, socket)) = sessions.borrow().get(&call).map(|s| (s.state.clone(), s.socket.clone()))
+            else {
                 continue;
-            }
-        };
-        let now = Instant::now();
-        let mut used = 0;
-        let peer = {
-            let mut guard = state.borrow_mut();
-            let s = &mut *guard;
-            if let Some(remote) = s.remote {
-                if !s.symmetric && from.ip() != remote.ip() {
-                    continue; // not from the far end we negotiated with
-                }
-            }
-            if s.first_packet.is_none() {
-                s.first_packet = Some(now);
-                if s.symmetric {
-                    s.remote = Some(from);
-                }
-                let _ = events.send(Event::FirstPacket { call, from });
-            }
-            s.last_packet = Some(now);
-            s.timeout_reported = false;
-            let peer = if s.held { None } else { s.bridge };
-            let peer = peer.and_then(|p| sessions.borrow().get(&p).map(|p| (p.state.clone(), p.socket.clone())));
-            let arrival = now.duration_since(origin).as_micros() as u64 * s.media.clock_rate() as u64 / 1_000_000;
-            let mut peer_state = peer.as_ref().map(|(p, _)| p.borrow_mut());
-            let recording = &mut s.recording;
-            let mut sink = |f: Frame<'_>| {
-                if let Some(r) = recording.as_mut() {
-                    r.left.extend_from_slice(f.pcm);
-                }
-                let Some(p) = peer_state.as_deref_mut() else { return };
-                if let Some(r) = p.recording.as_mut() {
-                    r.right.extend_from_slice(f.pcm);
-                }
-                let (Some(tx), true) = (p.sender.as_mut(), p.remote.is_some()) else { return };
-                if used == outgoing.len() {
-                    outgoing.push(Vec::with_capacity(1500));
-                }
-                let out = &mut outgoing[used];
-                out.clear();
-                if !f.lost && codec_of_pt(f.payload_type, tx.codec()) {
-                    tx.pack(f.payload, f.pcm.len() as u32, out);
-                } else if tx.pack_pcm(f.pcm, out).is_err() {
-                    return;
-                }
-                used += 1;
             };
-            // Malformed datagrams are counted in the session's stats; the loop goes on.
-            let _ = s.media.on_datagram_with(&buf[..n], arrival, &mut sink);
-            while let Some(event) = s.media.poll_event() {
-                let _ = events.send(Event::Media { call, event });
-            }
-            drop(peer_state);
-            peer
-        };
-        if let Some((peer_state, peer_socket)) = peer {
-            let remote = peer_state.borrow().remote;
-            if let Some(remote) = remote {
-                for p in &outgoing[..used] {
-                    let _ = peer_socket.send_to(p, remote).await;
+            loop {
+                let n = batch.recv(socket.as_raw_fd());
+                let now = Instant::now();
+                for i in 0..n {
+                    let (d, from) = batch.get(i);
+                    let Some(from) = from else { continue };
+                    on_datagram(call, &state, &sessions, &events, d, from, now, &mut outgoing);
                 }
+                if n < batch::BATCH {
+                    break;
+                }
+            }
+        }
+        glommio::yield_if_needed().await;
+    }
+}
+
+/// One datagram for session `call`: checks the source, runs the session, relays released
+/// frames to a bridged peer and records them.
+#[allow(clippy::too_many_arguments)]
+fn on_datagram(
+    call: CallId,
+    state: &Rc<RefCell<SessionState>>,
+    sessions: &Sessions,
+    events: &flume::Sender<Event>,
+    d: &[u8],
+    from: SocketAddr,
+    now: Instant,
+    outgoing: &mut Vec<Vec<u8>>,
+) {
+    let mut used = 0;
+    let peer = {
+        let mut guard = state.borrow_mut();
+        let s = &mut *guard;
+        if let Some(remote) = s.remote {
+            if !s.symmetric && from.ip() != remote.ip() {
+                return; // not from the far end we negotiated with
+            }
+        }
+        if s.first_packet.is_none() {
+            s.first_packet = Some(now);
+            if s.symmetric {
+                s.remote = Some(from);
+            }
+            let _ = events.send(Event::FirstPacket { call, from });
+        }
+        s.last_packet = Some(now);
+        s.timeout_reported = false;
+        let peer = if s.held { None } else { s.bridge };
+        let peer = peer.and_then(|p| sessions.borrow().get(&p).map(|p| (p.state.clone(), p.socket.clone())));
+        let arrival = now.duration_since(s.origin).as_micros() as u64 * s.media.clock_rate() as u64 / 1_000_000;
+        let mut peer_state = peer.as_ref().map(|(p, _)| p.borrow_mut());
+        let recording = &mut s.recording;
+        let mut sink = |f: Frame<'_>| {
+            if let Some(r) = recording.as_mut() {
+                r.left.extend_from_slice(f.pcm);
+            }
+            let Some(p) = peer_state.as_deref_mut() else { return };
+            if let Some(r) = p.recording.as_mut() {
+                r.right.extend_from_slice(f.pcm);
+            }
+            let (Some(tx), true) = (p.sender.as_mut(), p.remote.is_some()) else { return };
+            if used == outgoing.len() {
+                outgoing.push(Vec::with_capacity(1500));
+            }
+            let out = &mut outgoing[used];
+            out.clear();
+            if !f.lost && codec_of_pt(f.payload_type, tx.codec()) {
+                tx.pack(f.payload, f.pcm.len() as u32, out);
+            } else if tx.pack_pcm(f.pcm, out).is_err() {
+                return;
+            }
+            used += 1;
+        };
+        // Malformed datagrams are counted in the session's stats; the shard goes on.
+        let _ = s.media.on_datagram_with(d, arrival, &mut sink);
+        while let Some(event) = s.media.poll_event() {
+            let _ = events.send(Event::Media { call, event });
+        }
+        drop(peer_state);
+        peer
+    };
+    if let Some((peer_state, peer_socket)) = peer {
+        let remote = peer_state.borrow().remote;
+        if let Some(remote) = remote {
+            for p in &outgoing[..used] {
+                // Non-blocking: a full send buffer drops the packet, as the network would.
+                let _ = peer_socket.send_to(p, remote);
             }
         }
     }
@@ -599,8 +638,7 @@ async fn pace(sessions: Sessions, events: flume::Sender<Event>) {
     let period = Duration::from_millis(20);
     let mut next = Instant::now() + period;
     let mut pcm = [0i16; PTIME_SAMPLES];
-    let mut batch: Vec<(Rc<UdpSocket>, SocketAddr, Vec<u8>)> = Vec::new();
-    let mut spare: Vec<Vec<u8>> = Vec::new();
+    let mut out: Vec<u8> = Vec::with_capacity(1500);
     loop {
         let now = Instant::now();
         if next > now {
@@ -634,15 +672,10 @@ async fn pace(sessions: Sessions, events: flume::Sender<Event>) {
                 continue;
             }
             pcm[filled..].fill(0);
-            let mut out = spare.pop().unwrap_or_else(|| Vec::with_capacity(1500));
             out.clear();
             if tx.pack_pcm(&pcm, &mut out).is_ok() {
-                batch.push((sess.socket.clone(), remote, out));
+                let _ = sess.socket.send_to(&out, remote);
             }
-        }
-        for (socket, remote, p) in batch.drain(..) {
-            let _ = socket.send_to(&p, remote).await;
-            spare.push(p);
         }
     }
 }
