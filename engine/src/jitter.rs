@@ -90,6 +90,11 @@ impl JitterBuffer {
         self.highest = None;
     }
 
+    /// SSRC of the stream being received.
+    pub fn ssrc(&self) -> Option<u32> {
+        self.ssrc
+    }
+
     /// Queues a parsed packet (header and its payload).
     pub fn push(&mut self, h: &RtpHeader, payload: &[u8]) -> Result<Pushed, JitterError> {
         if payload.len() > MAX_PAYLOAD {

@@ -166,6 +166,21 @@ impl MediaSession {
         }
     }
 
+    /// A receiver-report block for the stream we receive (RFC 3550 §6.4.1), taking the
+    /// fraction lost since the previous one. `None` before any RTP arrived.
+    pub fn report_block(&mut self) -> Option<rtcp::ReportBlock> {
+        let ssrc = self.jitter.ssrc()?;
+        Some(rtcp::ReportBlock {
+            ssrc,
+            fraction_lost: self.stats.take_fraction_lost(),
+            cumulative_lost: self.stats.lost().min(0x7f_ffff) as i32,
+            highest_seq: self.stats.highest_seq() as u32,
+            jitter: self.stats.jitter(),
+            last_sr: 0,
+            delay_since_last_sr: 0,
+        })
+    }
+
     pub fn stats(&self) -> SessionStats {
         SessionStats {
             packets: self.stats.packets,

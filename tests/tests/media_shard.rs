@@ -327,3 +327,31 @@ fn a_prompt_plays_paced_at_20ms_and_reports_done() {
     assert!(first.marker, "first packet of a talkspurt has the marker bit");
     sh.shutdown();
 }
+
+#[test]
+fn receiver_reports_go_to_the_far_end() {
+    let base = 30_000 + (std::process::id() % 500) as u16 * 40;
+    let cfg =
+        ShardConfig { ports: base..base + 40, rtcp_interval: Duration::from_millis(200), ..ShardConfig::default() };
+    let sh = Shard::spawn(0, cfg).expect("shard");
+    let far = UdpSocket::bind("127.0.0.1:0").expect("far");
+    let local = sh.allocate(40, PayloadMap::default()).expect("leg");
+    sh.send(Command::SetRemote { call: 40, remote: far.local_addr().expect("addr"), symmetric: false }).expect("r");
+    for p in packets(&[0xff; 160 * 20], 100, 1).iter().filter(|p| p[3] != 105) {
+        far.send_to(p, local).expect("send"); // seq 105 lost
+    }
+    let got = collect_for(&far, Duration::from_millis(800));
+    let reports: Vec<_> = got
+        .iter()
+        .filter(|d| waihu_engine::rtcp::is_rtcp(d))
+        .filter_map(|d| waihu_engine::rtcp::parse(d).ok())
+        .flatten()
+        .collect();
+    let Some(waihu_engine::rtcp::Report::Receiver { blocks, .. }) = reports.first() else {
+        panic!("no receiver report among {} datagrams", got.len());
+    };
+    assert_eq!(blocks[0].ssrc, 0xca11);
+    assert_eq!(blocks[0].cumulative_lost, 1);
+    assert_eq!(blocks[0].highest_seq % 65536, 119);
+    sh.shutdown();
+}

@@ -47,6 +47,8 @@ pub struct ShardConfig {
     pub media_timeout: Duration,
     /// Periodic [`Event::Stats`] per session; `None` for none.
     pub stats_interval: Option<Duration>,
+    /// Receiver reports to each far end (RFC 3550 recommends about 5 s).
+    pub rtcp_interval: Duration,
 }
 
 impl Default for ShardConfig {
@@ -59,6 +61,7 @@ impl Default for ShardConfig {
             recv_buffer: 1 << 20,
             media_timeout: Duration::from_secs(10),
             stats_interval: None,
+            rtcp_interval: Duration::from_secs(5),
         }
     }
 }
@@ -684,12 +687,18 @@ async fn pace(sessions: Sessions, events: flume::Sender<Event>) {
 async fn tick(cfg: ShardConfig, sessions: Sessions, events: flume::Sender<Event>) {
     let period = (cfg.media_timeout / 4).clamp(Duration::from_millis(20), Duration::from_millis(500));
     let mut last_stats = Instant::now();
+    let mut last_rtcp = Instant::now();
+    let mut rr: Vec<u8> = Vec::with_capacity(64);
     loop {
         glommio::timer::sleep(period).await;
         let now = Instant::now();
         let stats_due = cfg.stats_interval.is_some_and(|i| now.duration_since(last_stats) >= i);
         if stats_due {
             last_stats = now;
+        }
+        let rtcp_due = now.duration_since(last_rtcp) >= cfg.rtcp_interval;
+        if rtcp_due {
+            last_rtcp = now;
         }
         for (&call, s) in sessions.borrow().iter() {
             let mut st = s.state.borrow_mut();
@@ -702,6 +711,17 @@ async fn tick(cfg: ShardConfig, sessions: Sessions, events: flume::Sender<Event>
             }
             if stats_due {
                 let _ = events.send(Event::Stats { call, stats: st.media.stats() });
+            }
+            if rtcp_due {
+                // Receiver report on the muxed port (RFC 5761), so carriers' session
+                // monitoring sees us; senders add nothing more than our SSRC here.
+                if let (Some(remote), Some(ssrc)) = (st.remote, st.sender.as_ref().map(|t| t.ssrc())) {
+                    if let Some(block) = st.media.report_block() {
+                        rr.clear();
+                        crate::rtcp::write_rr(ssrc, Some(&block), &mut rr);
+                        let _ = s.socket.send_to(&rr, remote);
+                    }
+                }
             }
         }
     }
