@@ -39,10 +39,18 @@ struct Args {
     /// (bare recv_from per socket) or `recvmmsg` (epoll + recvmmsg + the same analysis).
     #[arg(long)]
     baseline: Option<String>,
+    /// Bridge the streams in pairs: the generator feeds one leg of each bridge, a sink
+    /// socket receives the relayed packets, and the report adds the latency they picked up
+    /// in the shard (p50/p99/max, from a send time stamped in the payload).
+    #[arg(long)]
+    bridged: bool,
     /// Core for the receiver (the generator runs on other threads).
     #[arg(long, default_value_t = 0)]
     cpu: usize,
 }
+
+/// Send slices per 20 ms tick.
+const SLICES: usize = 10;
 
 struct Load {
     stop: Arc<AtomicBool>,
@@ -53,7 +61,7 @@ struct Load {
 
 /// One socket; every stream gets one 172-byte PCMU packet per 20 ms tick, on an absolute
 /// schedule.
-fn generator(frames: &[Vec<u8>], targets: Vec<SocketAddr>) -> Result<Load> {
+fn generator(frames: &[Vec<u8>], targets: Vec<SocketAddr>, epoch: Option<Instant>) -> Result<Load> {
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
     let late_ticks = Arc::new(AtomicU64::new(0));
@@ -66,13 +74,26 @@ fn generator(frames: &[Vec<u8>], targets: Vec<SocketAddr>) -> Result<Load> {
         let mut k: u64 = 0;
         while !st.load(Ordering::Relaxed) {
             let f = &frames[(k as usize) % frames.len()];
+            // Streams are spread over the 20 ms in ten slices, as independent calls are,
+            // rather than all sent in one burst.
+            let slice = targets.len().div_ceil(SLICES).max(1);
             for (i, t) in targets.iter().enumerate() {
+                if i > 0 && i % slice == 0 {
+                    let at = next + period * (i / slice) as u32 / SLICES as u32;
+                    let now = Instant::now();
+                    if at > now {
+                        std::thread::sleep(at - now);
+                    }
+                }
                 pkt[0] = 0x80;
                 pkt[1] = 0;
                 pkt[2..4].copy_from_slice(&(k as u16).to_be_bytes());
                 pkt[4..8].copy_from_slice(&((k * 160) as u32).to_be_bytes());
                 pkt[8..12].copy_from_slice(&(i as u32 + 1).to_be_bytes());
                 pkt[12..].copy_from_slice(f);
+                if let Some(e) = epoch {
+                    pkt[12..20].copy_from_slice(&(e.elapsed().as_nanos() as u64).to_be_bytes());
+                }
                 if sock.send_to(&pkt, t).is_ok() {
                     se.fetch_add(1, Ordering::Relaxed);
                 }
@@ -154,7 +175,7 @@ fn run_baseline(a: &Args, kind: &str, frames: &[Vec<u8>]) -> Result<()> {
     if targets.len() < a.streams {
         bail!("only {} of {} sockets opened", targets.len(), a.streams);
     }
-    let load = generator(frames, targets)?;
+    let load = generator(frames, targets, None)?;
     let (wall, cpu, window) = measure(&load, "baseline-rx", a.seconds, || Ok(()))?;
     let (sent, late) = finish(load)?;
     stop.store(true, Ordering::Relaxed);
@@ -180,14 +201,51 @@ fn engine(a: &Args, frames: &[Vec<u8>]) -> Result<()> {
     };
     let shard = Shard::spawn(0, cfg)?;
     let mut targets: Vec<SocketAddr> = Vec::with_capacity(a.streams);
+    let sink = if a.bridged { Some(UdpSocket::bind("127.0.0.1:0")?) } else { None };
     for call in 0..a.streams as u64 {
-        targets.push(shard.allocate(call, PayloadMap::default())?);
+        let local = shard.allocate(call, PayloadMap::default())?;
         if !a.no_amd {
             shard.send(Command::StartAmd { call, params: AmdParams::default() })?;
         }
+        match &sink {
+            // Even legs face the generator (symmetric: it learns the source), odd legs
+            // face the sink; each pair is bridged.
+            Some(sink) if call % 2 == 1 => {
+                shard.send(Command::SetRemote { call, remote: sink.local_addr()?, symmetric: false })?;
+                shard.send(Command::Bridge { a: call - 1, b: call })?;
+            }
+            Some(_) => {
+                shard.send(Command::SetRemote { call, remote: "127.0.0.1:9".parse()?, symmetric: true })?;
+                targets.push(local);
+            }
+            None => targets.push(local),
+        }
     }
     let rss1 = rss_bytes().unwrap_or(0);
-    let load = generator(frames, targets)?;
+    let epoch = Instant::now();
+    let latencies = Arc::new(std::sync::Mutex::new(Vec::<u32>::new()));
+    let sink_stop = Arc::new(AtomicBool::new(false));
+    let sink_thread = sink.map(|sock| {
+        let (lat, stop) = (latencies.clone(), sink_stop.clone());
+        std::thread::spawn(move || {
+            let _ = sock.set_read_timeout(Some(Duration::from_millis(100)));
+            let mut buf = [0u8; 512];
+            let mut v = Vec::with_capacity(1 << 20);
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(n) = sock.recv(&mut buf) {
+                    if n >= 20 && !waihu_engine::rtcp::is_rtcp(&buf[..n]) {
+                        let sent = u64::from_be_bytes(buf[12..20].try_into().unwrap_or([0; 8]));
+                        let now = epoch.elapsed().as_nanos() as u64;
+                        v.push((now.saturating_sub(sent) / 1000) as u32);
+                    }
+                }
+            }
+            if let Ok(mut l) = lat.lock() {
+                *l = v;
+            }
+        })
+    });
+    let load = generator(frames, targets, a.bridged.then_some(epoch))?;
     let restart = Duration::from_secs(a.amd_restart_secs);
     let mut next_restart = Instant::now() + restart;
     let (wall, cpu, window) = measure(&load, "waihu-media-0", a.seconds, || {
@@ -200,6 +258,10 @@ fn engine(a: &Args, frames: &[Vec<u8>]) -> Result<()> {
         Ok(())
     })?;
     let (sent, late) = finish(load)?;
+    sink_stop.store(true, Ordering::Relaxed);
+    if let Some(t) = sink_thread {
+        let _ = t.join();
+    }
     for call in 0..a.streams as u64 {
         shard.send(Command::Close { call })?;
     }
@@ -224,6 +286,15 @@ fn engine(a: &Args, frames: &[Vec<u8>]) -> Result<()> {
     println!("packets sent {sent}, received {received}, lost (RTP seq gaps) {lost}, not received {} ({:.3}%), malformed {malformed}",
         sent.saturating_sub(received), 100.0 * sent.saturating_sub(received) as f64 / sent.max(1) as f64);
     println!("generator ticks that ran late: {late}");
+    if a.bridged {
+        let mut v = latencies.lock().map(|l| l.clone()).unwrap_or_default();
+        v.sort_unstable();
+        let q = |p: f64| v.get(((v.len().max(1) - 1) as f64 * p) as usize).copied().unwrap_or(0);
+        println!(
+            "bridged: {} packets relayed; generator->shard->sink latency min {} us, p50 {} us, p99 {} us, max {} us; added jitter (p99 - p50) {} us",
+            v.len(), q(0.0), q(0.5), q(0.99), q(1.0), q(0.99).saturating_sub(q(0.5))
+        );
+    }
     println!(
         "RSS: {:.1} MiB before sessions, {:.1} MiB after {} sessions => {:.1} KiB per session",
         rss0 as f64 / 1048576.0,
