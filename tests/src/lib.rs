@@ -50,3 +50,33 @@ pub fn predict_dir(dir: &Path, labels: &[Label], params: AmdParams) -> Vec<(Pred
         handles.into_iter().flat_map(|h| h.join().expect("worker thread")).collect()
     })
 }
+
+/// A sample call as 8 kHz G.711 bytes (µ-law when `ulaw`, else A-law).
+pub fn sample_g711(name: &str, ulaw: bool) -> Vec<u8> {
+    use waihu_engine::codec::g711;
+    let path = samples_dir().join(name);
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let pcm = waihu_engine::offline::wav_to_analysis_pcm(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    pcm.iter().map(|&s| if ulaw { g711::ulaw_encode(s) } else { g711::alaw_encode(s) }).collect()
+}
+
+/// 20 ms RTP packets of G.711 bytes: payload type `pt`, consecutive sequence numbers and
+/// timestamps from `seq0`/`ts0` (wrapping), one SSRC.
+pub fn g711_packets(g711: &[u8], pt: u8, seq0: u16, ts0: u32, ssrc: u32) -> Vec<Vec<u8>> {
+    g711.chunks_exact(160)
+        .enumerate()
+        .map(|(i, c)| {
+            let mut p = Vec::with_capacity(172);
+            waihu_engine::rtp::RtpBuild {
+                payload_type: pt,
+                sequence: seq0.wrapping_add(i as u16),
+                timestamp: ts0.wrapping_add(i as u32 * 160),
+                ssrc,
+                ..Default::default()
+            }
+            .write(c, &mut p)
+            .expect("a plain G.711 packet always builds");
+            p
+        })
+        .collect()
+}

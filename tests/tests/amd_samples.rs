@@ -4,7 +4,6 @@
 use waihu_engine::amd_eval::score;
 use waihu_engine::analyzer::{Analyzer, G711};
 use waihu_engine::codec::g711;
-use waihu_engine::rtp::RtpBuild;
 use waihu_engine::{offline, resample, wav, AmdParams};
 use waihu_tests::{predict_dir, read_labels, samples_dir};
 
@@ -50,18 +49,8 @@ fn rtp_packet_path_matches_the_offline_path() {
         let offline = offline::analyze_pcm(&decoded, AmdParams::default());
 
         let mut an = Analyzer::new(AmdParams::default());
-        let mut pkt = Vec::with_capacity(200);
         let mut decision = None;
-        for (i, payload) in ulaw.chunks(160).enumerate() {
-            pkt.clear();
-            let b = RtpBuild {
-                payload_type: 0,
-                sequence: i as u16,
-                timestamp: (i * 160) as u32,
-                ssrc: 7,
-                ..Default::default()
-            };
-            b.write(payload, &mut pkt).expect("build");
+        for pkt in waihu_tests::g711_packets(&ulaw, 0, 0, 0, 7) {
             an.push_rtp(&pkt, G711::Ulaw, 0).expect("valid packet");
             while let Some(e) = an.poll_event() {
                 if let waihu_engine::amd::AmdEvent::Decided(d) = e {

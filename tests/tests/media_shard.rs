@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use waihu_engine::amd::{AmdEvent, Decision};
 use waihu_engine::codec::g711;
 use waihu_engine::offline;
-use waihu_engine::rtp::RtpBuild;
 use waihu_engine::session::{PayloadMap, SessionEvent};
 use waihu_engine::worker::{Command, Event, Shard, ShardConfig};
 use waihu_engine::AmdParams;
@@ -26,28 +25,11 @@ fn shard(timeout_ms: u64) -> Shard {
 }
 
 fn sample_ulaw(name: &str) -> Vec<u8> {
-    let bytes = std::fs::read(waihu_tests::samples_dir().join(name)).expect("sample");
-    let pcm = offline::wav_to_analysis_pcm(&bytes).expect("wav");
-    pcm.iter().map(|&s| g711::ulaw_encode(s)).collect()
+    waihu_tests::sample_g711(name, true)
 }
 
 fn packets(ulaw: &[u8], seq0: u16, ts0: u32) -> Vec<Vec<u8>> {
-    ulaw.chunks_exact(160)
-        .enumerate()
-        .map(|(i, c)| {
-            let mut p = Vec::new();
-            RtpBuild {
-                payload_type: 0,
-                sequence: seq0.wrapping_add(i as u16),
-                timestamp: ts0.wrapping_add(i as u32 * 160),
-                ssrc: 0xca11,
-                ..Default::default()
-            }
-            .write(c, &mut p)
-            .expect("packet");
-            p
-        })
-        .collect()
+    waihu_tests::g711_packets(ulaw, 0, seq0, ts0, 0xca11)
 }
 
 fn wait_for(shard: &Shard, deadline: Duration, mut want: impl FnMut(&Event) -> bool) -> Vec<Event> {

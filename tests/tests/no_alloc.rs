@@ -4,9 +4,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use waihu_engine::analyzer::{Analyzer, G711};
-use waihu_engine::codec::g711;
-use waihu_engine::rtp::RtpBuild;
-use waihu_engine::{resample, wav, AmdParams};
+use waihu_engine::AmdParams;
 
 struct Counting;
 
@@ -45,26 +43,7 @@ fn per_packet_path_allocates_nothing() {
     // A machine greeting with a beep: speech, pauses and a tone all go through the path.
     let labels = waihu_tests::read_labels(&dir);
     let l = labels.iter().find(|l| l.label == "machine" && l.beep_end_ms.is_some()).expect("a beep sample");
-    let w = wav::parse(&std::fs::read(dir.join(&l.file)).expect("read")).expect("wav");
-    let pcm = resample::convert(&w.samples, w.rate, 8000).expect("resample");
-    let packets: Vec<Vec<u8>> = pcm
-        .chunks_exact(160)
-        .enumerate()
-        .map(|(i, c)| {
-            let payload: Vec<u8> = c.iter().map(|&s| g711::alaw_encode(s)).collect();
-            let mut p = Vec::new();
-            RtpBuild {
-                payload_type: 8,
-                sequence: i as u16,
-                timestamp: (i * 160) as u32,
-                ssrc: 9,
-                ..Default::default()
-            }
-            .write(&payload, &mut p)
-            .expect("build");
-            p
-        })
-        .collect();
+    let packets = waihu_tests::g711_packets(&waihu_tests::sample_g711(&l.file, false), 8, 0, 0, 9);
     let mut an = Analyzer::new(AmdParams { max_listen_after_decision_ms: 60_000, ..AmdParams::default() }).with_dtmf();
     // Warm-up: the first packets may touch lazily initialised state.
     for p in &packets[..10] {
@@ -88,27 +67,7 @@ fn per_packet_path_allocates_nothing() {
 #[test]
 fn media_session_receive_path_allocates_nothing() {
     use waihu_engine::session::{MediaSession, PayloadMap};
-    let dir = waihu_tests::samples_dir();
-    let w = wav::parse(&std::fs::read(dir.join("call_01.wav")).expect("read")).expect("wav");
-    let pcm = resample::convert(&w.samples, w.rate, 8000).expect("resample");
-    let mut packets: Vec<Vec<u8>> = pcm
-        .chunks_exact(160)
-        .enumerate()
-        .map(|(i, c)| {
-            let payload: Vec<u8> = c.iter().map(|&s| g711::ulaw_encode(s)).collect();
-            let mut p = Vec::new();
-            RtpBuild {
-                payload_type: 0,
-                sequence: i as u16,
-                timestamp: (i * 160) as u32,
-                ssrc: 3,
-                ..Default::default()
-            }
-            .write(&payload, &mut p)
-            .expect("build");
-            p
-        })
-        .collect();
+    let mut packets = waihu_tests::g711_packets(&waihu_tests::sample_g711("call_01.wav", true), 0, 0, 0, 3);
     for i in (20..packets.len() - 1).step_by(9) {
         packets.swap(i, i + 1);
     }
