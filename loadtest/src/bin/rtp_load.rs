@@ -44,6 +44,9 @@ struct Args {
     /// in the shard (p50/p99/max, from a send time stamped in the payload).
     #[arg(long)]
     bridged: bool,
+    /// Send Opus (PT 111, 24 kbit/s, encoded from the same recording) instead of PCMU.
+    #[arg(long)]
+    opus: bool,
     /// Core for the receiver (the generator runs on other threads).
     #[arg(long, default_value_t = 0)]
     cpu: usize,
@@ -61,14 +64,15 @@ struct Load {
 
 /// One socket; every stream gets one 172-byte PCMU packet per 20 ms tick, on an absolute
 /// schedule.
-fn generator(frames: &[Vec<u8>], targets: Vec<SocketAddr>, epoch: Option<Instant>) -> Result<Load> {
+fn generator(frames: &[Vec<u8>], targets: Vec<SocketAddr>, epoch: Option<Instant>, opus: bool) -> Result<Load> {
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
     let late_ticks = Arc::new(AtomicU64::new(0));
     let (st, se, lt, frames) = (stop.clone(), sent.clone(), late_ticks.clone(), frames.to_vec());
     let thread = std::thread::Builder::new().name("rtp-load-gen".into()).spawn(move || -> Result<()> {
         let sock = UdpSocket::bind("127.0.0.1:0")?;
-        let mut pkt = vec![0u8; 172];
+        let mut pkt = Vec::with_capacity(1500);
+        let (pt, ts_step) = if opus { (111u8, 960u64) } else { (0u8, 160u64) };
         let period = Duration::from_millis(20);
         let mut next = Instant::now();
         let mut k: u64 = 0;
@@ -85,12 +89,12 @@ fn generator(frames: &[Vec<u8>], targets: Vec<SocketAddr>, epoch: Option<Instant
                         std::thread::sleep(at - now);
                     }
                 }
-                pkt[0] = 0x80;
-                pkt[1] = 0;
-                pkt[2..4].copy_from_slice(&(k as u16).to_be_bytes());
-                pkt[4..8].copy_from_slice(&((k * 160) as u32).to_be_bytes());
-                pkt[8..12].copy_from_slice(&(i as u32 + 1).to_be_bytes());
-                pkt[12..].copy_from_slice(f);
+                pkt.clear();
+                pkt.extend_from_slice(&[0x80, pt]);
+                pkt.extend_from_slice(&(k as u16).to_be_bytes());
+                pkt.extend_from_slice(&((k * ts_step) as u32).to_be_bytes());
+                pkt.extend_from_slice(&(i as u32 + 1).to_be_bytes());
+                pkt.extend_from_slice(f);
                 if let Some(e) = epoch {
                     pkt[12..20].copy_from_slice(&(e.elapsed().as_nanos() as u64).to_be_bytes());
                 }
@@ -157,7 +161,16 @@ fn main() -> Result<()> {
     let bytes = std::fs::read(&a.wav).with_context(|| format!("cannot read {}", a.wav.display()))?;
     let pcm = offline::wav_to_analysis_pcm(&bytes)?;
     let ulaw: Vec<u8> = pcm.iter().map(|&s| g711::ulaw_encode(s)).collect();
-    let frames: Vec<Vec<u8>> = ulaw.chunks_exact(160).map(<[u8]>::to_vec).collect();
+    let frames: Vec<Vec<u8>> = if a.opus {
+        let mut enc = waihu_engine::codec::opus::OpusEncoder::new(8000, 24_000, 5)?;
+        let mut buf = [0u8; 400];
+        pcm.chunks_exact(160).map(|c| enc.encode(c, &mut buf).map(|n| buf[..n].to_vec())).collect::<Result<_, _>>()?
+    } else {
+        ulaw.chunks_exact(160).map(<[u8]>::to_vec).collect()
+    };
+    if a.opus && (a.baseline.is_some() || a.bridged) {
+        bail!("--opus works with the engine alone (not with --baseline or --bridged)");
+    }
     match a.baseline.as_deref() {
         None => engine(&a, &frames),
         Some(kind @ ("glommio" | "recvmmsg")) => run_baseline(&a, kind, &frames),
@@ -175,7 +188,7 @@ fn run_baseline(a: &Args, kind: &str, frames: &[Vec<u8>]) -> Result<()> {
     if targets.len() < a.streams {
         bail!("only {} of {} sockets opened", targets.len(), a.streams);
     }
-    let load = generator(frames, targets, None)?;
+    let load = generator(frames, targets, None, false)?;
     let (wall, cpu, window) = measure(&load, "baseline-rx", a.seconds, || Ok(()))?;
     let (sent, late) = finish(load)?;
     stop.store(true, Ordering::Relaxed);
@@ -203,7 +216,12 @@ fn engine(a: &Args, frames: &[Vec<u8>]) -> Result<()> {
     let mut targets: Vec<SocketAddr> = Vec::with_capacity(a.streams);
     let sink = if a.bridged { Some(UdpSocket::bind("127.0.0.1:0")?) } else { None };
     for call in 0..a.streams as u64 {
-        let local = shard.allocate(call, PayloadMap::default())?;
+        let payloads = if a.opus {
+            PayloadMap { pcmu: None, pcma: None, opus: Some(111), telephone_event: Some(101) }
+        } else {
+            PayloadMap::default()
+        };
+        let local = shard.allocate(call, payloads)?;
         if !a.no_amd {
             shard.send(Command::StartAmd { call, params: AmdParams::default() })?;
         }
@@ -245,7 +263,7 @@ fn engine(a: &Args, frames: &[Vec<u8>]) -> Result<()> {
             }
         })
     });
-    let load = generator(frames, targets, a.bridged.then_some(epoch))?;
+    let load = generator(frames, targets, a.bridged.then_some(epoch), a.opus)?;
     let restart = Duration::from_secs(a.amd_restart_secs);
     let mut next_restart = Instant::now() + restart;
     let (wall, cpu, window) = measure(&load, "waihu-media-0", a.seconds, || {
@@ -281,7 +299,8 @@ fn engine(a: &Args, frames: &[Vec<u8>]) -> Result<()> {
     } else {
         format!("AMD on every stream, restarted every {} s", a.amd_restart_secs)
     };
-    println!("rtp-load: {} G.711 streams, 50 pps each, {amd}, 1 shard on core {}", a.streams, a.cpu);
+    let codec = if a.opus { "Opus" } else { "G.711" };
+    println!("rtp-load: {} {codec} streams, 50 pps each, {amd}, 1 shard on core {}", a.streams, a.cpu);
     report_cpu("engine", wall, cpu, window);
     println!("packets sent {sent}, received {received}, lost (RTP seq gaps) {lost}, not received {} ({:.3}%), malformed {malformed}",
         sent.saturating_sub(received), 100.0 * sent.saturating_sub(received) as f64 / sent.max(1) as f64);
