@@ -1,0 +1,106 @@
+//! What became of a call attempt. A call outcome is not an error: busy, no answer, a
+//! machine are dispositions the campaign acts on (retry policy, reporting).
+
+use std::fmt;
+
+/// How a call attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Disposition {
+    /// 486 Busy Here, 600 Busy Everywhere.
+    Busy,
+    /// 480 Temporarily Unavailable, 408 Request Timeout, or our ring timeout (CANCEL).
+    NoAnswer,
+    /// 404 Not Found, 484 Address Incomplete, 604 Does Not Exist Anywhere.
+    InvalidNumber,
+    /// 403 Forbidden, 603 Decline.
+    Rejected,
+    /// 500, 502, 503: the trunk is in trouble; retry at trunk level, not against the contact.
+    Congestion,
+    /// 487 Request Terminated after our CANCEL (operator or campaign stop).
+    Cancelled,
+    /// Any other final failure response.
+    Failed { status: u16 },
+    /// Answered; what AMD said and what happened next is recorded by the call.
+    Answered,
+}
+
+impl Disposition {
+    /// The disposition a final non-2xx response means. `cancelled_by_ring_timeout` tells
+    /// a 487 that follows our ring-timeout CANCEL (no answer) from any other CANCEL.
+    pub fn from_final_response(status: u16, cancelled_by_ring_timeout: bool) -> Disposition {
+        match status {
+            200..=299 => Disposition::Answered,
+            486 | 600 => Disposition::Busy,
+            480 | 408 => Disposition::NoAnswer,
+            404 | 484 | 604 => Disposition::InvalidNumber,
+            403 | 603 => Disposition::Rejected,
+            500 | 502 | 503 => Disposition::Congestion,
+            487 if cancelled_by_ring_timeout => Disposition::NoAnswer,
+            487 => Disposition::Cancelled,
+            s => Disposition::Failed { status: s },
+        }
+    }
+
+    /// Whether the contact may be retried later under the campaign's retry policy.
+    pub fn retryable(&self) -> bool {
+        matches!(self, Disposition::Busy | Disposition::NoAnswer | Disposition::Congestion | Disposition::Cancelled)
+    }
+
+    /// Whether the failure is the trunk's rather than the contact's (retry now, elsewhere).
+    pub fn trunk_failure(&self) -> bool {
+        matches!(self, Disposition::Congestion)
+    }
+}
+
+impl fmt::Display for Disposition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Disposition::Busy => f.write_str("busy"),
+            Disposition::NoAnswer => f.write_str("no_answer"),
+            Disposition::InvalidNumber => f.write_str("invalid_number"),
+            Disposition::Rejected => f.write_str("rejected"),
+            Disposition::Congestion => f.write_str("congestion"),
+            Disposition::Cancelled => f.write_str("cancelled"),
+            Disposition::Failed { status } => write!(f, "failed_{status}"),
+            Disposition::Answered => f.write_str("answered"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn final_responses_map_to_dispositions() {
+        let cases = [
+            (486, Disposition::Busy),
+            (600, Disposition::Busy),
+            (480, Disposition::NoAnswer),
+            (408, Disposition::NoAnswer),
+            (404, Disposition::InvalidNumber),
+            (484, Disposition::InvalidNumber),
+            (604, Disposition::InvalidNumber),
+            (403, Disposition::Rejected),
+            (603, Disposition::Rejected),
+            (503, Disposition::Congestion),
+            (500, Disposition::Congestion),
+            (502, Disposition::Congestion),
+            (487, Disposition::Cancelled),
+            (200, Disposition::Answered),
+            (415, Disposition::Failed { status: 415 }),
+        ];
+        for (status, want) in cases {
+            assert_eq!(Disposition::from_final_response(status, false), want, "{status}");
+        }
+        assert_eq!(Disposition::from_final_response(487, true), Disposition::NoAnswer);
+    }
+
+    #[test]
+    fn retry_policy_inputs() {
+        assert!(Disposition::Busy.retryable() && Disposition::NoAnswer.retryable());
+        assert!(!Disposition::InvalidNumber.retryable() && !Disposition::Rejected.retryable());
+        assert!(Disposition::Congestion.trunk_failure() && !Disposition::Busy.trunk_failure());
+        assert_eq!(Disposition::Failed { status: 415 }.to_string(), "failed_415");
+    }
+}
