@@ -2,5 +2,6 @@
 //! our own interface (place call, answer, hang up, re-INVITE, REFER, registrar, digest
 //! auth). Nothing outside this crate sees SIP stack types.
 
+pub mod call;
 pub mod disposition;
 pub mod sdp;
