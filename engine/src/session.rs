@@ -7,7 +7,8 @@ use crate::amd::{AmdEvent, AmdParams};
 use crate::analyzer::Analyzer;
 use crate::codec::g711;
 use crate::codec::opus::{OpusDecoder, OpusError};
-use crate::dtmf::TelephoneEvent;
+use crate::dtmf::{DtmfDetector, TelephoneEvent};
+use crate::frame::Framer;
 use crate::jitter::{JitterBuffer, JitterError, Pushed, Released};
 use crate::rtcp;
 use crate::rtp::{RtpError, RtpHeader};
@@ -95,6 +96,10 @@ pub struct MediaSession {
     jitter: JitterBuffer,
     stats: RtpStats,
     analyzer: Option<Analyzer>,
+    /// In-band DTMF detection (IVR navigation), independent of AMD.
+    dtmf: Option<(Framer, DtmfDetector)>,
+    /// Media time of received audio, for in-band DTMF timestamps.
+    received: MediaTime,
     opus: Option<OpusDecoder>,
     pcm: [i16; 960],
     /// Samples in the last decoded packet: what a lost packet is concealed with.
@@ -119,6 +124,8 @@ impl MediaSession {
             jitter: JitterBuffer::new(3),
             stats: RtpStats::default(),
             analyzer: None,
+            dtmf: None,
+            received: MediaTime::ZERO,
             opus: payloads.opus.map(|_| OpusDecoder::new(8000)).transpose()?,
             pcm: [0; 960],
             last_samples: 160,
@@ -133,6 +140,11 @@ impl MediaSession {
     /// Starts answering-machine detection from the current media time onwards.
     pub fn start_amd(&mut self, params: AmdParams) {
         self.analyzer = Some(Analyzer::new(params));
+    }
+
+    /// Turns in-band DTMF detection on or off (RFC 4733 events are always reported).
+    pub fn detect_inband_dtmf(&mut self, on: bool) {
+        self.dtmf = on.then(|| (Framer::default(), DtmfDetector::default()));
     }
 
     pub fn stop_amd(&mut self) {
@@ -314,6 +326,20 @@ impl MediaSession {
                 n
             };
             sink(Frame { payload_type: pt, payload: &relay[..relay_len], pcm: &self.pcm[..samples], lost });
+            if let Some((framer, det)) = self.dtmf.as_mut() {
+                let mut at = self.received;
+                let (events, ev_len) = (&mut self.events, &mut self.ev_len);
+                framer.push(&self.pcm[..samples], |frame| {
+                    if let Some(d) = det.push(at, frame) {
+                        if *ev_len < EVENTS {
+                            events[*ev_len] = Some(SessionEvent::Dtmf { digit: d.digit, at: d.at });
+                            *ev_len += 1;
+                        }
+                    }
+                    at = at.add_samples(crate::FRAME_SAMPLES as u64);
+                });
+            }
+            self.received = self.received.add_samples(samples as u64);
             if let Some(a) = self.analyzer.as_mut() {
                 a.push_pcm(&self.pcm[..samples]);
                 while let Some(e) = a.poll_event() {

@@ -338,3 +338,36 @@ fn receiver_reports_go_to_the_far_end() {
     assert_eq!(blocks[0].highest_seq % 65536, 119);
     sh.shutdown();
 }
+
+#[test]
+fn inband_dtmf_keys_are_reported_once_each() {
+    let sh = shard(5_000);
+    let far = UdpSocket::bind("127.0.0.1:0").expect("far");
+    let local = sh.allocate(50, PayloadMap::default()).expect("leg");
+    sh.send(Command::DetectInbandDtmf { call: 50, on: true }).expect("dtmf on");
+    // "1", "5", "#": row + column tones, 100 ms each with 100 ms gaps, as a phone sends them.
+    let keys = [(697.0f32, 1209.0f32), (770.0, 1336.0), (941.0, 1477.0)];
+    let mut pcm = Vec::new();
+    for (r, c) in keys {
+        pcm.extend((0..800).map(|i| {
+            let t = i as f32 / 8000.0;
+            (((2.0 * std::f32::consts::PI * r * t).sin() + (2.0 * std::f32::consts::PI * c * t).sin()) * 5000.0) as i16
+        }));
+        pcm.extend(std::iter::repeat_n(0i16, 800));
+    }
+    let ulaw: Vec<u8> = pcm.iter().map(|&s| g711::ulaw_encode(s)).collect();
+    for p in packets(&ulaw, 1, 1) {
+        far.send_to(&p, local).expect("send");
+    }
+    let mut digits = String::new();
+    let end = Instant::now() + Duration::from_secs(3);
+    while digits.len() < 3 && Instant::now() < end {
+        if let Ok(Event::Media { event: SessionEvent::Dtmf { digit, .. }, .. }) =
+            sh.events.recv_timeout(Duration::from_millis(200))
+        {
+            digits.push(digit);
+        }
+    }
+    assert_eq!(digits, "15#");
+    sh.shutdown();
+}

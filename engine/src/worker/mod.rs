@@ -105,6 +105,11 @@ pub enum Command {
     StopAmd {
         call: CallId,
     },
+    /// Detect DTMF sent as audio (RFC 4733 events are always reported).
+    DetectInbandDtmf {
+        call: CallId,
+        on: bool,
+    },
     /// Play 8 kHz PCM to the far end, paced at 20 ms (a prompt, a voicemail drop, music on
     /// hold). Replaces what was playing. [`Event::PlayDone`] when a non-looped one ends.
     Play {
@@ -345,6 +350,10 @@ fn handle(
         }),
         Command::StopAmd { call } => with_session(sessions, call, |s| {
             s.media.stop_amd();
+            Ok(())
+        }),
+        Command::DetectInbandDtmf { call, on } => with_session(sessions, call, |s| {
+            s.media.detect_inband_dtmf(on);
             Ok(())
         }),
         Command::Play { call, audio, looped } => with_session(sessions, call, |s| {
