@@ -115,6 +115,43 @@ pub fn parse(mut d: &[u8]) -> Result<Vec<Report>, RtcpError> {
     Ok(out)
 }
 
+/// What a sender report says about our own stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SenderInfo {
+    /// NTP timestamp (seconds since 1900 in the high 32 bits, fraction in the low 32).
+    pub ntp: u64,
+    pub rtp_ts: u32,
+    pub packets: u32,
+    pub octets: u32,
+}
+
+/// Writes a sender report (we send media too) with one reception block (or none).
+pub fn write_sr<B: BufMut>(ssrc: u32, info: &SenderInfo, block: Option<&ReportBlock>, out: &mut B) {
+    let count = block.is_some() as u8;
+    out.put_u8(0x80 | count);
+    out.put_u8(PT_SR);
+    out.put_u16(6 + 6 * count as u16);
+    out.put_u32(ssrc);
+    out.put_u64(info.ntp);
+    out.put_u32(info.rtp_ts);
+    out.put_u32(info.packets);
+    out.put_u32(info.octets);
+    if let Some(b) = block {
+        write_block(b, out);
+    }
+}
+
+fn write_block<B: BufMut>(b: &ReportBlock, out: &mut B) {
+    out.put_u32(b.ssrc);
+    out.put_u8(b.fraction_lost);
+    let lost = (b.cumulative_lost.clamp(-(1 << 23), (1 << 23) - 1) as u32) & 0x00ff_ffff;
+    out.put_slice(&lost.to_be_bytes()[1..]);
+    out.put_u32(b.highest_seq);
+    out.put_u32(b.jitter);
+    out.put_u32(b.last_sr);
+    out.put_u32(b.delay_since_last_sr);
+}
+
 /// Writes a receiver report with one block (or none).
 pub fn write_rr<B: BufMut>(ssrc: u32, block: Option<&ReportBlock>, out: &mut B) {
     let count = block.is_some() as u8;
@@ -123,14 +160,7 @@ pub fn write_rr<B: BufMut>(ssrc: u32, block: Option<&ReportBlock>, out: &mut B) 
     out.put_u16(1 + 6 * count as u16);
     out.put_u32(ssrc);
     if let Some(b) = block {
-        out.put_u32(b.ssrc);
-        out.put_u8(b.fraction_lost);
-        let lost = (b.cumulative_lost.clamp(-(1 << 23), (1 << 23) - 1) as u32) & 0x00ff_ffff;
-        out.put_slice(&lost.to_be_bytes()[1..]);
-        out.put_u32(b.highest_seq);
-        out.put_u32(b.jitter);
-        out.put_u32(b.last_sr);
-        out.put_u32(b.delay_since_last_sr);
+        write_block(b, out);
     }
 }
 
@@ -154,6 +184,20 @@ mod tests {
         assert_eq!(v.len(), 32);
         assert!(is_rtcp(&v));
         assert_eq!(parse(&v), Ok(vec![Report::Receiver { ssrc: 0x1234, blocks: vec![b] }]));
+    }
+
+    #[test]
+    fn sender_report_round_trips() {
+        let info = SenderInfo { ntp: (3_900_000_000u64 << 32) | 7, rtp_ts: 160, packets: 50, octets: 8000 };
+        let b = ReportBlock { ssrc: 9, highest_seq: 100, ..ReportBlock::default() };
+        let mut v = Vec::new();
+        write_sr(0x77, &info, Some(&b), &mut v);
+        assert_eq!(v.len(), 52);
+        let r = parse(&v).expect("sr");
+        assert_eq!(
+            r,
+            vec![Report::Sender { ssrc: 0x77, ntp: info.ntp, rtp_ts: 160, packets: 50, octets: 8000, blocks: vec![b] }]
+        );
     }
 
     #[test]

@@ -97,6 +97,11 @@ impl RtpSender {
         self.octets += payload.len() as u64;
     }
 
+    /// RTP timestamp of the next packet (for a sender report).
+    pub fn timestamp(&self) -> u32 {
+        self.ts
+    }
+
     /// The next packet starts a talkspurt (after silence or a source change).
     pub fn mark(&mut self) {
         self.marker_next = true;

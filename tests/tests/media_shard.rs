@@ -193,6 +193,7 @@ fn drain(sock: &UdpSocket, quiet: Duration) -> Vec<Vec<u8>> {
 fn payloads(dgrams: &[Vec<u8>]) -> Vec<u8> {
     dgrams
         .iter()
+        .filter(|d| !waihu_engine::rtcp::is_rtcp(d))
         .filter_map(|d| waihu_engine::rtp::RtpHeader::parse(d).ok().map(|(_, r)| d[r].to_vec()))
         .flatten()
         .collect()
@@ -336,6 +337,22 @@ fn receiver_reports_go_to_the_far_end() {
     assert_eq!(blocks[0].ssrc, 0xca11);
     assert_eq!(blocks[0].cumulative_lost, 1);
     assert_eq!(blocks[0].highest_seq % 65536, 119);
+
+    // Once we send media too, the report becomes a sender report counting what we sent.
+    let tone: Arc<[i16]> = vec![1000i16; 8000].into();
+    sh.send(Command::Play { call: 40, audio: tone, looped: false }).expect("play");
+    let got = collect_for(&far, Duration::from_millis(900));
+    let sr = got
+        .iter()
+        .filter(|d| waihu_engine::rtcp::is_rtcp(d))
+        .filter_map(|d| waihu_engine::rtcp::parse(d).ok())
+        .flatten()
+        .find_map(|r| match r {
+            waihu_engine::rtcp::Report::Sender { packets, octets, .. } => Some((packets, octets)),
+            _ => None,
+        });
+    let (packets, octets) = sr.expect("a sender report while playing");
+    assert!(packets >= 10 && octets == packets * 160, "{packets} packets, {octets} octets");
     sh.shutdown();
 }
 

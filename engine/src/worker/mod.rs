@@ -692,7 +692,15 @@ async fn pace(sessions: Sessions, events: flume::Sender<Event>) {
     }
 }
 
-/// Media timeouts and periodic statistics for every session of the shard.
+/// Wall-clock time as an NTP timestamp (RFC 3550 §4), for sender reports.
+fn ntp_now() -> u64 {
+    const UNIX_TO_NTP: u64 = 2_208_988_800;
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let frac = ((d.subsec_nanos() as u64) << 32) / 1_000_000_000;
+    ((d.as_secs() + UNIX_TO_NTP) << 32) | frac
+}
+
+/// Media timeouts, periodic statistics and RTCP reports for every session of the shard.
 async fn tick(cfg: ShardConfig, sessions: Sessions, events: flume::Sender<Event>) {
     let period = (cfg.media_timeout / 4).clamp(Duration::from_millis(20), Duration::from_millis(500));
     let mut last_stats = Instant::now();
@@ -724,10 +732,22 @@ async fn tick(cfg: ShardConfig, sessions: Sessions, events: flume::Sender<Event>
             if rtcp_due {
                 // Receiver report on the muxed port (RFC 5761), so carriers' session
                 // monitoring sees us; senders add nothing more than our SSRC here.
-                if let (Some(remote), Some(ssrc)) = (st.remote, st.sender.as_ref().map(|t| t.ssrc())) {
-                    if let Some(block) = st.media.report_block() {
-                        rr.clear();
-                        crate::rtcp::write_rr(ssrc, Some(&block), &mut rr);
+                if let (Some(remote), Some(tx)) = (st.remote, st.sender.as_ref()) {
+                    let (ssrc, sent) = (tx.ssrc(), tx.packets > 0);
+                    let info = crate::rtcp::SenderInfo {
+                        ntp: ntp_now(),
+                        rtp_ts: tx.timestamp(),
+                        packets: tx.packets as u32,
+                        octets: tx.octets as u32,
+                    };
+                    let block = st.media.report_block();
+                    rr.clear();
+                    if sent {
+                        crate::rtcp::write_sr(ssrc, &info, block.as_ref(), &mut rr);
+                    } else if block.is_some() {
+                        crate::rtcp::write_rr(ssrc, block.as_ref(), &mut rr);
+                    }
+                    if !rr.is_empty() {
                         let _ = s.socket.send_to(&rr, remote);
                     }
                 }
