@@ -348,13 +348,26 @@ mod tests {
             RtpBuild { csrcs: &[1, 2, 3], extension: Some((1, &ext)), pad_to: 4, ..Default::default() },
             &[9; 20],
         );
-        for n in 0..v.len() {
-            let _ = RtpHeader::parse(&v[..n]);
+        // Fixed header + 3 CSRCs + extension header and data: anything shorter is an error.
+        let header_len = FIXED_HEADER + 12 + 8;
+        for n in 0..header_len {
+            assert!(RtpHeader::parse(&v[..n]).is_err(), "prefix of {n} bytes accepted");
+        }
+        for n in header_len..v.len() {
+            if let Ok((_, r)) = RtpHeader::parse(&v[..n]) {
+                assert!(r.start >= header_len && r.end <= n, "payload {r:?} outside a {n}-byte prefix");
+            }
         }
         for b in 0..=255u8 {
             let mut w = v.clone();
             w[0] = b;
-            let _ = RtpHeader::parse(&w);
+            let r = RtpHeader::parse(&w);
+            if b >> 6 != 2 {
+                assert_eq!(r, Err(RtpError::BadVersion(b >> 6)));
+            } else if let Ok((h, range)) = r {
+                assert_eq!(h.csrc_count, b & 0x0f);
+                assert!(range.end <= w.len());
+            }
         }
     }
 

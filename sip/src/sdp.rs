@@ -483,7 +483,12 @@ mod tests {
             }
             let s = String::from_utf8_lossy(&b);
             let _ = parse(&s);
-            let _ = answer(&s, &local(vec![AudioCodec::Pcmu, AudioCodec::Opus]));
+            // Whatever we answer must itself be a valid description of what we negotiated.
+            if let Ok((ans, n)) = answer(&s, &local(vec![AudioCodec::Pcmu, AudioCodec::Opus])) {
+                let back = parse(&ans).expect("our answer parses");
+                assert_eq!(back.formats[0].pt, n.payload_type);
+                assert_eq!(back.direction, n.direction);
+            }
         }
     }
 }
