@@ -17,9 +17,10 @@ use crate::sender::RtpSender;
 use crate::session::{Frame, MediaSession, PayloadMap, SessionEvent, SessionStats};
 use crate::wav;
 use batch::{Batch, Poller};
+use glommio::timer::Timer;
 use glommio::{LocalExecutorBuilder, Placement};
 use ports::PortPool;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::ops::Range;
@@ -230,6 +231,34 @@ impl Recording {
         let at = |v: &[i16], i: usize| v.get(i).copied().unwrap_or(0);
         let interleaved: Vec<i16> = (0..n).flat_map(|i| [at(&self.left, i), at(&self.right, i)]).collect();
         wav::write_pcm16_stereo(8000, &interleaved)
+    }
+}
+
+thread_local! {
+    static IN_SHARD_CODE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether this thread is running the shard's own receive, relay, playback or timer code
+/// right now, as opposed to glommio's reactor or command handling. For allocation audits:
+/// a counting allocator can charge allocations to the media path only
+/// (tests/tests/shard_alloc.rs).
+pub fn in_shard_code() -> bool {
+    IN_SHARD_CODE.with(Cell::get)
+}
+
+/// Marks a stretch of shard code for [`in_shard_code`]; never held across an `.await`.
+struct ShardCode;
+
+impl ShardCode {
+    fn enter() -> ShardCode {
+        IN_SHARD_CODE.with(|c| c.set(true));
+        ShardCode
+    }
+}
+
+impl Drop for ShardCode {
+    fn drop(&mut self) {
+        IN_SHARD_CODE.with(|c| c.set(false));
     }
 }
 
@@ -529,13 +558,18 @@ async fn receive(poller: Rc<RefCell<Poller>>, sessions: Sessions, events: flume:
     // Packets for bridged peers, built while sessions are borrowed, sent after.
     let mut outgoing: Vec<Vec<u8>> = Vec::new();
     let mut ready: Vec<u64> = Vec::with_capacity(1024);
+    // One timer, re-armed: a fresh `sleep` per idle wake-up would allocate.
+    let idle = Duration::from_micros(500);
+    let mut timer = Timer::new(idle);
     loop {
         ready.clear();
         ready.extend(poller.borrow_mut().ready().iter().map(|e| e.u64));
         if ready.is_empty() {
-            glommio::timer::sleep(Duration::from_micros(500)).await;
+            timer.reset(idle);
+            (&mut timer).await;
             continue;
         }
+        let audit = ShardCode::enter();
         for &call in &ready {
             let Some((state, socket)) = sessions.borrow().get(&call).map(|s| (s.state.clone(), s.socket.clone()))
             else {
@@ -554,6 +588,7 @@ async fn receive(poller: Rc<RefCell<Poller>>, sessions: Sessions, events: flume:
                 }
             }
         }
+        drop(audit);
         glommio::yield_if_needed().await;
     }
 }
@@ -651,12 +686,15 @@ async fn pace(sessions: Sessions, events: flume::Sender<Event>) {
     let mut next = Instant::now() + period;
     let mut pcm = [0i16; PTIME_SAMPLES];
     let mut out: Vec<u8> = Vec::with_capacity(1500);
+    let mut timer = Timer::new(period);
     loop {
         let now = Instant::now();
         if next > now {
-            glommio::timer::sleep(next - now).await;
+            timer.reset(next - now);
+            (&mut timer).await;
         }
         next += period;
+        let _audit = ShardCode::enter();
         for sess in sessions.borrow().iter() {
             let (&call, sess) = sess;
             let mut guard = sess.state.borrow_mut();
@@ -706,8 +744,11 @@ async fn tick(cfg: ShardConfig, sessions: Sessions, events: flume::Sender<Event>
     let mut last_stats = Instant::now();
     let mut last_rtcp = Instant::now();
     let mut rr: Vec<u8> = Vec::with_capacity(64);
+    let mut timer = Timer::new(period);
     loop {
-        glommio::timer::sleep(period).await;
+        timer.reset(period);
+        (&mut timer).await;
+        let _audit = ShardCode::enter();
         let now = Instant::now();
         let stats_due = cfg.stats_interval.is_some_and(|i| now.duration_since(last_stats) >= i);
         if stats_due {
