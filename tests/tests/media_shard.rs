@@ -390,3 +390,43 @@ fn inband_dtmf_keys_are_reported_once_each() {
     assert_eq!(digits, "15#");
     sh.shutdown();
 }
+
+#[test]
+fn a_two_shard_media_plane_splits_ports_and_reports_on_one_channel() {
+    use waihu_engine::worker::MediaPlane;
+    let base = 36_000 + (std::process::id() % 200) as u16 * 20;
+    let cfg = ShardConfig { ports: base..base + 20, ..ShardConfig::default() };
+    let plane = MediaPlane::spawn(2, cfg).expect("plane");
+    assert_eq!(plane.len(), 2);
+    let ulaw = sample_ulaw("call_02.wav");
+    let mut locals = Vec::new();
+    for call in 0..6u64 {
+        let i = plane.shard_for(call);
+        let local = plane.shard(i).expect("shard").allocate(call, PayloadMap::default()).expect("allocate");
+        // Shard 0 owns the lower half of the range, shard 1 the upper half.
+        let half = if local.port() < base + 10 { 0 } else { 1 };
+        assert_eq!(half, i, "call {call} on shard {i} got port {}", local.port());
+        locals.push((call, i, local));
+    }
+    let tx = UdpSocket::bind("127.0.0.1:0").expect("sender");
+    for p in packets(&ulaw, 0, 0).iter().take(25) {
+        for (_, _, local) in &locals {
+            tx.send_to(p, local).expect("send");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    for &(call, i, _) in &locals {
+        plane.shard(i).expect("shard").send(Command::Close { call }).expect("close");
+    }
+    let mut closed = std::collections::HashMap::new();
+    let end = Instant::now() + Duration::from_secs(5);
+    while closed.len() < locals.len() && Instant::now() < end {
+        if let Ok(Event::Closed { call, stats }) = plane.events.recv_timeout(Duration::from_millis(100)) {
+            closed.insert(call, stats.packets);
+        }
+    }
+    for (call, _, _) in &locals {
+        assert_eq!(closed.get(call), Some(&25), "call {call}: {closed:?}");
+    }
+    plane.shutdown();
+}

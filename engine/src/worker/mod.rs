@@ -211,6 +211,9 @@ struct SessionState {
     held: bool,
     play: Option<Playback>,
     recording: Option<Recording>,
+    /// When this session's next RTCP report is due. Each session has its own phase, so a
+    /// shard's reports spread over the interval instead of leaving in one burst.
+    next_rtcp: Instant,
 }
 
 struct Playback {
@@ -278,8 +281,18 @@ pub struct Shard {
 impl Shard {
     /// Starts the shard's executor thread.
     pub fn spawn(index: usize, cfg: ShardConfig) -> Result<Shard, WorkerError> {
-        let (cmd_tx, cmd_rx) = flume::unbounded();
         let (ev_tx, ev_rx) = flume::unbounded();
+        Shard::spawn_with_events(index, cfg, ev_tx, ev_rx)
+    }
+
+    /// Starts a shard that reports on a channel it may share with other shards.
+    fn spawn_with_events(
+        index: usize,
+        cfg: ShardConfig,
+        ev_tx: flume::Sender<Event>,
+        ev_rx: flume::Receiver<Event>,
+    ) -> Result<Shard, WorkerError> {
+        let (cmd_tx, cmd_rx) = flume::unbounded();
         let placement = cfg.cpu.map_or(Placement::Unbound, Placement::Fixed);
         let join = LocalExecutorBuilder::new(placement)
             .name(&format!("waihu-media-{index}"))
@@ -313,6 +326,57 @@ impl Shard {
     }
 }
 
+/// Several shards, one per core: the port range is split between them and their events
+/// arrive on one channel. Call ids are the control plane's and unique across shards; both
+/// legs of a bridge must be allocated on the same shard.
+#[derive(Debug)]
+pub struct MediaPlane {
+    shards: Vec<Shard>,
+    pub events: flume::Receiver<Event>,
+}
+
+impl MediaPlane {
+    /// Starts `count` shards. `cfg.ports` is split between them; with `cfg.cpu` set to
+    /// `Some(first)`, shard `i` is pinned to core `first + i`.
+    pub fn spawn(count: usize, cfg: ShardConfig) -> Result<MediaPlane, WorkerError> {
+        let ranges = ports::split(cfg.ports.clone(), count);
+        if ranges.is_empty() {
+            return Err(WorkerError::Io(format!("port range {:?} cannot be split between {count} shards", cfg.ports)));
+        }
+        let (ev_tx, ev_rx) = flume::unbounded();
+        let mut shards = Vec::with_capacity(count);
+        for (i, ports) in ranges.into_iter().enumerate() {
+            let shard_cfg = ShardConfig { cpu: cfg.cpu.map(|c| c + i), ports, ..cfg.clone() };
+            shards.push(Shard::spawn_with_events(i, shard_cfg, ev_tx.clone(), ev_rx.clone())?);
+        }
+        Ok(MediaPlane { shards, events: ev_rx })
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.shards.is_empty()
+    }
+
+    pub fn shard(&self, index: usize) -> Option<&Shard> {
+        self.shards.get(index)
+    }
+
+    /// The shard a new call goes to when nothing ties it to another leg.
+    pub fn shard_for(&self, call: CallId) -> usize {
+        (call % self.shards.len().max(1) as u64) as usize
+    }
+
+    /// Stops every shard and waits for their threads.
+    pub fn shutdown(self) {
+        for s in self.shards {
+            s.shutdown();
+        }
+    }
+}
+
 impl Drop for Shard {
     fn drop(&mut self) {
         self.stop();
@@ -330,7 +394,7 @@ async fn run(cfg: ShardConfig, commands: flume::Receiver<Command>, events: flume
         }
     };
     let ticker = glommio::spawn_local(tick(cfg.clone(), sessions.clone(), events.clone()));
-    let pacer = glommio::spawn_local(pace(sessions.clone(), events.clone()));
+    let pacer = glommio::spawn_local(pace(cfg.clone(), sessions.clone(), events.clone()));
     let receiver = glommio::spawn_local(receive(poller.clone(), sessions.clone(), events.clone()));
     while let Ok(cmd) = commands.recv_async().await {
         if let Command::Shutdown = cmd {
@@ -527,6 +591,7 @@ fn allocate(
         held: false,
         play: None,
         recording: None,
+        next_rtcp: Instant::now() + rtcp_phase(cfg.rtcp_interval, call),
     }));
     sessions.borrow_mut().insert(call, Session { state, socket: Rc::new(socket), port });
     Ok(local)
@@ -680,12 +745,13 @@ fn codec_of_pt(pt: u8, codec: Codec) -> bool {
 }
 
 /// Plays prompts and music: one 20 ms packet per playing session per tick, on an
-/// absolute schedule so the pace does not drift.
-async fn pace(sessions: Sessions, events: flume::Sender<Event>) {
+/// absolute schedule so the pace does not drift. Sends each session's RTCP when due.
+async fn pace(cfg: ShardConfig, sessions: Sessions, events: flume::Sender<Event>) {
     let period = Duration::from_millis(20);
     let mut next = Instant::now() + period;
     let mut pcm = [0i16; PTIME_SAMPLES];
     let mut out: Vec<u8> = Vec::with_capacity(1500);
+    let mut rtcp: Vec<u8> = Vec::with_capacity(64);
     let mut timer = Timer::new(period);
     loop {
         let now = Instant::now();
@@ -699,6 +765,10 @@ async fn pace(sessions: Sessions, events: flume::Sender<Event>) {
             let (&call, sess) = sess;
             let mut guard = sess.state.borrow_mut();
             let st = &mut *guard;
+            if now >= st.next_rtcp {
+                st.next_rtcp = now + cfg.rtcp_interval;
+                send_rtcp(st, &sess.socket, &mut rtcp);
+            }
             let (Some(play), Some(tx), Some(remote)) = (st.play.as_mut(), st.sender.as_mut(), st.remote) else {
                 continue;
             };
@@ -738,12 +808,10 @@ fn ntp_now() -> u64 {
     ((d.as_secs() + UNIX_TO_NTP) << 32) | frac
 }
 
-/// Media timeouts, periodic statistics and RTCP reports for every session of the shard.
+/// Media timeouts and periodic statistics for every session of the shard.
 async fn tick(cfg: ShardConfig, sessions: Sessions, events: flume::Sender<Event>) {
     let period = (cfg.media_timeout / 4).clamp(Duration::from_millis(20), Duration::from_millis(500));
     let mut last_stats = Instant::now();
-    let mut last_rtcp = Instant::now();
-    let mut rr: Vec<u8> = Vec::with_capacity(64);
     let mut timer = Timer::new(period);
     loop {
         timer.reset(period);
@@ -753,10 +821,6 @@ async fn tick(cfg: ShardConfig, sessions: Sessions, events: flume::Sender<Event>
         let stats_due = cfg.stats_interval.is_some_and(|i| now.duration_since(last_stats) >= i);
         if stats_due {
             last_stats = now;
-        }
-        let rtcp_due = now.duration_since(last_rtcp) >= cfg.rtcp_interval;
-        if rtcp_due {
-            last_rtcp = now;
         }
         for (&call, s) in sessions.borrow().iter() {
             let mut st = s.state.borrow_mut();
@@ -770,29 +834,35 @@ async fn tick(cfg: ShardConfig, sessions: Sessions, events: flume::Sender<Event>
             if stats_due {
                 let _ = events.send(Event::Stats { call, stats: st.media.stats() });
             }
-            if rtcp_due {
-                // Receiver report on the muxed port (RFC 5761), so carriers' session
-                // monitoring sees us; senders add nothing more than our SSRC here.
-                if let (Some(remote), Some(tx)) = (st.remote, st.sender.as_ref()) {
-                    let (ssrc, sent) = (tx.ssrc(), tx.packets > 0);
-                    let info = crate::rtcp::SenderInfo {
-                        ntp: ntp_now(),
-                        rtp_ts: tx.timestamp(),
-                        packets: tx.packets as u32,
-                        octets: tx.octets as u32,
-                    };
-                    let block = st.media.report_block();
-                    rr.clear();
-                    if sent {
-                        crate::rtcp::write_sr(ssrc, &info, block.as_ref(), &mut rr);
-                    } else if block.is_some() {
-                        crate::rtcp::write_rr(ssrc, block.as_ref(), &mut rr);
-                    }
-                    if !rr.is_empty() {
-                        let _ = s.socket.send_to(&rr, remote);
-                    }
-                }
-            }
         }
+    }
+}
+
+/// First RTCP report for `call`: somewhere in [0.5, 1.5) × the interval, as RFC 3550 §6.2
+/// randomises it, so sessions opened together do not report together.
+fn rtcp_phase(interval: Duration, call: CallId) -> Duration {
+    let h = call.wrapping_add(0x51).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40; // 24 bits
+    interval.mul_f64(0.5 + h as f64 / (1u64 << 24) as f64)
+}
+
+/// A sender report once we have sent media, a receiver report otherwise, on the muxed
+/// port (RFC 5761), so carriers' session monitoring sees us as well-behaved.
+fn send_rtcp(st: &mut SessionState, socket: &UdpSocket, buf: &mut Vec<u8>) {
+    let (Some(remote), Some(tx)) = (st.remote, st.sender.as_ref()) else { return };
+    let info = crate::rtcp::SenderInfo {
+        ntp: ntp_now(),
+        rtp_ts: tx.timestamp(),
+        packets: tx.packets as u32,
+        octets: tx.octets as u32,
+    };
+    let block = st.media.report_block();
+    buf.clear();
+    if tx.packets > 0 {
+        crate::rtcp::write_sr(tx.ssrc(), &info, block.as_ref(), buf);
+    } else if block.is_some() {
+        crate::rtcp::write_rr(tx.ssrc(), block.as_ref(), buf);
+    }
+    if !buf.is_empty() {
+        let _ = socket.send_to(buf, remote);
     }
 }

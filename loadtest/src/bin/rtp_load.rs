@@ -50,10 +50,12 @@ struct Args {
     /// Core for the receiver (the generator runs on other threads).
     #[arg(long, default_value_t = 0)]
     cpu: usize,
+    /// The generator spreads each 20 ms tick's packets over this many evenly spaced
+    /// bursts (independent calls arrive at random phases, not all at once). 1 sends every
+    /// stream's packet in one burst, the worst case.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=200))]
+    slices: u32,
 }
-
-/// Send slices per 20 ms tick.
-const SLICES: usize = 10;
 
 struct Load {
     stop: Arc<AtomicBool>,
@@ -64,7 +66,7 @@ struct Load {
 
 /// One socket; every stream gets one 172-byte PCMU packet per 20 ms tick, on an absolute
 /// schedule.
-fn generator(frames: &[Vec<u8>], targets: Vec<SocketAddr>, epoch: Option<Instant>, opus: bool) -> Result<Load> {
+fn generator(frames: &[Vec<u8>], targets: Vec<SocketAddr>, stamp: bool, opus: bool, slices: u32) -> Result<Load> {
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
     let late_ticks = Arc::new(AtomicU64::new(0));
@@ -80,10 +82,10 @@ fn generator(frames: &[Vec<u8>], targets: Vec<SocketAddr>, epoch: Option<Instant
             let f = &frames[(k as usize) % frames.len()];
             // Streams are spread over the 20 ms in ten slices, as independent calls are,
             // rather than all sent in one burst.
-            let slice = targets.len().div_ceil(SLICES).max(1);
+            let slice = targets.len().div_ceil(slices as usize).max(1);
             for (i, t) in targets.iter().enumerate() {
                 if i > 0 && i % slice == 0 {
-                    let at = next + period * (i / slice) as u32 / SLICES as u32;
+                    let at = next + period * (i / slice) as u32 / slices;
                     let now = Instant::now();
                     if at > now {
                         std::thread::sleep(at - now);
@@ -95,8 +97,8 @@ fn generator(frames: &[Vec<u8>], targets: Vec<SocketAddr>, epoch: Option<Instant
                 pkt.extend_from_slice(&((k * ts_step) as u32).to_be_bytes());
                 pkt.extend_from_slice(&(i as u32 + 1).to_be_bytes());
                 pkt.extend_from_slice(f);
-                if let Some(e) = epoch {
-                    pkt[12..20].copy_from_slice(&(e.elapsed().as_nanos() as u64).to_be_bytes());
+                if stamp {
+                    pkt[12..20].copy_from_slice(&realtime_ns().to_be_bytes());
                 }
                 if sock.send_to(&pkt, t).is_ok() {
                     se.fetch_add(1, Ordering::Relaxed);
@@ -188,7 +190,7 @@ fn run_baseline(a: &Args, kind: &str, frames: &[Vec<u8>]) -> Result<()> {
     if targets.len() < a.streams {
         bail!("only {} of {} sockets opened", targets.len(), a.streams);
     }
-    let load = generator(frames, targets, None, false)?;
+    let load = generator(frames, targets, false, false, a.slices)?;
     let (wall, cpu, window) = measure(&load, "baseline-rx", a.seconds, || Ok(()))?;
     let (sent, late) = finish(load)?;
     stop.store(true, Ordering::Relaxed);
@@ -240,30 +242,37 @@ fn engine(a: &Args, frames: &[Vec<u8>]) -> Result<()> {
         }
     }
     let rss1 = rss_bytes().unwrap_or(0);
-    let epoch = Instant::now();
     let latencies = Arc::new(std::sync::Mutex::new(Vec::<u32>::new()));
     let sink_stop = Arc::new(AtomicBool::new(false));
     let sink_thread = sink.map(|sock| {
         let (lat, stop) = (latencies.clone(), sink_stop.clone());
         std::thread::spawn(move || {
-            let _ = sock.set_read_timeout(Some(Duration::from_millis(100)));
+            // The kernel stamps each datagram as it reaches the sink's socket, so this
+            // thread's own scheduling delay (it shares a core with the generator) does not
+            // count against the shard. The sink drains its socket every millisecond instead
+            // of sleeping in recv: a blocked reader would make each relayed sendto wake it
+            // (a cross-core wake-up, costly in a VM), a cost a remote far end never puts
+            // on the shard.
+            let stamped = waihu_loadtest::enable_rx_timestamps(&sock).is_ok();
+            let _ = waihu_loadtest::set_recv_buffer(&sock, 8 << 20);
             let mut buf = [0u8; 512];
             let mut v = Vec::with_capacity(1 << 20);
             while !stop.load(Ordering::Relaxed) {
-                if let Ok(n) = sock.recv(&mut buf) {
+                while let Some((n, at)) = waihu_loadtest::recv_stamped(&sock, &mut buf) {
                     if n >= 20 && !waihu_engine::rtcp::is_rtcp(&buf[..n]) {
                         let sent = u64::from_be_bytes(buf[12..20].try_into().unwrap_or([0; 8]));
-                        let now = epoch.elapsed().as_nanos() as u64;
+                        let now = if stamped { at.unwrap_or_else(realtime_ns) } else { realtime_ns() };
                         v.push((now.saturating_sub(sent) / 1000) as u32);
                     }
                 }
+                std::thread::sleep(Duration::from_millis(1));
             }
             if let Ok(mut l) = lat.lock() {
                 *l = v;
             }
         })
     });
-    let load = generator(frames, targets, a.bridged.then_some(epoch), a.opus)?;
+    let load = generator(frames, targets, a.bridged, a.opus, a.slices)?;
     let restart = Duration::from_secs(a.amd_restart_secs);
     let mut next_restart = Instant::now() + restart;
     let (wall, cpu, window) = measure(&load, "waihu-media-0", a.seconds, || {
@@ -322,4 +331,9 @@ fn engine(a: &Args, frames: &[Vec<u8>]) -> Result<()> {
         (rss1.saturating_sub(rss0)) as f64 / 1024.0 / a.streams as f64
     );
     Ok(())
+}
+
+/// Wall-clock nanoseconds (CLOCK_REALTIME, the clock of kernel receive timestamps).
+fn realtime_ns() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
