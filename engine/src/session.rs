@@ -137,6 +137,16 @@ impl MediaSession {
         })
     }
 
+    /// New payload types from an SDP answer or a re-INVITE: what arrives and what we send
+    /// follow them from now on.
+    pub fn set_payloads(&mut self, payloads: PayloadMap) -> Result<(), SessionError> {
+        if payloads.opus.is_some() && self.opus.is_none() {
+            self.opus = Some(OpusDecoder::new(8000)?);
+        }
+        self.payloads = payloads;
+        Ok(())
+    }
+
     /// Starts answering-machine detection from the current media time onwards.
     pub fn start_amd(&mut self, params: AmdParams) {
         self.analyzer = Some(Analyzer::new(params));

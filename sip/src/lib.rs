@@ -1,7 +1,11 @@
-//! Signaling: SDP offer/answer (here now) and, next, a thin adapter over rsipstack behind
-//! our own interface (place call, answer, hang up, re-INVITE, REFER, registrar, digest
-//! auth). Nothing outside this crate sees SIP stack types.
+//! Signaling: SDP offer/answer, the outbound call as a pure state machine, trunks and
+//! their limits, and a thin adapter over rsipstack (`agent`). Nothing outside `agent`
+//! sees SIP stack types.
 
+pub mod agent;
 pub mod call;
 pub mod disposition;
 pub mod sdp;
+pub mod trunk;
+
+pub use agent::{AgentConfig, OutboundCall, SipAgent, SipError, SipEvent};

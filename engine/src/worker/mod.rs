@@ -99,6 +99,12 @@ pub enum Command {
         remote: SocketAddr,
         symmetric: bool,
     },
+    /// The payload types the SDP exchange settled on (before or after SetRemote): what
+    /// we send switches to the first codec of the new map.
+    SetPayloads {
+        call: CallId,
+        payloads: PayloadMap,
+    },
     StartAmd {
         call: CallId,
         params: AmdParams,
@@ -428,12 +434,14 @@ fn handle(
             s.remote = Some(remote);
             s.symmetric = symmetric;
             if s.sender.is_none() {
-                let (codec, pt) = s.media.send_codec().ok_or(WorkerError::Session("no audio codec".into()))?;
-                // Per-stream SSRC, first sequence number and timestamp (RFC 3550 §5.1).
-                let seed = call.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-                let sender = RtpSender::new(codec, pt, (seed >> 32) as u32, seed as u16, (seed >> 16) as u32)
-                    .map_err(|e| WorkerError::Session(e.to_string()))?;
-                s.sender = Some(sender);
+                s.sender = Some(make_sender(call, &s.media)?);
+            }
+            Ok(())
+        }),
+        Command::SetPayloads { call, payloads } => with_session(sessions, call, |s| {
+            s.media.set_payloads(payloads).map_err(|e| WorkerError::Session(e.to_string()))?;
+            if s.sender.is_some() {
+                s.sender = Some(make_sender(call, &s.media)?);
             }
             Ok(())
         }),
@@ -516,6 +524,15 @@ fn handle(
         };
         fail(call, e);
     }
+}
+
+/// A sender for the session's first negotiated codec, with a per-stream SSRC, first
+/// sequence number and timestamp (RFC 3550 §5.1).
+fn make_sender(call: CallId, media: &MediaSession) -> Result<RtpSender, WorkerError> {
+    let (codec, pt) = media.send_codec().ok_or(WorkerError::Session("no audio codec".into()))?;
+    let seed = call.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    RtpSender::new(codec, pt, (seed >> 32) as u32, seed as u16, (seed >> 16) as u32)
+        .map_err(|e| WorkerError::Session(e.to_string()))
 }
 
 fn with_session(
