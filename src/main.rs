@@ -1,8 +1,11 @@
 //! `waihu`: the single binary. Subcommands grow with the project; today: `amd` (analyse
-//! answered-call audio) and `demo` (AMD over the shipped sample calls, with a score).
+//! answered-call audio), `demo` (AMD over the shipped sample calls, with a score) and
+//! `call` (one call over a SIP trunk, with AMD).
 
 mod amd_cmd;
+mod call_cmd;
 mod demo;
+mod dialer;
 
 use clap::{Parser, Subcommand};
 
@@ -19,6 +22,8 @@ enum Cmd {
     Amd(amd_cmd::AmdArgs),
     /// Run AMD over the sample calls in samples/ and print decisions, timings and a score.
     Demo(demo::DemoArgs),
+    /// Place one call over a SIP trunk; progress on stderr, the call record as JSON on stdout.
+    Call(call_cmd::CallArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -26,6 +31,7 @@ fn main() -> std::process::ExitCode {
     let r = match cli.cmd {
         Cmd::Amd(a) => amd_cmd::run(a),
         Cmd::Demo(a) => demo::run(a),
+        Cmd::Call(a) => call_cmd::run(a),
     };
     match r {
         Ok(code) => code,

@@ -1,0 +1,145 @@
+//! `waihu call`: places one call over a SIP trunk, prints its progress on stderr as it
+//! happens and its call record as one JSON line on stdout.
+
+use crate::dialer::{CallOptions, Dialer, HangupOn, Progress};
+use anyhow::{bail, Context, Result};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use waihu_engine::worker::ShardConfig;
+use waihu_sip::trunk::TrunkConfig;
+use waihu_sip::AgentConfig;
+
+#[derive(clap::Args, Debug)]
+pub struct CallArgs {
+    /// Who to call, e.g. sip:+8613800000000@127.0.0.1:5061
+    pub target: String,
+    /// Trunk file (TOML: host, port, transport, credentials, caller ID, caps). Without it
+    /// the target's host and port are the trunk.
+    #[arg(long)]
+    pub trunk: Option<PathBuf>,
+    /// Run answering-machine detection on the answered call.
+    #[arg(long)]
+    pub amd: bool,
+    /// What to hang up on once AMD has decided.
+    #[arg(long, value_enum, default_value = "never")]
+    pub hangup_on: HangupOn,
+    /// With --hangup-on machine: wait for the beep (the end of the machine's message)
+    /// before hanging up, as a voicemail drop would.
+    #[arg(long)]
+    pub wait_for_beep: bool,
+    /// Hang up an answered call after this many seconds.
+    #[arg(long, default_value_t = 60)]
+    pub max_duration: u64,
+    /// Ring this many seconds before CANCEL (overrides the trunk's ring_timeout_secs).
+    #[arg(long)]
+    pub ring_timeout: Option<u64>,
+    /// Our SIP address (UDP; TCP too with --tcp).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub sip_bind: SocketAddr,
+    /// Listen for SIP over TCP as well.
+    #[arg(long)]
+    pub tcp: bool,
+    /// Address for RTP.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub rtp_ip: IpAddr,
+    /// RTP port range, FIRST-LAST.
+    #[arg(long, default_value = "20000-29999")]
+    pub rtp_ports: String,
+}
+
+/// host and port of a SIP URI: `sip:user@host:port;params` or `sip:host:port`.
+pub fn host_port(uri: &str) -> Result<(String, u16)> {
+    let rest = uri.strip_prefix("sip:").or_else(|| uri.strip_prefix("sips:")).context("the target must be a sip: URI")?;
+    let hostport = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    let hostport = hostport.split([';', '?', '>']).next().unwrap_or_default();
+    if let Some(v6) = hostport.strip_prefix('[') {
+        let (h, p) = v6.split_once(']').context("unclosed [ in the target's host")?;
+        let port = p.strip_prefix(':').map_or(Ok(5060), str::parse).context("bad port in the target")?;
+        return Ok((format!("[{h}]"), port));
+    }
+    let (h, p) = hostport.rsplit_once(':').map_or((hostport, None), |(h, p)| (h, Some(p)));
+    if h.is_empty() {
+        bail!("the target {uri:?} has no host");
+    }
+    let port = p.map_or(Ok(5060), str::parse).context("bad port in the target")?;
+    Ok((h.to_string(), port))
+}
+
+pub fn port_range(s: &str) -> Result<std::ops::Range<u16>> {
+    let (a, b) = s.split_once('-').context("RTP ports are FIRST-LAST, e.g. 20000-29999")?;
+    let (a, b): (u16, u16) = (a.trim().parse()?, b.trim().parse()?);
+    if b <= a {
+        bail!("RTP port range {s} is empty");
+    }
+    Ok(a..b + 1)
+}
+
+pub fn run(a: CallArgs) -> Result<ExitCode> {
+    let mut trunk = match &a.trunk {
+        Some(path) => TrunkConfig::load(path)?,
+        None => {
+            let (host, port) = host_port(&a.target)?;
+            TrunkConfig::direct(&host, port)
+        }
+    };
+    if let Some(r) = a.ring_timeout {
+        trunk.ring_timeout_secs = r.max(1);
+    }
+    let opts = CallOptions {
+        amd: a.amd,
+        hangup_on: a.hangup_on,
+        wait_for_beep: a.wait_for_beep,
+        max_duration: Duration::from_secs(a.max_duration),
+        ..CallOptions::default()
+    };
+    let media = ShardConfig { bind_ip: a.rtp_ip, ports: port_range(&a.rtp_ports)?, ..ShardConfig::default() };
+    let sip = AgentConfig { bind: a.sip_bind, tcp: a.tcp, ..AgentConfig::default() };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let detail = rt.block_on(async {
+        let dialer = Dialer::start(sip, media, 1).await?;
+        eprintln!("waihu: SIP on {}", dialer.sip().local_addr());
+        let target = a.target.clone();
+        dialer.call(&target, &trunk, &opts, print_progress).await
+    })?;
+    println!("{}", serde_json::to_string(&detail)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_progress(p: Progress) {
+    match p {
+        Progress::Inviting { call_id, sdp_port } => eprintln!("waihu: INVITE sent (Call-ID {call_id}, RTP port {sdp_port})"),
+        Progress::Ringing { status, early_media } => {
+            eprintln!("waihu: ringing ({status}{})", if early_media { ", early media" } else { "" })
+        }
+        Progress::Answered { after_ms } => eprintln!("waihu: answered after {after_ms} ms"),
+        Progress::Amd { answered_by, cause, media_ms, after_answer_ms } => eprintln!(
+            "waihu: AMD: {answered_by} ({cause}), {after_answer_ms} ms after the answer (media time {media_ms} ms)"
+        ),
+        Progress::Beep { hz, start_ms, end_ms } => eprintln!("waihu: beep {hz} Hz, media time {start_ms}-{end_ms} ms"),
+        Progress::MessageEnd { at_ms: Some(t) } => eprintln!("waihu: machine message ended at media time {t} ms"),
+        Progress::MessageEnd { at_ms: None } => eprintln!("waihu: stopped listening for the end of the message"),
+        Progress::Dtmf { digit } => eprintln!("waihu: DTMF {digit}"),
+        Progress::HangingUp { reason } => eprintln!("waihu: hanging up ({reason})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_and_port_ranges_parse_or_say_why() {
+        assert_eq!(host_port("sip:+8613800000000@127.0.0.1:5061").expect("ok"), ("127.0.0.1".into(), 5061));
+        assert_eq!(host_port("sip:bob@example.com").expect("ok"), ("example.com".into(), 5060));
+        assert_eq!(host_port("sip:10.0.0.1:5070;transport=tcp").expect("ok"), ("10.0.0.1".into(), 5070));
+        assert_eq!(host_port("sip:x@[::1]:5062").expect("ok"), ("[::1]".into(), 5062));
+        assert!(host_port("tel:+861234").is_err());
+        assert!(host_port("sip:x@host:notaport").is_err());
+        assert!(host_port("sip:x@").is_err());
+        assert_eq!(port_range("20000-20009").expect("ok"), 20000..20010);
+        assert!(port_range("20009-20000").is_err());
+        assert!(port_range("20000").is_err());
+    }
+}

@@ -1,0 +1,478 @@
+//! Places calls: the glue between the SIP agent (`waihu_sip::agent`), the pure call state
+//! machine (`waihu_sip::call`) and the media plane (`waihu_engine::worker`). It carries out
+//! the state machine's outputs and feeds it SIP events, AMD decisions and its timer.
+//! Nothing here decides anything a call does; the state machine does.
+
+use anyhow::{anyhow, Context, Result};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+use waihu_engine::amd::{AmdEvent, Verdict};
+use waihu_engine::session::{PayloadMap, SessionEvent};
+use waihu_engine::worker::{CallId, Command, Event, MediaPlane, ShardConfig};
+use waihu_engine::AmdParams;
+use waihu_sip::call::{AnsweredBy, Call, CallConfig, Input, Output};
+use waihu_sip::sdp::{AudioCodec, Direction, LocalMedia, Negotiated};
+use waihu_sip::trunk::TrunkConfig;
+use waihu_sip::{AgentConfig, OutboundCall, SipAgent, SipEvent};
+
+/// When to hang up once AMD has decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HangupOn {
+    /// Hang up on a machine; keep a human (and anything unsure) connected.
+    Machine,
+    /// Hang up on a human (a machine-only campaign, e.g. a voicemail drop list).
+    Human,
+    /// Hang up as soon as AMD has decided, whatever it said (a line-check probe).
+    Any,
+    /// Keep every answered call until the far end hangs up or `max_duration` passes.
+    Never,
+}
+
+#[derive(Debug, Clone)]
+pub struct CallOptions {
+    pub amd: bool,
+    pub amd_params: AmdParams,
+    pub hangup_on: HangupOn,
+    /// On a machine, wait for the beep (or the end of its message) before hanging up.
+    pub wait_for_beep: bool,
+    /// Ends an answered call after this long whatever happens.
+    pub max_duration: Duration,
+}
+
+impl Default for CallOptions {
+    fn default() -> Self {
+        CallOptions {
+            amd: true,
+            amd_params: AmdParams::default(),
+            hangup_on: HangupOn::Machine,
+            wait_for_beep: false,
+            max_duration: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Progress of one call, as it happens.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Progress {
+    Inviting { call_id: String, sdp_port: u16 },
+    Ringing { status: u16, early_media: bool },
+    Answered { after_ms: u64 },
+    Amd { answered_by: &'static str, cause: String, media_ms: u64, after_answer_ms: u64 },
+    Beep { hz: u32, start_ms: u64, end_ms: u64 },
+    MessageEnd { at_ms: Option<u64> },
+    Dtmf { digit: char },
+    HangingUp { reason: &'static str },
+}
+
+/// The call detail record, as printed and stored.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CallDetail {
+    pub call_id: String,
+    pub target: String,
+    pub trunk: String,
+    pub disposition: String,
+    pub final_status: Option<u16>,
+    pub answered_by: Option<&'static str>,
+    pub amd_cause: Option<String>,
+    /// Wall time from the answer to the AMD decision.
+    pub amd_after_answer_ms: Option<u64>,
+    pub beep_hz: Option<u32>,
+    /// Media time of the beep's end, from the first RTP packet of the call.
+    pub beep_end_media_ms: Option<u64>,
+    pub early_media: bool,
+    pub started_unix_ms: u64,
+    /// INVITE to the first 18x.
+    pub ring_ms: Option<u64>,
+    /// INVITE to the 200.
+    pub answer_ms: Option<u64>,
+    /// Answer to the end.
+    pub talk_ms: Option<u64>,
+    pub duration_ms: u64,
+    /// "remote" when the far end sent BYE first, else "local".
+    pub ended_by: &'static str,
+    pub hangup_reason: Option<&'static str>,
+    pub sip_error: Option<String>,
+    pub sdp_error: Option<String>,
+    pub rtp_packets: u64,
+    pub rtp_lost: u64,
+    pub rtp_jitter_ms: f64,
+    pub rtp_malformed: u64,
+}
+
+/// One SIP agent and one media plane, shared by every call placed through them.
+pub struct Dialer {
+    agent: SipAgent,
+    plane: Arc<MediaPlane>,
+    routes: Arc<Mutex<HashMap<CallId, mpsc::UnboundedSender<Event>>>>,
+    next_call: AtomicU64,
+}
+
+impl std::fmt::Debug for Dialer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dialer").field("sip", &self.agent.local_addr()).finish()
+    }
+}
+
+fn event_call(e: &Event) -> CallId {
+    match e {
+        Event::FirstPacket { call, .. }
+        | Event::Media { call, .. }
+        | Event::MediaTimeout { call, .. }
+        | Event::Stats { call, .. }
+        | Event::Closed { call, .. }
+        | Event::PlayDone { call }
+        | Event::Recording { call, .. }
+        | Event::Error { call, .. } => *call,
+    }
+}
+
+impl Dialer {
+    /// Starts the SIP agent and `shards` media shards. Must run inside a tokio runtime.
+    pub async fn start(sip: AgentConfig, media: ShardConfig, shards: usize) -> Result<Dialer> {
+        let agent = SipAgent::start(sip).await.context("starting the SIP agent")?;
+        let plane = Arc::new(MediaPlane::spawn(shards, media).map_err(|e| anyhow!("starting the media plane: {e}"))?);
+        let routes: Arc<Mutex<HashMap<CallId, mpsc::UnboundedSender<Event>>>> = Arc::default();
+        let (events, r) = (plane.events.clone(), routes.clone());
+        tokio::spawn(async move {
+            while let Ok(e) = events.recv_async().await {
+                let call = event_call(&e);
+                let tx = r.lock().ok().and_then(|m| m.get(&call).cloned());
+                if let Some(tx) = tx {
+                    let _ = tx.send(e);
+                }
+            }
+        });
+        Ok(Dialer { agent, plane, routes, next_call: AtomicU64::new(1) })
+    }
+
+    pub fn sip(&self) -> &SipAgent {
+        &self.agent
+    }
+
+    /// Places one call and follows it to the end.
+    pub async fn call(
+        &self,
+        target: &str,
+        trunk: &TrunkConfig,
+        opts: &CallOptions,
+        mut progress: impl FnMut(Progress),
+    ) -> Result<CallDetail> {
+        let call = self.next_call.fetch_add(1, Ordering::Relaxed);
+        let shard_index = self.plane.shard_for(call);
+        let shard = self.plane.shard(shard_index).ok_or_else(|| anyhow!("no media shard"))?;
+        let (tx, mut media_events) = mpsc::unbounded_channel();
+        self.routes.lock().map_err(|_| anyhow!("route table poisoned"))?.insert(call, tx);
+        let _route = RouteGuard { routes: self.routes.clone(), call };
+        let (reply_tx, reply_rx) = flume::bounded(1);
+        shard.send(Command::Allocate { call, payloads: PayloadMap::default(), reply: reply_tx })?;
+        let local_rtp: SocketAddr =
+            reply_rx.recv_async().await.map_err(|_| anyhow!("media shard gone"))?.map_err(|e| anyhow!("{e}"))?;
+        let mut media_guard = MediaGuard { plane: self.plane.clone(), shard: shard_index, call, armed: true };
+        let local = LocalMedia {
+            address: local_rtp,
+            codecs: vec![AudioCodec::Pcmu, AudioCodec::Pcma, AudioCodec::Opus],
+            telephone_event: true,
+            ptime: 20,
+            direction: Direction::SendRecv,
+            session_id: call,
+            version: 1,
+        };
+        let cfg = CallConfig {
+            ring_timeout: trunk.ring_timeout(),
+            amd: opts.amd,
+            hangup_on_machine: opts.hangup_on == HangupOn::Machine && !opts.wait_for_beep,
+            ..CallConfig::default()
+        };
+        let started = Instant::now();
+        let started_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let mut fsm = Call::new(cfg, local, started);
+        let mut sip: Option<OutboundCall> = None;
+        let mut d = Detail::default();
+        let record = loop {
+            // Carry out what the state machine asked for.
+            let mut finished = None;
+            while let Some(out) = fsm.poll_output() {
+                match out {
+                    Output::SendInvite { sdp } => match self.agent.invite(target, trunk, sdp) {
+                        Ok(c) => {
+                            progress(Progress::Inviting { call_id: c.call_id.clone(), sdp_port: local_rtp.port() });
+                            d.call_id = c.call_id.clone();
+                            sip = Some(c);
+                        }
+                        Err(e) => {
+                            d.sip_error = Some(e.to_string());
+                            fsm.handle_input(Input::Final { status: 400, sdp: None }, Instant::now());
+                        }
+                    },
+                    Output::SendCancel => {
+                        if let Some(c) = &sip {
+                            if let Err(e) = c.cancel().await {
+                                d.sip_error.get_or_insert(format!("CANCEL: {e}"));
+                            }
+                        }
+                    }
+                    // The stack ACKs 2xx responses itself (and non-2xx inside the transaction).
+                    Output::SendAck => {}
+                    Output::SendBye => {
+                        if let Some(c) = &sip {
+                            if let Err(e) = c.bye().await {
+                                d.sip_error.get_or_insert(format!("BYE: {e}"));
+                            }
+                        }
+                    }
+                    Output::Media(n) => {
+                        shard.send(Command::SetPayloads { call, payloads: payloads_of(&n) })?;
+                        shard.send(Command::SetRemote { call, remote: n.remote, symmetric: true })?;
+                    }
+                    Output::StartAmd => {
+                        let params = AmdParams { ..opts.amd_params };
+                        shard.send(Command::StartAmd { call, params })?;
+                    }
+                    Output::Finished(r) => finished = Some(r),
+                }
+            }
+            if let Some(r) = finished {
+                break r;
+            }
+            if let (Some(ans), false) = (d.answered_at, d.hung_up) {
+                if ans.elapsed() >= opts.max_duration {
+                    d.hangup(&mut fsm, &mut progress, "max_duration");
+                    continue;
+                }
+            }
+            let deadline = [
+                fsm.poll_timeout().map(|(t, _)| t),
+                d.answered_at.filter(|_| !d.hung_up).map(|a| a + opts.max_duration),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                ev = async { match sip.as_mut() { Some(c) => c.next_event().await, None => std::future::pending().await } } => {
+                    let now = Instant::now();
+                    match ev {
+                        Some(SipEvent::Provisional { status, sdp }) => {
+                            d.early_media |= sdp.is_some();
+                            if status >= 180 && d.ring_at.is_none() {
+                                d.ring_at = Some(now);
+                                progress(Progress::Ringing { status, early_media: sdp.is_some() });
+                            }
+                            fsm.handle_input(Input::Provisional { status, sdp }, now);
+                        }
+                        Some(SipEvent::Final { status, sdp }) => {
+                            if (200..300).contains(&status) {
+                                d.answered_at = Some(now);
+                                progress(Progress::Answered { after_ms: ms(now - started) });
+                            }
+                            fsm.handle_input(Input::Final { status, sdp }, now);
+                            if fsm.is_done() { continue; }
+                        }
+                        Some(SipEvent::Bye) => fsm.handle_input(Input::Bye, now),
+                        Some(SipEvent::Failed(e)) => {
+                            d.sip_error.get_or_insert(e);
+                            fsm.handle_input(Input::Final { status: 408, sdp: None }, now);
+                        }
+                        None => {
+                            // The stack has nothing more for this call.
+                            sip = None;
+                            if !fsm.is_done() {
+                                d.sip_error.get_or_insert("the SIP dialog ended unexpectedly".into());
+                                fsm.handle_input(Input::Bye, now);
+                            }
+                        }
+                    }
+                }
+                ev = media_events.recv() => {
+                    if let Some(ev) = ev {
+                        d.on_media(ev, opts, &mut fsm, &mut progress);
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    fsm.handle_timeout(Instant::now());
+                }
+            }
+        };
+        // Close the media session and collect its statistics.
+        media_guard.armed = false;
+        shard.send(Command::Close { call })?;
+        let closed = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(e) = media_events.recv().await {
+                if let Event::Closed { stats, .. } = e {
+                    return Some(stats);
+                }
+            }
+            None
+        })
+        .await
+        .ok()
+        .flatten();
+        let stats = closed.unwrap_or_default();
+        let end = record.ended;
+        Ok(CallDetail {
+            call_id: d.call_id,
+            target: target.into(),
+            trunk: trunk.name.clone(),
+            disposition: record.disposition.to_string(),
+            final_status: record.final_status,
+            answered_by: d.answered_by,
+            amd_cause: d.amd_cause,
+            amd_after_answer_ms: d.amd_after_answer_ms,
+            beep_hz: d.beep_hz,
+            beep_end_media_ms: d.beep_end_ms,
+            early_media: d.early_media,
+            started_unix_ms,
+            ring_ms: record.ringing.map(|t| ms(t - started)),
+            answer_ms: record.answered.map(|t| ms(t - started)),
+            talk_ms: record.answered.map(|t| ms(end.saturating_duration_since(t))),
+            duration_ms: ms(end - started),
+            ended_by: if record.remote_hangup { "remote" } else { "local" },
+            hangup_reason: d.hangup_reason,
+            sip_error: d.sip_error,
+            sdp_error: record.sdp_error.map(|e| e.to_string()),
+            rtp_packets: stats.packets,
+            rtp_lost: stats.lost,
+            rtp_jitter_ms: stats.jitter_ms,
+            rtp_malformed: stats.malformed,
+        })
+    }
+}
+
+/// What the glue learns along the way, for the record.
+#[derive(Default)]
+struct Detail {
+    call_id: String,
+    ring_at: Option<Instant>,
+    answered_at: Option<Instant>,
+    early_media: bool,
+    answered_by: Option<&'static str>,
+    amd_cause: Option<String>,
+    amd_after_answer_ms: Option<u64>,
+    beep_hz: Option<u32>,
+    beep_end_ms: Option<u64>,
+    machine_waiting_for_beep: bool,
+    hung_up: bool,
+    hangup_reason: Option<&'static str>,
+    sip_error: Option<String>,
+}
+
+impl Detail {
+    fn hangup(&mut self, fsm: &mut Call, progress: &mut impl FnMut(Progress), reason: &'static str) {
+        if self.hung_up {
+            return;
+        }
+        self.hung_up = true;
+        self.hangup_reason = Some(reason);
+        progress(Progress::HangingUp { reason });
+        fsm.handle_input(Input::Hangup, Instant::now());
+    }
+
+    fn on_media(&mut self, ev: Event, opts: &CallOptions, fsm: &mut Call, progress: &mut impl FnMut(Progress)) {
+        let now = Instant::now();
+        match ev {
+            Event::Media { event: SessionEvent::Amd(AmdEvent::Decided(dec)), .. } => {
+                let by = match dec.verdict {
+                    Verdict::Human => AnsweredBy::Human,
+                    Verdict::Machine { .. } => AnsweredBy::Machine,
+                    Verdict::Fax => AnsweredBy::Fax,
+                    Verdict::Silence => AnsweredBy::Silence,
+                    Verdict::Sit => AnsweredBy::Sit,
+                    Verdict::NotSure => AnsweredBy::NotSure,
+                };
+                let after = self.answered_at.map_or(0, |a| ms(now.saturating_duration_since(a)));
+                self.answered_by = Some(dec.verdict.label());
+                self.amd_cause = Some(dec.cause.to_string());
+                self.amd_after_answer_ms = Some(after);
+                progress(Progress::Amd {
+                    answered_by: dec.verdict.label(),
+                    cause: dec.cause.to_string(),
+                    media_ms: dec.at.as_ms(),
+                    after_answer_ms: after,
+                });
+                fsm.handle_input(Input::Amd(by), now);
+                if fsm.is_done() {
+                    self.hung_up = true;
+                    self.hangup_reason = Some("amd");
+                    return;
+                }
+                let hang = match (opts.hangup_on, by) {
+                    (HangupOn::Any, _) => true,
+                    (HangupOn::Human, AnsweredBy::Human) => true,
+                    (HangupOn::Machine, AnsweredBy::Machine) => {
+                        self.machine_waiting_for_beep = true;
+                        false
+                    }
+                    _ => false,
+                };
+                if hang {
+                    self.hangup(fsm, progress, "amd");
+                }
+            }
+            Event::Media { event: SessionEvent::Amd(AmdEvent::Beep { start, end, hz }), .. } => {
+                self.beep_hz.get_or_insert(hz);
+                self.beep_end_ms.get_or_insert(end.as_ms());
+                progress(Progress::Beep { hz, start_ms: start.as_ms(), end_ms: end.as_ms() });
+            }
+            Event::Media { event: SessionEvent::Amd(AmdEvent::MessageEnd { at }), .. } => {
+                progress(Progress::MessageEnd { at_ms: at.map(|t| t.as_ms()) });
+                if self.machine_waiting_for_beep {
+                    self.hangup(fsm, progress, "machine_message_end");
+                }
+            }
+            Event::Media { event: SessionEvent::Dtmf { digit, .. }, .. } => progress(Progress::Dtmf { digit }),
+            Event::MediaTimeout { .. } if self.answered_at.is_some() => {
+                self.hangup(fsm, progress, "media_timeout");
+            }
+            _ => {}
+        }
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+fn payloads_of(n: &Negotiated) -> PayloadMap {
+    let mut p = PayloadMap { pcmu: None, pcma: None, opus: None, telephone_event: n.telephone_event };
+    match n.codec {
+        AudioCodec::Pcmu => p.pcmu = Some(n.payload_type),
+        AudioCodec::Pcma => p.pcma = Some(n.payload_type),
+        AudioCodec::Opus => p.opus = Some(n.payload_type),
+    }
+    p
+}
+
+struct RouteGuard {
+    routes: Arc<Mutex<HashMap<CallId, mpsc::UnboundedSender<Event>>>>,
+    call: CallId,
+}
+
+impl Drop for RouteGuard {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.routes.lock() {
+            m.remove(&self.call);
+        }
+    }
+}
+
+/// Closes the media session if the call ends early on an error.
+struct MediaGuard {
+    plane: Arc<MediaPlane>,
+    shard: usize,
+    call: CallId,
+    armed: bool,
+}
+
+impl Drop for MediaGuard {
+    fn drop(&mut self) {
+        if let (true, Some(s)) = (self.armed, self.plane.shard(self.shard)) {
+            let _ = s.send(Command::Close { call: self.call });
+        }
+    }
+}
