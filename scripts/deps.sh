@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs the system packages waihu needs when they are missing (Debian/Ubuntu):
-# libopus-dev and pkg-config for the opus crate. Idempotent; quiet when all is there.
+# libopus-dev and pkg-config for the opus crate, and sip-tester (SIPp) for the SIP interop
+# tests. Idempotent; quiet when all is there.
 set -euo pipefail
 need=()
 pkg-config --exists opus 2>/dev/null || need+=(libopus-dev)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
+command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
 if [ "${#need[@]}" -eq 0 ]; then
   exit 0
 fi

@@ -51,7 +51,8 @@ pub struct CallArgs {
 
 /// host and port of a SIP URI: `sip:user@host:port;params` or `sip:host:port`.
 pub fn host_port(uri: &str) -> Result<(String, u16)> {
-    let rest = uri.strip_prefix("sip:").or_else(|| uri.strip_prefix("sips:")).context("the target must be a sip: URI")?;
+    let rest =
+        uri.strip_prefix("sip:").or_else(|| uri.strip_prefix("sips:")).context("the target must be a sip: URI")?;
     let hostport = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
     let hostport = hostport.split([';', '?', '>']).next().unwrap_or_default();
     if let Some(v6) = hostport.strip_prefix('[') {
@@ -109,7 +110,9 @@ pub fn run(a: CallArgs) -> Result<ExitCode> {
 
 fn print_progress(p: Progress) {
     match p {
-        Progress::Inviting { call_id, sdp_port } => eprintln!("waihu: INVITE sent (Call-ID {call_id}, RTP port {sdp_port})"),
+        Progress::Inviting { call_id, sdp_port } => {
+            eprintln!("waihu: INVITE sent (Call-ID {call_id}, RTP port {sdp_port})")
+        }
         Progress::Ringing { status, early_media } => {
             eprintln!("waihu: ringing ({status}{})", if early_media { ", early media" } else { "" })
         }

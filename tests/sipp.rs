@@ -1,0 +1,257 @@
+//! SIP interop against SIPp (Debian `sip-tester`), an independent SIP implementation.
+//! SIPp plays the far end from the scenarios in tests/sipp/, streaming call audio made
+//! here from the labelled samples (headerless G.711, as SIPp 3.6's rtp_stream needs);
+//! `waihu call` places the call over real UDP on loopback and prints its call record.
+//! Each test checks our record and SIPp's own verdict (exit code 0: every message it
+//! expected arrived, in order). Ports are free ones picked at run time; every process is
+//! bounded in time.
+//!
+//! `make test` installs sip-tester when it is missing. Without SIPp these tests fail and
+//! say so.
+
+use serde_json::Value;
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+const WAIHU: &str = env!("CARGO_BIN_EXE_waihu");
+
+fn sipp_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sipp")
+}
+
+fn require_sipp() {
+    let ok = Command::new("sipp").arg("-v").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
+    assert!(ok, "SIPp is not installed: `make test` installs Debian's sip-tester (scripts/deps.sh)");
+}
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).map(|a| a.port()).expect("a free UDP port")
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// Call audio for SIPp: 8 kHz µ-law without a header.
+fn answer_audio(sample: &str) -> Vec<u8> {
+    waihu_tests::sample_g711(sample, true)
+}
+
+/// China ringback: 450 Hz, 1 s on, 4 s off, about -14 dBFS.
+fn ringback() -> Vec<u8> {
+    (0..5 * 8000)
+        .map(|i| {
+            let on = i < 8000;
+            let v = if on { 6500.0 * (2.0 * std::f64::consts::PI * 450.0 * i as f64 / 8000.0).sin() } else { 0.0 };
+            waihu_engine::codec::g711::ulaw_encode(v as i16)
+        })
+        .collect()
+}
+
+struct FarEnd {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl FarEnd {
+    /// Starts SIPp as the far end of one call.
+    fn start(scenario: &str, answer: Option<&[u8]>) -> FarEnd {
+        require_sipp();
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("waihu-sipp-{}-{n}-{}", std::process::id(), scenario.replace('.', "_")));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        std::fs::copy(sipp_dir().join(scenario), dir.join(scenario)).expect("scenario");
+        std::fs::write(dir.join("answer.ulaw"), answer.unwrap_or(&[0xff; 8000])).expect("audio");
+        std::fs::write(dir.join("ringback.ulaw"), ringback()).expect("ringback");
+        let (port, media) = (free_udp_port(), free_udp_port());
+        let log = std::fs::File::create(dir.join("sipp.out")).expect("log");
+        let child = Command::new("sipp")
+            .current_dir(&dir)
+            .args(["-sf", scenario, "-i", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-mi", "127.0.0.1", "-mp", &media.to_string(), "-m", "1", "-nostdin"])
+            .args(["-timeout", "60s", "-timeout_error", "-trace_err", "-error_file", "errors.log"])
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("SIPp starts");
+        // SIPp binds its port before it reads the scenario's first message; give it a moment.
+        std::thread::sleep(Duration::from_millis(300));
+        FarEnd { child, port, dir }
+    }
+
+    fn target(&self) -> String {
+        format!("sip:+8613800000000@127.0.0.1:{}", self.port)
+    }
+
+    /// Waits for SIPp to finish its one call; returns whether it judged the call good, and
+    /// its error log.
+    fn finish(mut self) -> (bool, String) {
+        let status = wait(&mut self.child, Duration::from_secs(30));
+        let errors = std::fs::read_to_string(self.dir.join("errors.log")).unwrap_or_default();
+        let out = std::fs::read_to_string(self.dir.join("sipp.out")).unwrap_or_default();
+        let ok = status == Some(0);
+        if ok {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+        (ok, format!("{errors}\n{out}"))
+    }
+}
+
+fn wait(child: &mut Child, limit: Duration) -> Option<i32> {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if let Ok(Some(s)) = child.try_wait() {
+            return s.code();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+/// Runs `waihu call TARGET ARGS...`; returns the call record and the progress lines.
+fn waihu_call(target: &str, args: &[&str]) -> (Value, String) {
+    let base = 41_000
+        + (std::process::id() % 300) as u16 * 20
+        + (SEQ.fetch_add(1, Ordering::Relaxed) % 20) as u16 * 400 % 4000;
+    let ports = format!("{base}-{}", base + 19);
+    let mut child = Command::new(WAIHU)
+        .args(["call", target, "--rtp-ports", &ports])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("waihu starts");
+    let code = wait(&mut child, Duration::from_secs(40));
+    let out = child.wait_with_output().expect("output");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(code, Some(0), "waihu call failed or hung\nstdout: {stdout}\nstderr: {stderr}");
+    let line = stdout.lines().last().unwrap_or_default();
+    let record: Value =
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("call record is not JSON ({e}): {stdout}"));
+    (record, stderr)
+}
+
+fn field<'a>(r: &'a Value, k: &str) -> &'a Value {
+    r.get(k).unwrap_or_else(|| panic!("no {k} in {r}"))
+}
+
+#[test]
+fn a_person_answers_and_amd_says_human() {
+    let far = FarEnd::start("uas_answer.xml", Some(&answer_audio("call_04.wav")));
+    let (r, log) = waihu_call(&far.target(), &["--amd", "--hangup-on", "any"]);
+    let (sipp_ok, sipp_log) = far.finish();
+    assert_eq!(field(&r, "disposition"), "answered", "{r}\n{log}");
+    assert_eq!(field(&r, "answered_by"), "human", "{r}\n{log}");
+    assert_eq!(field(&r, "ended_by"), "local");
+    assert!(field(&r, "rtp_packets").as_u64().unwrap_or(0) > 50, "media reached the shard: {r}");
+    assert!(log.contains("AMD: human"), "progress shows the decision: {log}");
+    assert!(sipp_ok, "SIPp judged the call bad:\n{sipp_log}");
+}
+
+#[test]
+fn a_voicemail_is_a_machine_and_its_beep_is_found() {
+    let far = FarEnd::start("uas_answer.xml", Some(&answer_audio("call_01.wav")));
+    let (r, log) = waihu_call(&far.target(), &["--amd", "--hangup-on", "machine", "--wait-for-beep"]);
+    let (sipp_ok, sipp_log) = far.finish();
+    assert_eq!(field(&r, "answered_by"), "machine", "{r}\n{log}");
+    let hz = field(&r, "beep_hz").as_u64().unwrap_or(0);
+    assert!((800..=900).contains(&hz), "the 850 Hz beep: {r}\n{log}");
+    // The sample's beep ends at 9.08 s of its audio; media time counts from the first packet.
+    let end = field(&r, "beep_end_media_ms").as_u64().unwrap_or(0);
+    assert!((8_900..=9_400).contains(&end), "beep end at {end} ms: {r}");
+    assert_eq!(field(&r, "hangup_reason"), "machine_message_end", "{r}\n{log}");
+    assert!(sipp_ok, "SIPp judged the call bad:\n{sipp_log}");
+}
+
+#[test]
+fn busy_is_a_disposition() {
+    let far = FarEnd::start("uas_busy.xml", None);
+    let (r, log) = waihu_call(&far.target(), &["--amd"]);
+    let (sipp_ok, sipp_log) = far.finish();
+    assert_eq!(
+        (field(&r, "disposition"), field(&r, "final_status")),
+        (&Value::from("busy"), &Value::from(486)),
+        "{r}\n{log}"
+    );
+    assert!(field(&r, "answer_ms").is_null());
+    assert!(sipp_ok, "SIPp expected our ACK for the 486:\n{sipp_log}");
+}
+
+#[test]
+fn no_answer_is_cancelled_after_the_ring_timeout() {
+    let far = FarEnd::start("uas_noanswer.xml", None);
+    let (r, log) = waihu_call(&far.target(), &["--amd", "--ring-timeout", "3"]);
+    let (sipp_ok, sipp_log) = far.finish();
+    assert_eq!(field(&r, "disposition"), "no_answer", "{r}\n{log}");
+    assert_eq!(field(&r, "final_status"), 487, "{r}");
+    let ms = field(&r, "duration_ms").as_u64().unwrap_or(0);
+    assert!((3_000..6_000).contains(&ms), "CANCEL after the 3 s ring timeout, call took {ms} ms");
+    assert!(sipp_ok, "SIPp expected CANCEL, then our ACK for the 487:\n{sipp_log}");
+}
+
+fn trunk_file(name: &str, port: u16, extra: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("waihu-trunk-{}-{name}.toml", std::process::id()));
+    let text = format!(
+        "name = \"{name}\"\nhost = \"127.0.0.1\"\nport = {port}\nusername = \"alice\"\npassword = \"secret\"\n{extra}"
+    );
+    std::fs::write(&path, text).expect("trunk file");
+    path
+}
+
+#[test]
+fn a_407_challenge_is_answered_with_proxy_authorization() {
+    let far = FarEnd::start("uas_auth407.xml", Some(&answer_audio("call_04.wav")));
+    let trunk = trunk_file("auth407", far.port, "from = \"+861012345678\"\np_asserted_identity = \"+861012345678\"\n");
+    let (r, log) =
+        waihu_call(&far.target(), &["--trunk", trunk.to_str().unwrap_or_default(), "--amd", "--hangup-on", "any"]);
+    let (sipp_ok, sipp_log) = far.finish();
+    assert_eq!(field(&r, "disposition"), "answered", "{r}\n{log}");
+    assert_eq!(field(&r, "trunk"), "auth407");
+    assert_eq!(field(&r, "answered_by"), "human", "{r}\n{log}");
+    assert!(sipp_ok, "SIPp did not accept our Proxy-Authorization:\n{sipp_log}");
+}
+
+#[test]
+fn a_401_challenge_is_answered_with_a_correct_digest() {
+    let far = FarEnd::start("uas_auth401.xml", Some(&answer_audio("call_04.wav")));
+    let trunk = trunk_file("auth401", far.port, "");
+    let (r, log) =
+        waihu_call(&far.target(), &["--trunk", trunk.to_str().unwrap_or_default(), "--amd", "--hangup-on", "any"]);
+    let (sipp_ok, sipp_log) = far.finish();
+    assert_eq!(field(&r, "disposition"), "answered", "SIPp's verifyauth rejected the digest: {r}\n{log}");
+    assert!(sipp_ok, "SIPp judged the call bad:\n{sipp_log}");
+}
+
+#[test]
+fn ringback_in_early_media_is_not_taken_for_a_person() {
+    let far = FarEnd::start("uas_early_media.xml", Some(&answer_audio("call_04.wav")));
+    let (r, log) = waihu_call(&far.target(), &["--amd", "--hangup-on", "any"]);
+    let (sipp_ok, sipp_log) = far.finish();
+    assert_eq!(field(&r, "early_media"), true, "{r}\n{log}");
+    let answered = field(&r, "answer_ms").as_u64().unwrap_or(0);
+    assert!(answered >= 3_900, "answered after 4 s of ringback, not before: {r}");
+    // AMD runs on the answered call only; its decision is the person's, made after the
+    // answer and not during the ringback.
+    assert_eq!(field(&r, "answered_by"), "human", "{r}\n{log}");
+    assert!(field(&r, "amd_after_answer_ms").as_u64().unwrap_or(0) >= 500, "{r}");
+    assert!(sipp_ok, "SIPp judged the call bad:\n{sipp_log}");
+}
+
+#[test]
+fn the_callee_hangs_up_first_and_the_call_ends_cleanly() {
+    let far = FarEnd::start("uas_callee_bye.xml", Some(&answer_audio("call_04.wav")));
+    let (r, log) = waihu_call(&far.target(), &["--amd", "--hangup-on", "never", "--max-duration", "20"]);
+    let (sipp_ok, sipp_log) = far.finish();
+    assert_eq!(field(&r, "disposition"), "answered", "{r}\n{log}");
+    assert_eq!(field(&r, "ended_by"), "remote", "{r}\n{log}");
+    let talk = field(&r, "talk_ms").as_u64().unwrap_or(0);
+    assert!((1_500..6_000).contains(&talk), "SIPp hangs up 2 s after the answer: talk {talk} ms");
+    assert!(sipp_ok, "SIPp expected 200 to its BYE:\n{sipp_log}");
+}
