@@ -255,3 +255,82 @@ fn the_callee_hangs_up_first_and_the_call_ends_cleanly() {
     assert!((1_500..6_000).contains(&talk), "SIPp hangs up 2 s after the answer: talk {talk} ms");
     assert!(sipp_ok, "SIPp expected 200 to its BYE:\n{sipp_log}");
 }
+
+/// Datagrams a broken or hostile peer might send to our SIP port.
+fn malformed_sip(port: u16) -> Vec<Vec<u8>> {
+    let invite = format!(
+        "INVITE sip:x@127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKjunk1\r\n\
+         From: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:x@127.0.0.1>\r\nCall-ID: junk-1\r\nCSeq: 1 INVITE\r\n\
+         Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    let mut v: Vec<Vec<u8>> = vec![
+        invite.as_bytes()[..60].to_vec(),                                                // truncated
+        invite.replace("CSeq: 1 INVITE", "CSeq: banana").into_bytes(),                   // bad CSeq
+        invite.replace("Via: SIP/2.0/UDP 127.0.0.1:9", "Via: ::::").into_bytes(),        // bad Via
+        invite.replace("Content-Length: 0", "Content-Length: 5000").into_bytes(),        // longer than sent
+        invite.replace("Content-Length: 0", "Content-Length: -7").into_bytes(),          // negative
+        invite.replace("Content-Length: 0", "Content-Length: 1e9").into_bytes(),         // not a number
+        invite.replace("Call-ID: junk-1\r\n", "").into_bytes(),                          // no Call-ID
+        format!("SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKnone\r\nCSeq: 9 INVITE\r\nContent-Length: 0\r\n\r\n").into_bytes(),
+        b"\r\n\r\n".to_vec(),                                                            // keepalive
+        Vec::new(),                                                                      // empty
+        (0..1400u32).map(|i| (i * 7919 % 251) as u8).collect(),                          // binary junk
+        [b"INVITE sip:x@h SIP/2.0\r\nX-Big: ".to_vec(), vec![b'a'; 60_000], b"\r\n\r\n".to_vec()].concat(), // huge header
+        b"INVITE sip:x@h SIP/2.0\r\n\r\n".to_vec(),                                      // headers missing
+        "BYE sip:x@127.0.0.1 SIP/2.0\r\n\u{0}\u{ff}\r\n\r\n".as_bytes().to_vec(),        // control bytes
+    ];
+    v.push(invite.into_bytes()); // well formed, from a stranger: refused (we only dial out)
+    v
+}
+
+#[test]
+fn malformed_sip_at_our_port_neither_crashes_nor_sticks_the_call() {
+    use std::io::{BufRead, BufReader};
+    let far = FarEnd::start("uas_answer.xml", Some(&answer_audio("call_04.wav")));
+    let mut child = Command::new(WAIHU)
+        .args(["call", &far.target(), "--rtp-ports", "47100-47119", "--amd", "--hangup-on", "any"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("waihu starts");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let first = lines.next().and_then(Result::ok).unwrap_or_default();
+    let port: u16 = first
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no SIP port in {first:?}"));
+    let rest = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>().join("\n"));
+
+    // Spray every kind of junk for the first 3 s of the call (ringing, answer, AMD).
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("socket");
+    sock.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+    let junk = malformed_sip(port);
+    for _ in 0..30 {
+        for j in &junk {
+            let _ = sock.send_to(j, ("127.0.0.1", port));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The agent still answers: a well-formed stranger INVITE gets a final response.
+    let mut buf = [0u8; 4096];
+    let mut replies = Vec::new();
+    while let Ok(n) = sock.recv(&mut buf) {
+        replies.push(String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or_default().to_string());
+    }
+    let code = wait(&mut child, Duration::from_secs(30));
+    let out = child.wait_with_output().expect("output");
+    let log = rest.join().unwrap_or_default();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(code, Some(0), "waihu crashed or hung under malformed SIP\n{stdout}\n{log}");
+    assert!(!log.contains("panicked"), "{log}");
+    let r: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("call record");
+    assert_eq!(
+        (field(&r, "disposition"), field(&r, "answered_by")),
+        (&Value::from("answered"), &Value::from("human")),
+        "{r}\n{log}"
+    );
+    assert!(replies.iter().any(|l| l.starts_with("SIP/2.0 480")), "the stranger's INVITE was refused: {replies:?}");
+    let (sipp_ok, sipp_log) = far.finish();
+    assert!(sipp_ok, "SIPp judged the call bad:\n{sipp_log}");
+}
