@@ -102,7 +102,14 @@ pub fn run(a: CallArgs) -> Result<ExitCode> {
         let dialer = Dialer::start(sip, media, 1).await?;
         eprintln!("waihu: SIP on {}", dialer.sip().local_addr());
         let target = a.target.clone();
-        dialer.call(&target, &trunk, &opts, print_progress).await
+        let detail = dialer.call(&target, &trunk, &opts, print_progress).await;
+        if trunk.transport == waihu_sip::trunk::Transport::Tcp {
+            // Keep the TCP connection open a moment after the last transaction, so the far
+            // end is not cut off while it finishes its own (SIPp counts a TCP close during
+            // its time-wait as a failed call).
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+        }
+        detail
     })?;
     println!("{}", serde_json::to_string(&detail)?);
     Ok(ExitCode::SUCCESS)

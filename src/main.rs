@@ -5,6 +5,7 @@
 mod amd_cmd;
 mod call_cmd;
 mod demo;
+mod dial_cmd;
 mod dialer;
 
 use clap::{Parser, Subcommand};
@@ -24,6 +25,11 @@ enum Cmd {
     Demo(demo::DemoArgs),
     /// Place one call over a SIP trunk; progress on stderr, the call record as JSON on stdout.
     Call(call_cmd::CallArgs),
+    /// SIP throughput benchmark: many calls to one target at a capped rate, with media and AMD.
+    Dial(dial_cmd::DialArgs),
+    /// Convert a WAV (any rate; PCM16, mu-law, A-law) to headerless 8 kHz mu-law, the
+    /// format SIPp's rtp_stream plays.
+    ToUlaw { wav: std::path::PathBuf, out: std::path::PathBuf },
 }
 
 fn main() -> std::process::ExitCode {
@@ -32,6 +38,8 @@ fn main() -> std::process::ExitCode {
         Cmd::Amd(a) => amd_cmd::run(a),
         Cmd::Demo(a) => demo::run(a),
         Cmd::Call(a) => call_cmd::run(a),
+        Cmd::Dial(a) => dial_cmd::run(a),
+        Cmd::ToUlaw { wav, out } => to_ulaw(&wav, &out),
     };
     match r {
         Ok(code) => code,
@@ -40,4 +48,13 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::from(2)
         }
     }
+}
+
+fn to_ulaw(wav: &std::path::Path, out: &std::path::Path) -> anyhow::Result<std::process::ExitCode> {
+    use anyhow::Context;
+    let bytes = std::fs::read(wav).with_context(|| format!("reading {}", wav.display()))?;
+    let pcm = waihu_engine::offline::wav_to_analysis_pcm(&bytes).with_context(|| format!("{}", wav.display()))?;
+    let ulaw: Vec<u8> = pcm.iter().map(|&s| waihu_engine::codec::g711::ulaw_encode(s)).collect();
+    std::fs::write(out, ulaw).with_context(|| format!("writing {}", out.display()))?;
+    Ok(std::process::ExitCode::SUCCESS)
 }

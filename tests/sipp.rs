@@ -58,6 +58,11 @@ struct FarEnd {
 impl FarEnd {
     /// Starts SIPp as the far end of one call.
     fn start(scenario: &str, answer: Option<&[u8]>) -> FarEnd {
+        FarEnd::start_with(scenario, answer, &["-m", "1"])
+    }
+
+    /// Starts SIPp with extra arguments (`-m N` included: how many calls before it exits).
+    fn start_with(scenario: &str, answer: Option<&[u8]>, extra: &[&str]) -> FarEnd {
         require_sipp();
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
         let dir =
@@ -72,7 +77,8 @@ impl FarEnd {
         let child = Command::new("sipp")
             .current_dir(&dir)
             .args(["-sf", scenario, "-i", "127.0.0.1", "-p", &port.to_string()])
-            .args(["-mi", "127.0.0.1", "-mp", &media.to_string(), "-m", "1", "-nostdin"])
+            .args(["-mi", "127.0.0.1", "-mp", &media.to_string(), "-nostdin"])
+            .args(extra)
             .args(["-timeout", "60s", "-timeout_error", "-trace_err", "-error_file", "errors.log"])
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -333,4 +339,21 @@ fn malformed_sip_at_our_port_neither_crashes_nor_sticks_the_call() {
     assert!(replies.iter().any(|l| l.starts_with("SIP/2.0 480")), "the stranger's INVITE was refused: {replies:?}");
     let (sipp_ok, sipp_log) = far.finish();
     assert!(sipp_ok, "SIPp judged the call bad:\n{sipp_log}");
+}
+
+#[test]
+fn a_call_over_tcp() {
+    let far = FarEnd::start_with("uas_answer.xml", Some(&answer_audio("call_04.wav")), &["-m", "1", "-t", "t1"]);
+    let trunk = trunk_file("tcp", far.port, "transport = \"tcp\"\n");
+    let (r, log) = waihu_call(
+        &far.target(),
+        &["--trunk", trunk.to_str().unwrap_or_default(), "--tcp", "--amd", "--hangup-on", "any"],
+    );
+    let (sipp_ok, sipp_log) = far.finish();
+    assert_eq!(
+        (field(&r, "disposition"), field(&r, "answered_by")),
+        (&Value::from("answered"), &Value::from("human")),
+        "{r}\n{log}"
+    );
+    assert!(sipp_ok, "SIPp (TCP) judged the call bad:\n{sipp_log}");
 }

@@ -21,6 +21,7 @@
 //! ```
 
 use serde::Deserialize;
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -160,13 +161,22 @@ pub enum Admit {
     ChannelsFull,
 }
 
-/// The trunk's calls-per-second cap (a token bucket holding one call, so starts are evenly
-/// spaced and any one-second window sees at most `max_cps` + 1) and its concurrent-channel
-/// cap.
+/// The trunk's calls-per-second cap and its concurrent-channel cap.
+///
+/// The rate cap is hard: no one-second window ever holds more than `max_cps` starts
+/// (a sliding log of recent starts; for rates under one per second, the window is
+/// 1 / max_cps). Within it, a token bucket spreads starts evenly: it holds at most 20 ms
+/// worth of calls (at least one), so a caller that wakes late catches up with a small
+/// burst rather than losing the rate.
 #[derive(Debug, Clone)]
 pub struct Admission {
-    interval: Duration,
-    next: Option<Instant>,
+    window: Duration,
+    per_window: usize,
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    refilled: Option<Instant>,
+    recent: VecDeque<Instant>,
     in_use: u32,
     max_channels: u32,
 }
@@ -174,7 +184,19 @@ pub struct Admission {
 impl Admission {
     pub fn new(max_cps: f64, max_channels: u32) -> Admission {
         let cps = if max_cps.is_finite() && max_cps > 0.0 { max_cps } else { 1.0 };
-        Admission { interval: Duration::from_secs_f64(1.0 / cps), next: None, in_use: 0, max_channels }
+        let window = if cps >= 1.0 { Duration::from_secs(1) } else { Duration::from_secs_f64(1.0 / cps) };
+        let per_window = ((cps * window.as_secs_f64()).floor() as usize).max(1);
+        Admission {
+            window,
+            per_window,
+            rate: cps,
+            burst: (cps * 0.02).max(1.0),
+            tokens: 1.0,
+            refilled: None,
+            recent: VecDeque::with_capacity(per_window + 1),
+            in_use: 0,
+            max_channels,
+        }
     }
 
     pub fn for_trunk(t: &TrunkConfig) -> Admission {
@@ -186,18 +208,27 @@ impl Admission {
         if self.in_use >= self.max_channels {
             return Admit::ChannelsFull;
         }
-        if let Some(next) = self.next {
-            if now < next {
-                return Admit::WaitUntil(next);
+        while self.recent.front().is_some_and(|&t| now.saturating_duration_since(t) >= self.window) {
+            self.recent.pop_front();
+        }
+        if let Some(t) = self.refilled {
+            self.tokens = (self.tokens + now.saturating_duration_since(t).as_secs_f64() * self.rate).min(self.burst);
+        }
+        self.refilled = Some(now);
+        let mut earliest = now;
+        if self.tokens < 1.0 {
+            earliest = now + Duration::from_secs_f64((1.0 - self.tokens) / self.rate);
+        }
+        if self.recent.len() >= self.per_window {
+            if let Some(&first) = self.recent.front() {
+                earliest = earliest.max(first + self.window);
             }
         }
-        // The next slot is one interval after this one's slot, so a caller that wakes a
-        // little late keeps the full rate; slots do not bank up while the trunk is idle.
-        let base = match self.next {
-            Some(n) if now.duration_since(n) < self.interval => n,
-            _ => now,
-        };
-        self.next = Some(base + self.interval);
+        if earliest > now {
+            return Admit::WaitUntil(earliest);
+        }
+        self.recent.push_back(now);
+        self.tokens -= 1.0;
         self.in_use += 1;
         Admit::Go
     }
@@ -325,11 +356,31 @@ mod tests {
                 starts.push(now);
             }
         }
-        assert!((495..=501).contains(&starts.len()), "{} starts in 10 s at 50 cps", starts.len());
+        assert!((495..=500).contains(&starts.len()), "{} starts in 10 s at 50 cps", starts.len());
         for (i, s) in starts.iter().enumerate() {
             let in_window = starts[i..].iter().take_while(|t| **t < *s + Duration::from_secs(1)).count();
-            assert!(in_window <= 51, "{in_window} starts within 1 s of start {i}");
+            assert!(in_window <= 50, "{in_window} starts within 1 s of start {i}");
         }
+        // A caller that wakes up late (every 3 ms here, at 500 cps) still gets the full
+        // rate, and still never more than 500 in any second.
+        let mut a = Admission::new(500.0, 10_000);
+        let mut starts = Vec::new();
+        let mut now = t0;
+        while now < t0 + Duration::from_secs(10) {
+            while a.try_admit(now) == Admit::Go {
+                starts.push(now);
+            }
+            now += Duration::from_millis(3);
+        }
+        assert!(starts.len() >= 4_950, "{} starts in 10 s at 500 cps with late wake-ups", starts.len());
+        for (i, s) in starts.iter().enumerate() {
+            let in_window = starts[i..].iter().take_while(|t| **t < *s + Duration::from_secs(1)).count();
+            assert!(in_window <= 500, "{in_window} starts within 1 s of start {i}");
+        }
+        // Under one call per second: one per 1/cps seconds.
+        let mut a = Admission::new(0.5, 9);
+        assert_eq!(a.try_admit(t0), Admit::Go);
+        assert_eq!(a.try_admit(t0 + Duration::from_secs(1)), Admit::WaitUntil(t0 + Duration::from_secs(2)));
 
         let mut a = Admission::new(1_000.0, 3);
         let mut now = t0;
@@ -345,7 +396,7 @@ mod tests {
         assert!(matches!(Admission::new(1.0, 9).try_admit(now), Admit::Go));
         let mut slow = Admission::new(1.0, 9);
         assert_eq!(slow.try_admit(now), Admit::Go);
-        assert_eq!(slow.try_admit(now + Duration::from_millis(10)), Admit::WaitUntil(now + Duration::from_secs(1)));
+        assert_eq!(slow.try_admit(now + Duration::from_millis(600)), Admit::WaitUntil(now + Duration::from_secs(1)));
     }
 
     #[test]
