@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use waihu_engine::worker::ShardConfig;
-use waihu_sip::trunk::{Admission, Admit, TrunkConfig};
+use waihu_sip::trunk::{Admission, Admit, TrunkConfig, TrunkHealth, TrunkState};
 use waihu_sip::AgentConfig;
 
 #[derive(clap::Args, Debug)]
@@ -111,6 +111,23 @@ pub fn run(a: DialArgs) -> Result<ExitCode> {
         let tally = Arc::new(Mutex::new(Tally::default()));
         let (live, peak) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
         let trunk = Arc::new(trunk);
+        // OPTIONS keepalive (trunk options_interval_secs > 0): no new calls while it is down.
+        let trunk_up = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        if trunk.options_interval_secs > 0 {
+            let (agent, t, up) = (dialer.sip().clone(), trunk.clone(), trunk_up.clone());
+            tokio::spawn(async move {
+                let mut health = TrunkHealth::new(2);
+                let every = Duration::from_secs(t.options_interval_secs);
+                loop {
+                    let answer = agent.options(&t, Duration::from_secs(2)).await;
+                    if let Some(state) = health.record(answer, Instant::now()) {
+                        eprintln!("waihu dial: trunk {} is {state:?}", t.name);
+                        up.store(state != TrunkState::Down, Ordering::Relaxed);
+                    }
+                    tokio::time::sleep(every).await;
+                }
+            });
+        }
         let started = Instant::now();
         let mut first_start = None;
         let mut last_start = started;
@@ -127,6 +144,10 @@ pub fn run(a: DialArgs) -> Result<ExitCode> {
                     live.load(Ordering::Relaxed),
                     peak.load(Ordering::Relaxed)
                 );
+            }
+            if !trunk_up.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
             }
             let admit = admission.lock().map(|mut a| a.try_admit(now)).unwrap_or(Admit::ChannelsFull);
             match admit {

@@ -7,6 +7,7 @@ mod call_cmd;
 mod demo;
 mod dial_cmd;
 mod dialer;
+mod trunk_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -27,6 +28,8 @@ enum Cmd {
     Call(call_cmd::CallArgs),
     /// SIP throughput benchmark: many calls to one target at a capped rate, with media and AMD.
     Dial(dial_cmd::DialArgs),
+    /// OPTIONS keepalives to a trunk: prints each answer and the trunk's up/down state.
+    TrunkCheck(trunk_cmd::TrunkCheckArgs),
     /// Convert a WAV (any rate; PCM16, mu-law, A-law) to headerless 8 kHz mu-law, the
     /// format SIPp's rtp_stream plays.
     ToUlaw { wav: std::path::PathBuf, out: std::path::PathBuf },
@@ -39,6 +42,7 @@ fn main() -> std::process::ExitCode {
         Cmd::Demo(a) => demo::run(a),
         Cmd::Call(a) => call_cmd::run(a),
         Cmd::Dial(a) => dial_cmd::run(a),
+        Cmd::TrunkCheck(a) => trunk_cmd::run(a),
         Cmd::ToUlaw { wav, out } => to_ulaw(&wav, &out),
     };
     match r {

@@ -357,3 +357,35 @@ fn a_call_over_tcp() {
     );
     assert!(sipp_ok, "SIPp (TCP) judged the call bad:\n{sipp_log}");
 }
+
+fn trunk_check(args: &[&str]) -> (Option<i32>, Value, String) {
+    let mut child = Command::new(WAIHU)
+        .arg("trunk-check")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("waihu starts");
+    let code = wait(&mut child, Duration::from_secs(30));
+    let out = child.wait_with_output().expect("output");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let r: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("trunk-check printed no JSON ({e}): {stdout}"));
+    (code, r, String::from_utf8_lossy(&out.stderr).to_string())
+}
+
+#[test]
+fn options_keepalive_sees_the_trunk_up_and_then_down() {
+    let far = FarEnd::start_with("uas_options.xml", None, &["-m", "3"]);
+    let target = format!("sip:127.0.0.1:{}", far.port);
+    let (code, r, log) = trunk_check(&[&target, "--probes", "3", "--interval", "0.2"]);
+    let (sipp_ok, sipp_log) = far.finish();
+    assert_eq!((code, field(&r, "state")), (Some(0), &Value::from("up")), "{r}\n{log}");
+    assert_eq!(field(&r, "probes"), &serde_json::json!([200, 200, 200]), "{r}");
+    assert!(sipp_ok, "SIPp expected three OPTIONS:\n{sipp_log}");
+
+    // Now nothing answers there: two missed keepalives mark the trunk down.
+    let (code, r, log) = trunk_check(&[&target, "--probes", "3", "--interval", "0.1", "--timeout", "0.5"]);
+    assert_eq!((code, field(&r, "state")), (Some(1), &Value::from("down")), "{r}\n{log}");
+    assert!(log.contains("is down"), "{log}");
+}
