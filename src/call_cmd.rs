@@ -32,6 +32,18 @@ pub struct CallArgs {
     /// Hang up an answered call after this many seconds.
     #[arg(long, default_value_t = 60)]
     pub max_duration: u64,
+    /// Put the answered call on hold this many seconds after the answer (re-INVITE
+    /// a=sendonly, music to the far end), then resume after --hold-for.
+    #[arg(long)]
+    pub hold_after: Option<f64>,
+    #[arg(long, default_value_t = 2.0)]
+    pub hold_for: f64,
+    /// Blind transfer: REFER the far end to this URI after --transfer-after seconds, then
+    /// hang up once it is accepted.
+    #[arg(long)]
+    pub transfer_to: Option<String>,
+    #[arg(long, default_value_t = 1.0)]
+    pub transfer_after: f64,
     /// Ring this many seconds before CANCEL (overrides the trunk's ring_timeout_secs).
     #[arg(long)]
     pub ring_timeout: Option<u64>,
@@ -88,7 +100,18 @@ pub fn run(a: CallArgs) -> Result<ExitCode> {
     if let Some(r) = a.ring_timeout {
         trunk.ring_timeout_secs = r.max(1);
     }
+    let secs = |name: &str, v: f64| {
+        if v.is_finite() && v >= 0.0 {
+            Ok(Duration::from_secs_f64(v))
+        } else {
+            Err(anyhow::anyhow!("--{name} must be a non-negative number of seconds"))
+        }
+    };
     let opts = CallOptions {
+        hold_after: a.hold_after.map(|v| secs("hold-after", v)).transpose()?,
+        hold_for: secs("hold-for", a.hold_for)?,
+        transfer_to: a.transfer_to.clone(),
+        transfer_after: secs("transfer-after", a.transfer_after)?,
         amd: a.amd,
         hangup_on: a.hangup_on,
         wait_for_beep: a.wait_for_beep,
@@ -131,6 +154,10 @@ fn print_progress(p: Progress) {
         Progress::MessageEnd { at_ms: Some(t) } => eprintln!("waihu: machine message ended at media time {t} ms"),
         Progress::MessageEnd { at_ms: None } => eprintln!("waihu: stopped listening for the end of the message"),
         Progress::Dtmf { digit } => eprintln!("waihu: DTMF {digit}"),
+        Progress::Hold { status } => eprintln!("waihu: hold (re-INVITE a=sendonly) -> {status}"),
+        Progress::Resume { status } => eprintln!("waihu: resume (re-INVITE a=sendrecv) -> {status}"),
+        Progress::Transfer { to, status } => eprintln!("waihu: REFER to {to} -> {status}"),
+        Progress::ReferDeclined { target } => eprintln!("waihu: declined the far end's REFER to {target}"),
         Progress::HangingUp { reason } => eprintln!("waihu: hanging up ({reason})"),
     }
 }

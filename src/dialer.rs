@@ -43,6 +43,14 @@ pub struct CallOptions {
     pub wait_for_beep: bool,
     /// Ends an answered call after this long whatever happens.
     pub max_duration: Duration,
+    /// Put the answered call on hold this long after the answer (re-INVITE a=sendonly; the
+    /// far end hears music), and resume it `hold_for` later (re-INVITE a=sendrecv).
+    pub hold_after: Option<Duration>,
+    pub hold_for: Duration,
+    /// Blind transfer: REFER the far end to this URI `transfer_after` the answer, then hang
+    /// up once the REFER is accepted.
+    pub transfer_to: Option<String>,
+    pub transfer_after: Duration,
 }
 
 impl Default for CallOptions {
@@ -53,6 +61,10 @@ impl Default for CallOptions {
             hangup_on: HangupOn::Machine,
             wait_for_beep: false,
             max_duration: Duration::from_secs(60),
+            hold_after: None,
+            hold_for: Duration::from_secs(2),
+            transfer_to: None,
+            transfer_after: Duration::from_secs(1),
         }
     }
 }
@@ -67,6 +79,10 @@ pub enum Progress {
     Beep { hz: u32, start_ms: u64, end_ms: u64 },
     MessageEnd { at_ms: Option<u64> },
     Dtmf { digit: char },
+    Hold { status: u16 },
+    Resume { status: u16 },
+    Transfer { to: String, status: u16 },
+    ReferDeclined { target: String },
     HangingUp { reason: &'static str },
 }
 
@@ -103,6 +119,15 @@ pub struct CallDetail {
     pub rtp_lost: u64,
     pub rtp_jitter_ms: f64,
     pub rtp_malformed: u64,
+    /// Final status of our hold re-INVITE, and of the resume.
+    pub hold_status: Option<u16>,
+    pub resume_status: Option<u16>,
+    /// Final status of our REFER (blind transfer).
+    pub refer_status: Option<u16>,
+    /// Where the far end asked us to go with a REFER (declined).
+    pub refer_declined: Option<String>,
+    /// re-INVITEs/UPDATEs from the far end we answered.
+    pub remote_reoffers: u32,
 }
 
 /// One SIP agent and one media plane, shared by every call placed through them.
@@ -191,7 +216,8 @@ impl Dialer {
         };
         let started = Instant::now();
         let started_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        let mut fsm = Call::new(cfg, local, started);
+        let mut fsm = Call::new(cfg, local.clone(), started);
+        let mut media_now = local;
         let mut sip: Option<OutboundCall> = None;
         let mut d = Detail::default();
         let record = loop {
@@ -199,7 +225,9 @@ impl Dialer {
             let mut finished = None;
             while let Some(out) = fsm.poll_output() {
                 match out {
-                    Output::SendInvite { sdp } => match self.agent.invite(target, trunk, sdp) {
+                    // The state machine's offer is `sdp::offer(&media_now)`; the agent makes
+                    // it from the same media so it can answer re-offers later.
+                    Output::SendInvite { .. } => match self.agent.invite(target, trunk, &media_now) {
                         Ok(c) => {
                             progress(Progress::Inviting { call_id: c.call_id.clone(), sdp_port: local_rtp.port() });
                             d.call_id = c.call_id.clone();
@@ -245,10 +273,15 @@ impl Dialer {
                     d.hangup(&mut fsm, &mut progress, "max_duration");
                     continue;
                 }
+                if let (Some(c), Some(step)) = (&sip, d.midcall_due(opts, ans, Instant::now())) {
+                    self.midcall(step, c, shard, call, &mut media_now, opts, &mut d, &mut fsm, &mut progress).await?;
+                    continue;
+                }
             }
             let deadline = [
                 fsm.poll_timeout().map(|(t, _)| t),
                 d.answered_at.filter(|_| !d.hung_up).map(|a| a + opts.max_duration),
+                d.answered_at.filter(|_| !d.hung_up).and_then(|a| d.midcall_at(opts, a)),
             ]
             .into_iter()
             .flatten()
@@ -275,6 +308,15 @@ impl Dialer {
                             if fsm.is_done() { continue; }
                         }
                         Some(SipEvent::Bye) => fsm.handle_input(Input::Bye, now),
+                        Some(SipEvent::Reoffer(n)) => {
+                            d.remote_reoffers += 1;
+                            shard.send(Command::SetPayloads { call, payloads: payloads_of(&n) })?;
+                            shard.send(Command::SetRemote { call, remote: n.remote, symmetric: true })?;
+                        }
+                        Some(SipEvent::ReferDeclined { target }) => {
+                            progress(Progress::ReferDeclined { target: target.clone() });
+                            d.refer_declined = Some(target);
+                        }
                         Some(SipEvent::Failed(e)) => {
                             d.sip_error.get_or_insert(e);
                             fsm.handle_input(Input::Final { status: 408, sdp: None }, now);
@@ -340,8 +382,94 @@ impl Dialer {
             rtp_lost: stats.lost,
             rtp_jitter_ms: stats.jitter_ms,
             rtp_malformed: stats.malformed,
+            hold_status: d.hold_status,
+            resume_status: d.resume_status,
+            refer_status: d.refer_status,
+            refer_declined: d.refer_declined,
+            remote_reoffers: d.remote_reoffers,
         })
     }
+}
+
+impl Dialer {
+    /// Carries out one mid-call step: hold or resume (re-INVITE, and music on the shard),
+    /// or a blind transfer (REFER, then BYE once it is accepted).
+    #[allow(clippy::too_many_arguments)]
+    async fn midcall(
+        &self,
+        step: Midcall,
+        c: &OutboundCall,
+        shard: &waihu_engine::worker::Shard,
+        call: CallId,
+        media: &mut LocalMedia,
+        opts: &CallOptions,
+        d: &mut Detail,
+        fsm: &mut Call,
+        progress: &mut impl FnMut(Progress),
+    ) -> Result<()> {
+        match step {
+            Midcall::Hold | Midcall::Resume => {
+                let mut next = media.clone();
+                next.direction = if step == Midcall::Hold { Direction::SendOnly } else { Direction::SendRecv };
+                next.version += 1;
+                let status = match c.reinvite(&next).await {
+                    Ok((status, negotiated)) => {
+                        if (200..300).contains(&status) {
+                            *media = next;
+                            if let Some(n) = negotiated {
+                                shard.send(Command::SetRemote { call, remote: n.remote, symmetric: true })?;
+                            }
+                        }
+                        status
+                    }
+                    Err(e) => {
+                        d.sip_error.get_or_insert(format!("re-INVITE: {e}"));
+                        0
+                    }
+                };
+                let ok = (200..300).contains(&status);
+                if step == Midcall::Hold {
+                    d.hold_status = Some(status);
+                    d.held = ok;
+                    if ok {
+                        shard.send(Command::Hold { call, music: hold_music() })?;
+                    }
+                    progress(Progress::Hold { status });
+                } else {
+                    d.resume_status = Some(status);
+                    if ok {
+                        d.held = false;
+                        shard.send(Command::Resume { call })?;
+                    }
+                    progress(Progress::Resume { status });
+                }
+            }
+            Midcall::Transfer => {
+                let to = opts.transfer_to.clone().unwrap_or_default();
+                let status = match c.refer(&to).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        d.sip_error.get_or_insert(format!("REFER: {e}"));
+                        0
+                    }
+                };
+                d.refer_status = Some(status);
+                progress(Progress::Transfer { to, status });
+                if (200..300).contains(&status) {
+                    d.hangup(fsm, progress, "transferred");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Music on hold: a soft two-tone chime, 8 kHz, looped by the shard.
+fn hold_music() -> Arc<[i16]> {
+    let note = |hz: f64, n: usize| {
+        (0..n).map(move |i| (2500.0 * (2.0 * std::f64::consts::PI * hz * i as f64 / 8000.0).sin()) as i16)
+    };
+    note(523.25, 4000).chain(note(659.25, 4000)).chain(std::iter::repeat_n(0, 8000)).collect()
 }
 
 /// What the glue learns along the way, for the record.
@@ -360,9 +488,47 @@ struct Detail {
     hung_up: bool,
     hangup_reason: Option<&'static str>,
     sip_error: Option<String>,
+    hold_status: Option<u16>,
+    resume_status: Option<u16>,
+    refer_status: Option<u16>,
+    refer_declined: Option<String>,
+    remote_reoffers: u32,
+    held: bool,
+}
+
+/// Mid-call steps the options ask for, in time order after the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Midcall {
+    Hold,
+    Resume,
+    Transfer,
 }
 
 impl Detail {
+    /// When the next mid-call step is due, if any is left.
+    fn midcall_at(&self, opts: &CallOptions, answered: Instant) -> Option<Instant> {
+        self.next_midcall(opts).map(|(_, after)| answered + after)
+    }
+
+    fn next_midcall(&self, opts: &CallOptions) -> Option<(Midcall, Duration)> {
+        if let Some(h) = opts.hold_after {
+            if self.hold_status.is_none() {
+                return Some((Midcall::Hold, h));
+            }
+            if self.held && self.resume_status.is_none() {
+                return Some((Midcall::Resume, h + opts.hold_for));
+            }
+        }
+        if opts.transfer_to.is_some() && self.refer_status.is_none() {
+            return Some((Midcall::Transfer, opts.transfer_after));
+        }
+        None
+    }
+
+    fn midcall_due(&self, opts: &CallOptions, answered: Instant, now: Instant) -> Option<Midcall> {
+        self.next_midcall(opts).filter(|&(_, after)| now >= answered + after).map(|(m, _)| m)
+    }
+
     fn hangup(&mut self, fsm: &mut Call, progress: &mut impl FnMut(Progress), reason: &'static str) {
         if self.hung_up {
             return;

@@ -389,3 +389,26 @@ fn options_keepalive_sees_the_trunk_up_and_then_down() {
     assert_eq!((code, field(&r, "state")), (Some(1), &Value::from("down")), "{r}\n{log}");
     assert!(log.contains("is down"), "{log}");
 }
+
+#[test]
+fn hold_resume_and_transfer_with_re_invite_and_refer() {
+    let far = FarEnd::start("uas_midcall.xml", Some(&answer_audio("call_04.wav")));
+    let (r, log) = waihu_call(
+        &far.target(),
+        &["--hold-after", "1", "--hold-for", "1", "--transfer-to", "sip:agent@127.0.0.1", "--transfer-after", "3"],
+    );
+    let (sipp_ok, sipp_log) = far.finish();
+    assert_eq!(
+        (field(&r, "hold_status"), field(&r, "resume_status")),
+        (&Value::from(200), &Value::from(200)),
+        "{r}\n{log}"
+    );
+    assert_eq!(
+        field(&r, "refer_declined"),
+        "<sip:+19005550100@127.0.0.1>",
+        "the far end's REFER was declined: {r}\n{log}"
+    );
+    assert_eq!(field(&r, "refer_status"), 202, "{r}\n{log}");
+    assert_eq!(field(&r, "hangup_reason"), "transferred", "{r}");
+    assert!(sipp_ok, "SIPp judged the mid-call exchange bad:\n{sipp_log}");
+}

@@ -6,6 +6,7 @@
 //! Call-ID domain on every call, `remove_dialog` once each dialog ends, and CANCEL through
 //! the early dialog handle (`InviteDialog::cancel`) rather than a lookup by early id.
 
+use crate::sdp::{self, LocalMedia, Negotiated};
 use crate::trunk::{Transport, TrunkConfig};
 use rsipstack::dialog::authenticate::Credential;
 use rsipstack::dialog::dialog::{DialogState, TerminatedReason};
@@ -70,6 +71,13 @@ pub enum SipEvent {
     Final { status: u16, sdp: Option<String> },
     /// The far end hung up (BYE).
     Bye,
+    /// The far end re-offered media in the dialog (re-INVITE or UPDATE: hold, a new
+    /// address, a session-timer refresh). Already answered from the call's local media;
+    /// the media plane should follow the negotiated result.
+    Reoffer(Negotiated),
+    /// The far end asked us to call someone else (REFER). Declined with 603: an outbound
+    /// dialer that dials whatever a callee names is a toll-fraud hole.
+    ReferDeclined { target: String },
     /// The INVITE got no final response or could not be sent.
     Failed(String),
 }
@@ -151,8 +159,10 @@ impl SipAgent {
         self.inner.dialogs.len()
     }
 
-    /// Sends an INVITE with `sdp` to `target` through `trunk`.
-    pub fn invite(&self, target: &str, trunk: &TrunkConfig, sdp: String) -> Result<OutboundCall, SipError> {
+    /// Sends an INVITE with the offer for `local` to `target` through `trunk`.
+    pub fn invite(&self, target: &str, trunk: &TrunkConfig, local: &LocalMedia) -> Result<OutboundCall, SipError> {
+        let sdp = sdp::offer(local);
+        let media = Arc::new(std::sync::Mutex::new(local.clone()));
         let uri = |s: &str| Uri::try_from(s).map_err(|e| SipError::BadUri { uri: s.into(), error: e.to_string() });
         let callee = uri(target)?;
         let local = self.inner.local;
@@ -201,8 +211,8 @@ impl SipAgent {
         let (state_tx, state_rx) = self.inner.dialogs.new_dialog_state_channel();
         let (dialog, handle) = self.inner.dialogs.do_invite_async(opt, state_tx).map_err(stack)?;
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
-        tokio::spawn(follow(self.inner.dialogs.clone(), dialog.clone(), state_rx, handle, ev_tx));
-        Ok(OutboundCall { call_id, dialog, dialogs: self.inner.dialogs.clone(), events: ev_rx })
+        tokio::spawn(follow(self.inner.dialogs.clone(), dialog.clone(), state_rx, handle, ev_tx, media.clone()));
+        Ok(OutboundCall { call_id, dialog, dialogs: self.inner.dialogs.clone(), events: ev_rx, local: media })
     }
 
     /// One OPTIONS to the trunk: the final status, or None when nothing answered in time.
@@ -253,6 +263,7 @@ async fn follow(
     mut states: rsipstack::dialog::dialog::DialogStateReceiver,
     handle: rsipstack::platform::JoinHandle<rsipstack::dialog::invitation::InviteAsyncResult>,
     events: mpsc::UnboundedSender<SipEvent>,
+    local: Arc<std::sync::Mutex<LocalMedia>>,
 ) {
     let body = |b: &[u8]| (!b.is_empty()).then(|| String::from_utf8_lossy(b).into_owned());
     let mut handle = Box::pin(handle);
@@ -276,6 +287,50 @@ async fn follow(
                     if final_seen {
                         break;
                     }
+                }
+                Some(DialogState::Updated(_, req, handle)) => {
+                    // re-INVITE or UPDATE from the far end: answer its offer from our media.
+                    let media = local.lock().map(|l| l.clone()).ok();
+                    let offer = body(&req.body);
+                    let reply = match (media, offer) {
+                        (Some(m), Some(offer)) => match sdp::answer(&offer, &m) {
+                            Ok((answer, n)) => {
+                                let _ = events.send(SipEvent::Reoffer(n));
+                                Some(answer)
+                            }
+                            Err(_) => None,
+                        },
+                        // No offer: ours goes in the 200 (the ACK brings their answer).
+                        (Some(m), None) => Some(sdp::offer(&m)),
+                        (None, _) => None,
+                    };
+                    tokio::spawn(async move {
+                        let _ = match reply {
+                            Some(sdp) => {
+                                let ct = Header::ContentType("application/sdp".into());
+                                handle.respond(StatusCode::OK, Some(vec![ct]), Some(sdp.into_bytes())).await
+                            }
+                            None => handle.reply(StatusCode::NotAcceptableHere).await,
+                        };
+                    });
+                }
+                Some(DialogState::Refer(_, req, handle)) => {
+                    let target = req
+                        .headers
+                        .iter()
+                        .find(|h| h.name().eq_ignore_ascii_case("Refer-To"))
+                        .map(|h| h.value().to_string())
+                        .unwrap_or_default();
+                    let _ = events.send(SipEvent::ReferDeclined { target });
+                    tokio::spawn(async move {
+                        let _ = handle.reply(StatusCode::Decline).await;
+                    });
+                }
+                // NOTIFY (progress of a REFER we sent), INFO, in-dialog OPTIONS: 200.
+                Some(DialogState::Notify(_, _, handle) | DialogState::Info(_, _, handle) | DialogState::Options(_, _, handle)) => {
+                    tokio::spawn(async move {
+                        let _ = handle.reply(StatusCode::OK).await;
+                    });
                 }
                 Some(_) => {}
                 None => break,
@@ -342,6 +397,8 @@ pub struct OutboundCall {
     dialog: InviteDialog,
     dialogs: Arc<DialogLayer>,
     events: mpsc::UnboundedReceiver<SipEvent>,
+    /// Our media as of the last offer/answer, used to answer the far end's re-offers.
+    local: Arc<std::sync::Mutex<LocalMedia>>,
 }
 
 impl std::fmt::Debug for OutboundCall {
@@ -369,13 +426,23 @@ impl OutboundCall {
         r
     }
 
-    /// re-INVITE with a new offer (hold: a=sendonly; resume: a=sendrecv). Returns the final
-    /// status and the answer body.
-    pub async fn reinvite(&self, sdp: String) -> Result<(u16, Option<String>), SipError> {
+    /// re-INVITE with a new offer for `local` (hold: direction sendonly; resume:
+    /// sendrecv; bump `local.version`). Returns the final status and, on 2xx, what the
+    /// answer negotiated.
+    pub async fn reinvite(&self, local: &LocalMedia) -> Result<(u16, Option<Negotiated>), SipError> {
         let ct = Header::ContentType("application/sdp".into());
-        match self.dialog.reinvite(Some(vec![ct]), Some(sdp.into_bytes())).await.map_err(stack)? {
+        let offer = sdp::offer(local).into_bytes();
+        match self.dialog.reinvite(Some(vec![ct]), Some(offer)).await.map_err(stack)? {
             Some(r) => {
-                Ok((r.status_code.code(), (!r.body.is_empty()).then(|| String::from_utf8_lossy(&r.body).into())))
+                let status = r.status_code.code();
+                if !(200..300).contains(&status) {
+                    return Ok((status, None));
+                }
+                if let Ok(mut l) = self.local.lock() {
+                    *l = local.clone();
+                }
+                let answer = String::from_utf8_lossy(&r.body);
+                Ok((status, sdp::accept_answer(&answer, local).ok()))
             }
             None => Err(SipError::Stack("the call is not answered".into())),
         }
