@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: demo test deps build lint bench amd-corpus clean
+.PHONY: demo test deps build lint bench sip-bench amd-corpus clean
 
 ## Run the main job: AMD over the sample calls in samples/, with a table and a score.
 demo: deps
@@ -28,6 +28,10 @@ lint: deps
 ## criterion benches (numbers go to docs/benchmarks.md).
 bench: deps
 	$(CARGO) bench -p waihu-benches
+
+## SIP throughput: waihu dial against a SIPp UAS (CALLS, CPS, HOLD as environment variables).
+sip-bench: deps
+	./scripts/sip-bench.sh
 
 ## Score AMD on a labelled corpus with the reference scorer: make amd-corpus CORPUS=dir
 CORPUS ?= ../shared/corpus/dev

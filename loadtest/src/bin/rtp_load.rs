@@ -44,6 +44,11 @@ struct Args {
     /// in the shard (p50/p99/max, from a send time stamped in the payload).
     #[arg(long)]
     bridged: bool,
+    /// A mix: this many bridges (2 legs each, relayed as with --bridged) among --streams
+    /// legs; the other legs are plain streams with AMD, as when most lines are dialling
+    /// and a few are talking to agents.
+    #[arg(long, default_value_t = 0)]
+    bridges: usize,
     /// Send Opus (PT 111, 24 kbit/s, encoded from the same recording) instead of PCMU.
     #[arg(long)]
     opus: bool,
@@ -171,7 +176,11 @@ fn main() -> Result<()> {
     } else {
         ulaw.chunks_exact(160).map(<[u8]>::to_vec).collect()
     };
-    if a.opus && (a.baseline.is_some() || a.bridged) {
+    let pairs = if a.bridged { a.streams / 2 } else { a.bridges };
+    if 2 * pairs > a.streams {
+        bail!("--bridges {} needs {} legs; --streams is {}", a.bridges, 2 * a.bridges, a.streams);
+    }
+    if a.opus && (a.baseline.is_some() || pairs > 0) {
         bail!("--opus works with the engine alone (not with --baseline or --bridged)");
     }
     match a.baseline.as_deref() {
@@ -217,7 +226,8 @@ fn engine(a: &Args, frames: &[Vec<u8>]) -> Result<()> {
     };
     let shard = Shard::spawn(0, cfg)?;
     let mut targets: Vec<SocketAddr> = Vec::with_capacity(a.streams);
-    let sink = if a.bridged { Some(UdpSocket::bind("127.0.0.1:0")?) } else { None };
+    let pairs = if a.bridged { a.streams / 2 } else { a.bridges };
+    let sink = if pairs > 0 { Some(UdpSocket::bind("127.0.0.1:0")?) } else { None };
     for call in 0..a.streams as u64 {
         let payloads = if a.opus {
             PayloadMap { pcmu: None, pcma: None, opus: Some(111), telephone_event: Some(101) }
@@ -231,14 +241,15 @@ fn engine(a: &Args, frames: &[Vec<u8>]) -> Result<()> {
         match &sink {
             // Even legs face the generator (symmetric: it learns the source), odd legs
             // face the sink; each pair is bridged.
-            Some(sink) if call % 2 == 1 => {
+            Some(sink) if call % 2 == 1 && (call as usize) < 2 * pairs => {
                 shard.send(Command::SetRemote { call, remote: sink.local_addr()?, symmetric: false })?;
                 shard.send(Command::Bridge { a: call - 1, b: call })?;
             }
-            Some(_) => {
+            Some(_) if (call as usize) < 2 * pairs => {
                 shard.send(Command::SetRemote { call, remote: "127.0.0.1:9".parse()?, symmetric: true })?;
                 targets.push(local);
             }
+            Some(_) => targets.push(local),
             None => targets.push(local),
         }
     }
@@ -273,7 +284,7 @@ fn engine(a: &Args, frames: &[Vec<u8>]) -> Result<()> {
             }
         })
     });
-    let load = generator(frames, targets, a.bridged, a.opus, a.slices)?;
+    let load = generator(frames, targets, pairs > 0, a.opus, a.slices)?;
     let restart = Duration::from_secs(a.amd_restart_secs);
     let mut next_restart = Instant::now() + restart;
     let (wall, cpu, window) = measure(&load, "waihu-media-0", a.seconds, || {
@@ -315,7 +326,7 @@ fn engine(a: &Args, frames: &[Vec<u8>]) -> Result<()> {
     println!("packets sent {sent}, received {received}, lost (RTP seq gaps) {lost}, not received {} ({:.3}%), malformed {malformed}",
         sent.saturating_sub(received), 100.0 * sent.saturating_sub(received) as f64 / sent.max(1) as f64);
     println!("generator ticks that ran late: {late}");
-    if a.bridged {
+    if pairs > 0 {
         let mut v = latencies.lock().map(|l| l.clone()).unwrap_or_default();
         v.sort_unstable();
         let q = |p: f64| v.get(((v.len().max(1) - 1) as f64 * p) as usize).copied().unwrap_or(0);
