@@ -154,6 +154,7 @@ fn print_progress(p: Progress) {
         Progress::MessageEnd { at_ms: Some(t) } => eprintln!("waihu: machine message ended at media time {t} ms"),
         Progress::MessageEnd { at_ms: None } => eprintln!("waihu: stopped listening for the end of the message"),
         Progress::Dtmf { digit } => eprintln!("waihu: DTMF {digit}"),
+        Progress::EarlySit { media_ms } => eprintln!("waihu: SIT tones in early media at {media_ms} ms: cancelling"),
         Progress::Hold { status } => eprintln!("waihu: hold (re-INVITE a=sendonly) -> {status}"),
         Progress::Resume { status } => eprintln!("waihu: resume (re-INVITE a=sendrecv) -> {status}"),
         Progress::Transfer { to, status } => eprintln!("waihu: REFER to {to} -> {status}"),

@@ -72,18 +72,54 @@ impl Default for CallOptions {
 /// Progress of one call, as it happens.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Progress {
-    Inviting { call_id: String, sdp_port: u16 },
-    Ringing { status: u16, early_media: bool },
-    Answered { after_ms: u64 },
-    Amd { answered_by: &'static str, cause: String, media_ms: u64, after_answer_ms: u64 },
-    Beep { hz: u32, start_ms: u64, end_ms: u64 },
-    MessageEnd { at_ms: Option<u64> },
-    Dtmf { digit: char },
-    Hold { status: u16 },
-    Resume { status: u16 },
-    Transfer { to: String, status: u16 },
-    ReferDeclined { target: String },
-    HangingUp { reason: &'static str },
+    Inviting {
+        call_id: String,
+        sdp_port: u16,
+    },
+    Ringing {
+        status: u16,
+        early_media: bool,
+    },
+    Answered {
+        after_ms: u64,
+    },
+    Amd {
+        answered_by: &'static str,
+        cause: String,
+        media_ms: u64,
+        after_answer_ms: u64,
+    },
+    Beep {
+        hz: u32,
+        start_ms: u64,
+        end_ms: u64,
+    },
+    MessageEnd {
+        at_ms: Option<u64>,
+    },
+    Dtmf {
+        digit: char,
+    },
+    /// Special information tones in early media (the attempt is cancelled).
+    EarlySit {
+        media_ms: u64,
+    },
+    Hold {
+        status: u16,
+    },
+    Resume {
+        status: u16,
+    },
+    Transfer {
+        to: String,
+        status: u16,
+    },
+    ReferDeclined {
+        target: String,
+    },
+    HangingUp {
+        reason: &'static str,
+    },
 }
 
 /// The call detail record, as printed and stored.
@@ -102,6 +138,9 @@ pub struct CallDetail {
     /// Media time of the beep's end, from the first RTP packet of the call.
     pub beep_end_media_ms: Option<u64>,
     pub early_media: bool,
+    /// SIT tones heard in early media (disposition "intercept" unless the network's final
+    /// response came first).
+    pub early_sit: bool,
     pub started_unix_ms: u64,
     /// INVITE to the first 18x.
     pub ring_ms: Option<u64>,
@@ -257,6 +296,11 @@ impl Dialer {
                     Output::Media(n) => {
                         shard.send(Command::SetPayloads { call, payloads: payloads_of(&n) })?;
                         shard.send(Command::SetRemote { call, remote: n.remote, symmetric: true })?;
+                        if d.answered_at.is_none() && !d.early_analysis {
+                            // Early media: listen for SIT tones before the answer.
+                            d.early_analysis = true;
+                            shard.send(Command::StartAmd { call, params: opts.amd_params })?;
+                        }
                     }
                     Output::StartAmd => {
                         let params = AmdParams { ..opts.amd_params };
@@ -305,6 +349,9 @@ impl Dialer {
                                 progress(Progress::Answered { after_ms: ms(now - started) });
                             }
                             fsm.handle_input(Input::Final { status, sdp }, now);
+                            if d.early_analysis && !opts.amd && (200..300).contains(&status) {
+                                shard.send(Command::StopAmd { call })?;
+                            }
                             if fsm.is_done() { continue; }
                         }
                         Some(SipEvent::Bye) => fsm.handle_input(Input::Bye, now),
@@ -333,7 +380,10 @@ impl Dialer {
                 }
                 ev = media_events.recv() => {
                     if let Some(ev) = ev {
-                        d.on_media(ev, opts, &mut fsm, &mut progress);
+                        if d.on_media(ev, opts, &mut fsm, &mut progress) {
+                            // An early-media verdict other than SIT: keep listening.
+                            shard.send(Command::StartAmd { call, params: opts.amd_params })?;
+                        }
                     }
                 }
                 _ = tokio::time::sleep_until(deadline.into()) => {
@@ -369,6 +419,7 @@ impl Dialer {
             beep_hz: d.beep_hz,
             beep_end_media_ms: d.beep_end_ms,
             early_media: d.early_media,
+            early_sit: record.early_sit,
             started_unix_ms,
             ring_ms: record.ringing.map(|t| ms(t - started)),
             answer_ms: record.answered.map(|t| ms(t - started)),
@@ -494,6 +545,8 @@ struct Detail {
     refer_declined: Option<String>,
     remote_reoffers: u32,
     held: bool,
+    early_analysis: bool,
+    early_sit: bool,
 }
 
 /// Mid-call steps the options ask for, in time order after the answer.
@@ -539,8 +592,23 @@ impl Detail {
         fsm.handle_input(Input::Hangup, Instant::now());
     }
 
-    fn on_media(&mut self, ev: Event, opts: &CallOptions, fsm: &mut Call, progress: &mut impl FnMut(Progress)) {
+    /// Handles one media event; returns true when early-media analysis should restart.
+    fn on_media(&mut self, ev: Event, opts: &CallOptions, fsm: &mut Call, progress: &mut impl FnMut(Progress)) -> bool {
         let now = Instant::now();
+        if self.answered_at.is_none() {
+            // Before the answer only SIT tones matter; ringback and announcements are no
+            // verdict on who will answer.
+            if let Event::Media { event: SessionEvent::Amd(AmdEvent::Decided(dec)), .. } = ev {
+                if dec.verdict == Verdict::Sit {
+                    self.early_sit = true;
+                    progress(Progress::EarlySit { media_ms: dec.at.as_ms() });
+                    fsm.handle_input(Input::Amd(AnsweredBy::Sit), now);
+                    return false;
+                }
+                return true;
+            }
+            return false;
+        }
         match ev {
             Event::Media { event: SessionEvent::Amd(AmdEvent::Decided(dec)), .. } => {
                 let by = match dec.verdict {
@@ -565,7 +633,7 @@ impl Detail {
                 if fsm.is_done() {
                     self.hung_up = true;
                     self.hangup_reason = Some("amd");
-                    return;
+                    return false;
                 }
                 let hang = match (opts.hangup_on, by) {
                     (HangupOn::Any, _) => true,
@@ -597,6 +665,7 @@ impl Detail {
             }
             _ => {}
         }
+        false
     }
 }
 

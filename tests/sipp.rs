@@ -49,6 +49,20 @@ fn ringback() -> Vec<u8> {
         .collect()
 }
 
+/// Special information tones (913.8 Hz 274 ms, 1370.6 Hz 274 ms, 1776.7 Hz 380 ms), then 2 s
+/// of silence where the announcement would be.
+fn sit_tones() -> Vec<u8> {
+    let tone = |hz: f64, ms: usize| {
+        (0..ms * 8).map(move |i| (7000.0 * (2.0 * std::f64::consts::PI * hz * i as f64 / 8000.0).sin()) as i16)
+    };
+    tone(913.8, 274)
+        .chain(tone(1370.6, 274))
+        .chain(tone(1776.7, 380))
+        .chain(std::iter::repeat_n(0, 16_000))
+        .map(waihu_engine::codec::g711::ulaw_encode)
+        .collect()
+}
+
 struct FarEnd {
     child: Child,
     port: u16,
@@ -72,6 +86,7 @@ impl FarEnd {
         std::fs::copy(sipp_dir().join(scenario), dir.join(scenario)).expect("scenario");
         std::fs::write(dir.join("answer.ulaw"), answer.unwrap_or(&[0xff; 8000])).expect("audio");
         std::fs::write(dir.join("ringback.ulaw"), ringback()).expect("ringback");
+        std::fs::write(dir.join("sit.ulaw"), sit_tones()).expect("sit");
         let (port, media) = (free_udp_port(), free_udp_port());
         let log = std::fs::File::create(dir.join("sipp.out")).expect("log");
         let child = Command::new("sipp")
@@ -411,4 +426,19 @@ fn hold_resume_and_transfer_with_re_invite_and_refer() {
     assert_eq!(field(&r, "refer_status"), 202, "{r}\n{log}");
     assert_eq!(field(&r, "hangup_reason"), "transferred", "{r}");
     assert!(sipp_ok, "SIPp judged the mid-call exchange bad:\n{sipp_log}");
+}
+
+#[test]
+fn sit_tones_in_early_media_end_the_attempt_as_an_intercept() {
+    let far = FarEnd::start("uas_sit.xml", None);
+    let (r, log) = waihu_call(&far.target(), &["--amd"]);
+    let (sipp_ok, sipp_log) = far.finish();
+    assert_eq!(
+        (field(&r, "disposition"), field(&r, "early_sit")),
+        (&Value::from("intercept"), &Value::from(true)),
+        "{r}\n{log}"
+    );
+    assert_eq!(field(&r, "final_status"), 487, "{r}");
+    assert!(field(&r, "answered_by").is_null(), "nobody answered: {r}");
+    assert!(sipp_ok, "SIPp expected a CANCEL, then our ACK for the 487:\n{sipp_log}");
 }

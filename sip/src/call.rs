@@ -86,15 +86,27 @@ pub struct CallRecord {
     pub remote_hangup: bool,
     /// SDP we could not use (the call was still ended cleanly).
     pub sdp_error: Option<SdpError>,
+    /// SIT tones were heard in early media.
+    pub early_sit: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Inviting,
     Ringing,
-    Cancelling { ring_timeout: bool },
+    Cancelling { why: CancelWhy },
     Answered,
     Done,
+}
+
+/// Why we sent CANCEL: it decides what the 487 means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CancelWhy {
+    /// The control plane stopped the attempt.
+    Local,
+    RingTimeout,
+    /// SIT tones in early media.
+    Intercept,
 }
 
 /// Which timer `poll_timeout` is for.
@@ -116,6 +128,7 @@ pub struct Call {
     answered_by: Option<AnsweredBy>,
     media_started: bool,
     sdp_error: Option<SdpError>,
+    early_sit: bool,
 }
 
 impl Call {
@@ -134,6 +147,7 @@ impl Call {
             answered_by: None,
             media_started: false,
             sdp_error: None,
+            early_sit: false,
         }
     }
 
@@ -183,6 +197,7 @@ impl Call {
             ended: now,
             remote_hangup,
             sdp_error: self.sdp_error.clone(),
+            early_sit: self.early_sit,
         }));
     }
 
@@ -219,12 +234,25 @@ impl Call {
             (State::Inviting | State::Ringing, Input::Final { status, .. }) => {
                 self.finish(Disposition::from_final_response(status, false), Some(status), false, now);
             }
-            (State::Cancelling { ring_timeout }, Input::Final { status, .. }) => {
-                self.finish(Disposition::from_final_response(status, ring_timeout), Some(status), false, now);
+            (State::Cancelling { why }, Input::Final { status, .. }) => {
+                let d = match (why, status) {
+                    (CancelWhy::Intercept, 487) => Disposition::Intercept,
+                    _ => Disposition::from_final_response(status, why == CancelWhy::RingTimeout),
+                };
+                self.finish(d, Some(status), false, now);
             }
+            // Early media carried special information tones: the number will not answer.
+            (State::Inviting | State::Ringing, Input::Amd(AnsweredBy::Sit)) => {
+                self.early_sit = true;
+                self.out.push_back(Output::SendCancel);
+                self.state = State::Cancelling { why: CancelWhy::Intercept };
+            }
+            // Anything else analysed before the answer (ringback, announcements) is not a
+            // verdict on who answered.
+            (State::Inviting | State::Ringing, Input::Amd(_)) => {}
             (State::Inviting | State::Ringing, Input::Hangup) => {
                 self.out.push_back(Output::SendCancel);
-                self.state = State::Cancelling { ring_timeout: false };
+                self.state = State::Cancelling { why: CancelWhy::Local };
             }
             (State::Answered, Input::Amd(by)) => {
                 self.answered_by.get_or_insert(by);
@@ -253,11 +281,14 @@ impl Call {
         match self.poll_timeout() {
             Some((at, CallTimer::Ring)) if now >= at && self.state == State::Ringing => {
                 self.out.push_back(Output::SendCancel);
-                self.state = State::Cancelling { ring_timeout: true };
+                self.state = State::Cancelling { why: CancelWhy::RingTimeout };
             }
             Some((at, CallTimer::Invite)) if now >= at => {
-                let ring_timeout = matches!(self.state, State::Cancelling { ring_timeout: true });
-                let d = if ring_timeout { Disposition::NoAnswer } else { Disposition::from_final_response(408, false) };
+                let d = match self.state {
+                    State::Cancelling { why: CancelWhy::RingTimeout } => Disposition::NoAnswer,
+                    State::Cancelling { why: CancelWhy::Intercept } => Disposition::Intercept,
+                    _ => Disposition::from_final_response(408, false),
+                };
                 self.finish(d, None, false, now);
             }
             _ => {}
@@ -373,6 +404,30 @@ mod tests {
         let out = drain(&mut c);
         assert_eq!(out[..2], [Output::SendAck, Output::SendBye]);
         assert_eq!(record(&out).disposition, Disposition::Cancelled);
+    }
+
+    #[test]
+    fn sit_tones_in_early_media_cancel_the_attempt_as_an_intercept() {
+        let t0 = origin();
+        let mut c = Call::new(CallConfig::default(), local(), t0);
+        drain(&mut c);
+        c.handle_input(Input::Provisional { status: 183, sdp: Some(ANSWER.into()) }, t0);
+        assert!(matches!(drain(&mut c)[..], [Output::Media(_)]));
+        c.handle_input(Input::Amd(AnsweredBy::Machine), t0);
+        assert!(drain(&mut c).is_empty(), "ringback or an announcement is no verdict before the answer");
+        c.handle_input(Input::Amd(AnsweredBy::Sit), t0 + Duration::from_secs(2));
+        assert_eq!(drain(&mut c), vec![Output::SendCancel]);
+        c.handle_input(Input::Final { status: 487, sdp: None }, t0 + Duration::from_secs(2));
+        let r = record(&drain(&mut c));
+        assert_eq!((r.disposition, r.early_sit, r.answered), (Disposition::Intercept, true, None));
+
+        // The network's own final response wins when it comes first.
+        let mut c = Call::new(CallConfig::default(), local(), t0);
+        drain(&mut c);
+        c.handle_input(Input::Amd(AnsweredBy::Sit), t0);
+        drain(&mut c);
+        c.handle_input(Input::Final { status: 404, sdp: None }, t0);
+        assert_eq!(record(&drain(&mut c)).disposition, Disposition::InvalidNumber);
     }
 
     #[test]

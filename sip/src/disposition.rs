@@ -18,6 +18,9 @@ pub enum Disposition {
     Congestion,
     /// 487 Request Terminated after our CANCEL (operator or campaign stop).
     Cancelled,
+    /// Special information tones (vacant number, intercept, no circuit) in early media: we
+    /// cancelled rather than wait for the network to give up.
+    Intercept,
     /// Any other final failure response.
     Failed { status: u16 },
     /// Answered; what AMD said and what happened next is recorded by the call.
@@ -61,6 +64,7 @@ impl fmt::Display for Disposition {
             Disposition::Rejected => f.write_str("rejected"),
             Disposition::Congestion => f.write_str("congestion"),
             Disposition::Cancelled => f.write_str("cancelled"),
+            Disposition::Intercept => f.write_str("intercept"),
             Disposition::Failed { status } => write!(f, "failed_{status}"),
             Disposition::Answered => f.write_str("answered"),
         }
