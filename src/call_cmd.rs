@@ -30,8 +30,8 @@ pub struct CallArgs {
     #[arg(long)]
     pub wait_for_beep: bool,
     /// Hang up an answered call after this many seconds.
-    #[arg(long, default_value_t = 60)]
-    pub max_duration: u64,
+    #[arg(long, default_value_t = 60.0)]
+    pub max_duration: f64,
     /// Put the answered call on hold this many seconds after the answer (re-INVITE
     /// a=sendonly, music to the far end), then resume after --hold-for.
     #[arg(long)]
@@ -115,7 +115,7 @@ pub fn run(a: CallArgs) -> Result<ExitCode> {
         amd: a.amd,
         hangup_on: a.hangup_on,
         wait_for_beep: a.wait_for_beep,
-        max_duration: Duration::from_secs(a.max_duration),
+        max_duration: secs("max-duration", a.max_duration)?,
         ..CallOptions::default()
     };
     let media = ShardConfig { bind_ip: a.rtp_ip, ports: port_range(&a.rtp_ports)?, ..ShardConfig::default() };

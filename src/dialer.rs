@@ -167,6 +167,8 @@ pub struct CallDetail {
     pub refer_declined: Option<String>,
     /// re-INVITEs/UPDATEs from the far end we answered.
     pub remote_reoffers: u32,
+    /// Session-timer refreshes we sent and had accepted (RFC 4028, refresher=uac).
+    pub session_refreshes: u32,
 }
 
 /// One SIP agent and one media plane, shared by every call placed through them.
@@ -317,6 +319,17 @@ impl Dialer {
                     d.hangup(&mut fsm, &mut progress, "max_duration");
                     continue;
                 }
+                if let (Some(c), Some((secs, every, at))) = (&sip, d.refresh) {
+                    if Instant::now() >= at {
+                        let ok = matches!(c.refresh_session(&media_now, secs).await, Ok(200..=299));
+                        d.session_refreshes += u32::from(ok);
+                        d.refresh = Some((secs, every, at + every));
+                        if !ok {
+                            d.hangup(&mut fsm, &mut progress, "session_refresh_failed");
+                        }
+                        continue;
+                    }
+                }
                 if let (Some(c), Some(step)) = (&sip, d.midcall_due(opts, ans, Instant::now())) {
                     self.midcall(step, c, shard, call, &mut media_now, opts, &mut d, &mut fsm, &mut progress).await?;
                     continue;
@@ -326,6 +339,7 @@ impl Dialer {
                 fsm.poll_timeout().map(|(t, _)| t),
                 d.answered_at.filter(|_| !d.hung_up).map(|a| a + opts.max_duration),
                 d.answered_at.filter(|_| !d.hung_up).and_then(|a| d.midcall_at(opts, a)),
+                d.refresh.filter(|_| !d.hung_up).map(|(_, _, at)| at),
             ]
             .into_iter()
             .flatten()
@@ -355,6 +369,13 @@ impl Dialer {
                             if fsm.is_done() { continue; }
                         }
                         Some(SipEvent::Bye) => fsm.handle_input(Input::Bye, now),
+                        Some(SipEvent::SessionTimer { secs, we_refresh }) => {
+                            if we_refresh {
+                                // Refresh at half the interval (RFC 4028 §10).
+                                let every = Duration::from_millis(u64::from(secs) * 500);
+                                d.refresh = Some((secs, every, now + every));
+                            }
+                        }
                         Some(SipEvent::Reoffer(n)) => {
                             d.remote_reoffers += 1;
                             shard.send(Command::SetPayloads { call, payloads: payloads_of(&n) })?;
@@ -438,6 +459,7 @@ impl Dialer {
             refer_status: d.refer_status,
             refer_declined: d.refer_declined,
             remote_reoffers: d.remote_reoffers,
+            session_refreshes: d.session_refreshes,
         })
     }
 }
@@ -545,6 +567,9 @@ struct Detail {
     refer_declined: Option<String>,
     remote_reoffers: u32,
     held: bool,
+    /// Session timer we refresh: (Session-Expires seconds, refresh period, next refresh).
+    refresh: Option<(u32, Duration, Instant)>,
+    session_refreshes: u32,
     early_analysis: bool,
     early_sit: bool,
 }

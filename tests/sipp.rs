@@ -442,3 +442,13 @@ fn sit_tones_in_early_media_end_the_attempt_as_an_intercept() {
     assert!(field(&r, "answered_by").is_null(), "nobody answered: {r}");
     assert!(sipp_ok, "SIPp expected a CANCEL, then our ACK for the 487:\n{sipp_log}");
 }
+
+#[test]
+fn we_refresh_the_session_when_the_answer_makes_us_the_refresher() {
+    let far = FarEnd::start("uas_session_timer.xml", Some(&answer_audio("call_04.wav")));
+    let (r, log) = waihu_call(&far.target(), &["--max-duration", "2.5"]);
+    let (sipp_ok, sipp_log) = far.finish();
+    assert_eq!(field(&r, "session_refreshes"), 2, "refreshes at 1 s and 2 s of a 2 s session: {r}\n{log}");
+    assert_eq!(field(&r, "hangup_reason"), "max_duration", "{r}");
+    assert!(sipp_ok, "SIPp expected two refreshes with Session-Expires, then BYE:\n{sipp_log}");
+}

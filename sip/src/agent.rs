@@ -69,6 +69,9 @@ pub enum SipEvent {
     /// The final response to our INVITE (after any 401/407 round, which the stack answers
     /// with our credentials).
     Final { status: u16, sdp: Option<String> },
+    /// The 2xx asked for session timers (RFC 4028). With `we_refresh` (refresher=uac) we
+    /// must send a refresh before `secs` run out, or the far end ends the call.
+    SessionTimer { secs: u32, we_refresh: bool },
     /// The far end hung up (BYE).
     Bye,
     /// The far end re-offered media in the dialog (re-INVITE or UPDATE: hold, a new
@@ -342,6 +345,14 @@ async fn follow(
                         let status = resp.status_code.code();
                         answered = (200..300).contains(&status);
                         let _ = events.send(SipEvent::Final { status, sdp: body(&resp.body) });
+                        if answered {
+                            let se = resp.headers.iter().find(|h| {
+                                h.name().eq_ignore_ascii_case("Session-Expires") || h.name().eq_ignore_ascii_case("x")
+                            });
+                            if let Some((secs, we_refresh)) = se.and_then(|h| session_expires(h.value())) {
+                                let _ = events.send(SipEvent::SessionTimer { secs, we_refresh });
+                            }
+                        }
                         if !answered {
                             break;
                         }
@@ -363,6 +374,15 @@ async fn follow(
         }
     }
     dialogs.remove_dialog(&dialog.id());
+}
+
+/// `Session-Expires: 1800;refresher=uac` → (1800, true). A missing refresher means the
+/// answerer (UAS) refreshes (RFC 4028 §7.2 leaves it to the UAS, which names itself).
+fn session_expires(v: &str) -> Option<(u32, bool)> {
+    let mut parts = v.split(';');
+    let secs: u32 = parts.next()?.trim().parse().ok()?;
+    let uac = parts.any(|p| p.trim().eq_ignore_ascii_case("refresher=uac"));
+    (secs > 0).then_some((secs, uac))
 }
 
 /// Requests that arrive for us: in-dialog ones (BYE from the callee, re-INVITE, REFER,
@@ -448,6 +468,21 @@ impl OutboundCall {
         }
     }
 
+    /// Session refresh (RFC 4028, we are the refresher): a re-INVITE with our current media
+    /// and the Session-Expires we were given. Returns the final status.
+    pub async fn refresh_session(&self, local: &LocalMedia, secs: u32) -> Result<u16, SipError> {
+        let headers = vec![
+            Header::ContentType("application/sdp".into()),
+            Header::Other("Session-Expires".into(), format!("{secs};refresher=uac")),
+            Header::Other("Supported".into(), "timer".into()),
+        ];
+        let offer = sdp::offer(local).into_bytes();
+        match self.dialog.reinvite(Some(headers), Some(offer)).await.map_err(stack)? {
+            Some(r) => Ok(r.status_code.code()),
+            None => Err(SipError::Stack("the call is not answered".into())),
+        }
+    }
+
     /// Blind transfer: REFER the far end to `target`. Returns the REFER's final status
     /// (202 when accepted).
     pub async fn refer(&self, target: &str) -> Result<u16, SipError> {
@@ -462,5 +497,19 @@ impl OutboundCall {
 impl Drop for OutboundCall {
     fn drop(&mut self) {
         self.dialogs.remove_dialog(&self.dialog.id());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::session_expires;
+
+    #[test]
+    fn session_expires_values() {
+        assert_eq!(session_expires("1800;refresher=uac"), Some((1800, true)));
+        assert_eq!(session_expires("90; refresher=UAS"), Some((90, false)));
+        assert_eq!(session_expires("600"), Some((600, false)));
+        assert_eq!(session_expires("0;refresher=uac"), None);
+        assert_eq!(session_expires("soon"), None);
     }
 }
