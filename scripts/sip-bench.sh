@@ -4,12 +4,12 @@
 # only. Prints waihu's report (calls/s, failures, setup latency, peak concurrent answered
 # calls with media and AMD, CPU, RSS), SIPp's CPU and RSS, and SIPp's own statistics
 # (its -trace_stat CSV is kept in target/sip-bench/).
-#   scripts/sip-bench.sh                 # 30,000 calls at 500/s, each held 4 s: ~2,000 live
+#   scripts/sip-bench.sh                 # 31,200 calls at 520/s, each held 4 s: ~2,100 live
 #   CALLS=5000 CPS=250 HOLD=8 scripts/sip-bench.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CALLS=${CALLS:-30000}
-CPS=${CPS:-500}
+CALLS=${CALLS:-31200}
+CPS=${CPS:-520}
 HOLD=${HOLD:-4}
 PORT=${PORT:-25100}
 MPORT=${MPORT:-26300}
