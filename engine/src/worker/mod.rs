@@ -402,11 +402,18 @@ async fn run(cfg: ShardConfig, commands: flume::Receiver<Command>, events: flume
     let ticker = glommio::spawn_local(tick(cfg.clone(), sessions.clone(), events.clone()));
     let pacer = glommio::spawn_local(pace(cfg.clone(), sessions.clone(), events.clone()));
     let receiver = glommio::spawn_local(receive(poller.clone(), sessions.clone(), events.clone()));
+    let mut handled: u32 = 0;
     while let Ok(cmd) = commands.recv_async().await {
         if let Command::Shutdown = cmd {
             break;
         }
         handle(&cfg, &mut pool, &poller, &sessions, &events, cmd);
+        // A burst of commands (thousands of StartAmd at once) must not hold up the media:
+        // let the receive and pacer tasks run every few commands.
+        handled = handled.wrapping_add(1);
+        if handled % 32 == 0 {
+            glommio::executor().yield_now().await;
+        }
     }
     drop(ticker);
     drop(pacer);
