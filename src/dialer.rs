@@ -296,8 +296,7 @@ impl Dialer {
                         }
                     }
                     Output::Media(n) => {
-                        shard.send(Command::SetPayloads { call, payloads: payloads_of(&n) })?;
-                        shard.send(Command::SetRemote { call, remote: n.remote, symmetric: true })?;
+                        follow_media(shard, call, &n)?;
                         if d.answered_at.is_none() && !d.early_analysis {
                             // Early media: listen for SIT tones before the answer.
                             d.early_analysis = true;
@@ -305,8 +304,7 @@ impl Dialer {
                         }
                     }
                     Output::StartAmd => {
-                        let params = AmdParams { ..opts.amd_params };
-                        shard.send(Command::StartAmd { call, params })?;
+                        shard.send(Command::StartAmd { call, params: opts.amd_params })?;
                     }
                     Output::Finished(r) => finished = Some(r),
                 }
@@ -378,8 +376,7 @@ impl Dialer {
                         }
                         Some(SipEvent::Reoffer(n)) => {
                             d.remote_reoffers += 1;
-                            shard.send(Command::SetPayloads { call, payloads: payloads_of(&n) })?;
-                            shard.send(Command::SetRemote { call, remote: n.remote, symmetric: true })?;
+                            follow_media(shard, call, &n)?;
                         }
                         Some(SipEvent::ReferDeclined { target }) => {
                             progress(Progress::ReferDeclined { target: target.clone() });
@@ -490,7 +487,7 @@ impl Dialer {
                         if (200..300).contains(&status) {
                             *media = next;
                             if let Some(n) = negotiated {
-                                shard.send(Command::SetRemote { call, remote: n.remote, symmetric: true })?;
+                                follow_media(shard, call, &n)?;
                             }
                         }
                         status
@@ -571,7 +568,6 @@ struct Detail {
     refresh: Option<(u32, Duration, Instant)>,
     session_refreshes: u32,
     early_analysis: bool,
-    early_sit: bool,
 }
 
 /// Mid-call steps the options ask for, in time order after the answer.
@@ -625,7 +621,6 @@ impl Detail {
             // verdict on who will answer.
             if let Event::Media { event: SessionEvent::Amd(AmdEvent::Decided(dec)), .. } = ev {
                 if dec.verdict == Verdict::Sit {
-                    self.early_sit = true;
                     progress(Progress::EarlySit { media_ms: dec.at.as_ms() });
                     fsm.handle_input(Input::Amd(AnsweredBy::Sit), now);
                     return false;
@@ -696,6 +691,14 @@ impl Detail {
 
 fn ms(d: Duration) -> u64 {
     d.as_millis() as u64
+}
+
+/// Points the shard's session at what an offer/answer settled: payload types, then the far
+/// end's address (symmetric RTP: the first packet's source wins, for NAT).
+fn follow_media(shard: &waihu_engine::worker::Shard, call: CallId, n: &Negotiated) -> Result<()> {
+    shard.send(Command::SetPayloads { call, payloads: payloads_of(n) })?;
+    shard.send(Command::SetRemote { call, remote: n.remote, symmetric: true })?;
+    Ok(())
 }
 
 fn payloads_of(n: &Negotiated) -> PayloadMap {
