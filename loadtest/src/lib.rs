@@ -207,3 +207,20 @@ impl MmsgSender {
         done
     }
 }
+
+/// Pins the calling thread to every core but `avoid` (the receiver's), so the generator
+/// and the sink never take the receiver's core from it. A no-op on a one-core machine.
+pub fn avoid_core(avoid: usize) {
+    // SAFETY: plain libc calls on a zeroed cpu_set_t owned by this frame.
+    unsafe {
+        let n = libc::sysconf(libc::_SC_NPROCESSORS_ONLN).max(1) as usize;
+        if n < 2 {
+            return;
+        }
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for c in (0..n).filter(|&c| c != avoid) {
+            libc::CPU_SET(c, &mut set);
+        }
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}

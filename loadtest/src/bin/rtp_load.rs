@@ -71,12 +71,20 @@ struct Load {
 
 /// One socket; every stream gets one 172-byte PCMU packet per 20 ms tick, on an absolute
 /// schedule, sent with sendmmsg (64 datagrams per call).
-fn generator(frames: &[Vec<u8>], targets: Vec<SocketAddr>, stamp: bool, opus: bool, slices: u32) -> Result<Load> {
+fn generator(
+    frames: &[Vec<u8>],
+    targets: Vec<SocketAddr>,
+    stamp: bool,
+    opus: bool,
+    slices: u32,
+    avoid: usize,
+) -> Result<Load> {
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
     let late_ticks = Arc::new(AtomicU64::new(0));
     let (st, se, lt, frames) = (stop.clone(), sent.clone(), late_ticks.clone(), frames.to_vec());
     let thread = std::thread::Builder::new().name("rtp-load-gen".into()).spawn(move || -> Result<()> {
+        waihu_loadtest::avoid_core(avoid);
         let sock = UdpSocket::bind("127.0.0.1:0")?;
         let mut out = waihu_loadtest::MmsgSender::new();
         let (pt, ts_step) = if opus { (111u8, 960u64) } else { (0u8, 160u64) };
@@ -88,7 +96,14 @@ fn generator(frames: &[Vec<u8>], targets: Vec<SocketAddr>, stamp: bool, opus: bo
             // Streams are spread over the 20 ms in ten slices, as independent calls are,
             // rather than all sent in one burst.
             let slice = targets.len().div_ceil(slices as usize).max(1);
+            let mut behind = false;
             for (i, t) in targets.iter().enumerate() {
+                if i % slice == 0 {
+                    // Packets of a slice that starts more than 1 ms after its time are part
+                    // of a catch-up burst; they are marked so the sink can tell them apart.
+                    let at = next + period * (i / slice) as u32 / slices;
+                    behind = Instant::now().saturating_duration_since(at) > Duration::from_millis(1);
+                }
                 if i > 0 && i % slice == 0 {
                     out.flush(&sock);
                     se.store(out.sent, Ordering::Relaxed);
@@ -106,6 +121,7 @@ fn generator(frames: &[Vec<u8>], targets: Vec<SocketAddr>, stamp: bool, opus: bo
                 pkt.extend_from_slice(f);
                 if stamp {
                     pkt[12..20].copy_from_slice(&realtime_ns().to_be_bytes());
+                    pkt[20] = u8::from(behind);
                 }
             }
             out.flush(&sock);
@@ -200,7 +216,7 @@ fn run_baseline(a: &Args, kind: &str, frames: &[Vec<u8>]) -> Result<()> {
     if targets.len() < a.streams {
         bail!("only {} of {} sockets opened", targets.len(), a.streams);
     }
-    let load = generator(frames, targets, false, false, a.slices)?;
+    let load = generator(frames, targets, false, false, a.slices, a.cpu)?;
     let (wall, cpu, window) = measure(&load, "baseline-rx", a.seconds, || Ok(()))?;
     let (sent, late) = finish(load)?;
     stop.store(true, Ordering::Relaxed);
@@ -258,7 +274,9 @@ fn engine(a: &Args, frames: &[Vec<u8>]) -> Result<()> {
     let sink_stop = Arc::new(AtomicBool::new(false));
     let sink_thread = sink.map(|sock| {
         let (lat, stop) = (latencies.clone(), sink_stop.clone());
+        let avoid = a.cpu;
         std::thread::spawn(move || {
+            waihu_loadtest::avoid_core(avoid);
             // The kernel stamps each datagram as it reaches the sink's socket, so this
             // thread's own scheduling delay (it shares a core with the generator) does not
             // count against the shard. The sink drains its socket every millisecond instead
@@ -274,7 +292,9 @@ fn engine(a: &Args, frames: &[Vec<u8>]) -> Result<()> {
                     if n >= 20 && !waihu_engine::rtcp::is_rtcp(&buf[..n]) {
                         let sent = u64::from_be_bytes(buf[12..20].try_into().unwrap_or([0; 8]));
                         let now = if stamped { at.unwrap_or_else(realtime_ns) } else { realtime_ns() };
-                        v.push((now.saturating_sub(sent) / 1000) as u32);
+                        let us = (now.saturating_sub(sent) / 1000) as u32;
+                        // The top bit marks a packet the generator sent late (catch-up).
+                        v.push(if n > 20 && buf[20] == 1 { us | 1 << 31 } else { us });
                     }
                 }
                 std::thread::sleep(Duration::from_millis(1));
@@ -284,7 +304,7 @@ fn engine(a: &Args, frames: &[Vec<u8>]) -> Result<()> {
             }
         })
     });
-    let load = generator(frames, targets, pairs > 0, a.opus, a.slices)?;
+    let load = generator(frames, targets, pairs > 0, a.opus, a.slices, a.cpu)?;
     let restart = Duration::from_secs(a.amd_restart_secs);
     let mut next_restart = Instant::now() + restart;
     let (wall, cpu, window) = measure(&load, "waihu-media-0", a.seconds, || {
@@ -327,13 +347,22 @@ fn engine(a: &Args, frames: &[Vec<u8>]) -> Result<()> {
         sent.saturating_sub(received), 100.0 * sent.saturating_sub(received) as f64 / sent.max(1) as f64);
     println!("generator ticks that ran late: {late}");
     if pairs > 0 {
-        let mut v = latencies.lock().map(|l| l.clone()).unwrap_or_default();
-        v.sort_unstable();
-        let q = |p: f64| v.get(((v.len().max(1) - 1) as f64 * p) as usize).copied().unwrap_or(0);
-        println!(
-            "bridged: {} packets relayed; generator->shard->sink latency min {} us, p50 {} us, p99 {} us, max {} us; added jitter (p99 - p50) {} us",
-            v.len(), q(0.0), q(0.5), q(0.99), q(1.0), q(0.99).saturating_sub(q(0.5))
-        );
+        let raw = latencies.lock().map(|l| l.clone()).unwrap_or_default();
+        let report = |what: &str, mut v: Vec<u32>| {
+            v.sort_unstable();
+            let q = |p: f64| v.get(((v.len().max(1) - 1) as f64 * p) as usize).copied().unwrap_or(0);
+            println!(
+                "{what}: {} packets relayed; generator->shard->sink latency min {} us, p50 {} us, p99 {} us, max {} us; added jitter (p99 - p50) {} us",
+                v.len(), q(0.0), q(0.5), q(0.99), q(1.0), q(0.99).saturating_sub(q(0.5))
+            );
+        };
+        let on_time: Vec<u32> = raw.iter().filter(|&&x| x & 1 << 31 == 0).copied().collect();
+        let late = raw.len() - on_time.len();
+        report("bridged", raw.iter().map(|&x| x & !(1 << 31)).collect());
+        if late > 0 {
+            println!("  of which {late} were sent late by the generator (a slice more than 1 ms behind its time)");
+            report("bridged, sent on time", on_time);
+        }
     }
     println!(
         "RSS: {:.1} MiB before sessions, {:.1} MiB after {} sessions => {:.1} KiB per session",
