@@ -50,7 +50,7 @@ pub struct CallArgs {
     /// Our SIP address (UDP; TCP too with --tcp).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub sip_bind: SocketAddr,
-    /// Listen for SIP over TCP as well.
+    /// Listen for SIP over TCP as well (on by itself when the trunk's transport is tcp).
     #[arg(long)]
     pub tcp: bool,
     /// Address for RTP.
@@ -119,7 +119,8 @@ pub fn run(a: CallArgs) -> Result<ExitCode> {
         ..CallOptions::default()
     };
     let media = ShardConfig { bind_ip: a.rtp_ip, ports: port_range(&a.rtp_ports)?, ..ShardConfig::default() };
-    let sip = AgentConfig { bind: a.sip_bind, tcp: a.tcp, ..AgentConfig::default() };
+    let tcp = a.tcp || trunk.transport == waihu_sip::trunk::Transport::Tcp;
+    let sip = AgentConfig { bind: a.sip_bind, tcp, ..AgentConfig::default() };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let detail = rt.block_on(async {
         let dialer = Dialer::start(sip, media, 1).await?;

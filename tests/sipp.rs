@@ -360,10 +360,8 @@ fn malformed_sip_at_our_port_neither_crashes_nor_sticks_the_call() {
 fn a_call_over_tcp() {
     let far = FarEnd::start_with("uas_answer.xml", Some(&answer_audio("call_04.wav")), &["-m", "1", "-t", "t1"]);
     let trunk = trunk_file("tcp", far.port, "transport = \"tcp\"\n");
-    let (r, log) = waihu_call(
-        &far.target(),
-        &["--trunk", trunk.to_str().unwrap_or_default(), "--tcp", "--amd", "--hangup-on", "any"],
-    );
+    let (r, log) =
+        waihu_call(&far.target(), &["--trunk", trunk.to_str().unwrap_or_default(), "--amd", "--hangup-on", "any"]);
     let (sipp_ok, sipp_log) = far.finish();
     assert_eq!(
         (field(&r, "disposition"), field(&r, "answered_by")),
