@@ -235,10 +235,9 @@ impl Dialer {
         let (tx, mut media_events) = mpsc::unbounded_channel();
         self.routes.lock().map_err(|_| anyhow!("route table poisoned"))?.insert(call, tx);
         let _route = RouteGuard { routes: self.routes.clone(), call };
-        let (reply_tx, reply_rx) = flume::bounded(1);
-        shard.send(Command::Allocate { call, payloads: PayloadMap::default(), reply: reply_tx })?;
+        let reply = shard.begin_allocate(call, PayloadMap::default()).map_err(|e| anyhow!("{e}"))?;
         let local_rtp: SocketAddr =
-            reply_rx.recv_async().await.map_err(|_| anyhow!("media shard gone"))?.map_err(|e| anyhow!("{e}"))?;
+            reply.recv_async().await.map_err(|_| anyhow!("media shard gone"))?.map_err(|e| anyhow!("{e}"))?;
         let mut media_guard = MediaGuard { plane: self.plane.clone(), shard: shard_index, call, armed: true };
         let local = LocalMedia {
             address: local_rtp,

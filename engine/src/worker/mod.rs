@@ -26,7 +26,7 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The control plane's name for a call leg.
@@ -86,10 +86,15 @@ pub enum WorkerError {
 /// What the control plane asks of a shard.
 #[derive(Debug)]
 pub enum Command {
-    /// Open a session; the reply carries the local RTP address for the SDP.
+    /// Open a session on a socket the control side has already bound (socket creation
+    /// can take milliseconds in the kernel; it must not stall the shard's media). Made by
+    /// [`Shard::allocate`] and [`Shard::begin_allocate`]. The reply carries the local RTP
+    /// address for the SDP.
     Allocate {
         call: CallId,
         payloads: PayloadMap,
+        socket: UdpSocket,
+        port: u16,
         reply: flume::Sender<Result<SocketAddr, WorkerError>>,
     },
     /// The far end's address from its SDP. With `symmetric`, the source of the first
@@ -282,6 +287,11 @@ pub struct Shard {
     pub commands: flume::Sender<Command>,
     pub events: flume::Receiver<Event>,
     join: Option<glommio::ExecutorJoinHandle<()>>,
+    /// The shard's ports: taken here when a socket is bound, given back by the shard when
+    /// the session closes.
+    pool: Arc<Mutex<PortPool>>,
+    bind_ip: IpAddr,
+    recv_buffer: usize,
 }
 
 impl Shard {
@@ -300,19 +310,40 @@ impl Shard {
     ) -> Result<Shard, WorkerError> {
         let (cmd_tx, cmd_rx) = flume::unbounded();
         let placement = cfg.cpu.map_or(Placement::Unbound, Placement::Fixed);
+        let pool = Arc::new(Mutex::new(PortPool::new(cfg.ports.clone())));
+        let (bind_ip, recv_buffer) = (cfg.bind_ip, cfg.recv_buffer);
+        let shard_pool = pool.clone();
         let join = LocalExecutorBuilder::new(placement)
             .name(&format!("waihu-media-{index}"))
             .io_memory(cfg.io_memory)
-            .spawn(move || run(cfg, cmd_rx, ev_tx))
+            .spawn(move || run(cfg, shard_pool, cmd_rx, ev_tx))
             .map_err(|e| WorkerError::Io(e.to_string()))?;
-        Ok(Shard { commands: cmd_tx, events: ev_rx, join: Some(join) })
+        Ok(Shard { commands: cmd_tx, events: ev_rx, join: Some(join), pool, bind_ip, recv_buffer })
     }
 
     /// Allocates a session and waits for its local address.
     pub fn allocate(&self, call: CallId, payloads: PayloadMap) -> Result<SocketAddr, WorkerError> {
+        self.begin_allocate(call, payloads)?.recv().map_err(|_| WorkerError::ShardGone)?
+    }
+
+    /// Binds the session's socket on the calling thread and hands it to the shard; the
+    /// returned channel brings the local address (await it with `recv_async`).
+    pub fn begin_allocate(
+        &self,
+        call: CallId,
+        payloads: PayloadMap,
+    ) -> Result<flume::Receiver<Result<SocketAddr, WorkerError>>, WorkerError> {
+        let (socket, port) = bind(self.bind_ip, self.recv_buffer, &self.pool)?;
         let (tx, rx) = flume::bounded(1);
-        self.commands.send(Command::Allocate { call, payloads, reply: tx }).map_err(|_| WorkerError::ShardGone)?;
-        rx.recv().map_err(|_| WorkerError::ShardGone)?
+        if let Err(flume::SendError(cmd)) =
+            self.commands.send(Command::Allocate { call, payloads, socket, port, reply: tx })
+        {
+            if let Command::Allocate { port, .. } = cmd {
+                release(&self.pool, port);
+            }
+            return Err(WorkerError::ShardGone);
+        }
+        Ok(rx)
     }
 
     pub fn send(&self, cmd: Command) -> Result<(), WorkerError> {
@@ -389,9 +420,13 @@ impl Drop for Shard {
     }
 }
 
-async fn run(cfg: ShardConfig, commands: flume::Receiver<Command>, events: flume::Sender<Event>) {
+async fn run(
+    cfg: ShardConfig,
+    pool: Arc<Mutex<PortPool>>,
+    commands: flume::Receiver<Command>,
+    events: flume::Sender<Event>,
+) {
     let sessions: Sessions = Rc::new(RefCell::new(HashMap::new()));
-    let mut pool = PortPool::new(cfg.ports.clone());
     let poller = match Poller::new() {
         Ok(p) => Rc::new(RefCell::new(p)),
         Err(e) => {
@@ -407,7 +442,7 @@ async fn run(cfg: ShardConfig, commands: flume::Receiver<Command>, events: flume
         if let Command::Shutdown = cmd {
             break;
         }
-        handle(&cfg, &mut pool, &poller, &sessions, &events, cmd);
+        handle(&cfg, &pool, &poller, &sessions, &events, cmd);
         // A burst of commands (thousands of StartAmd at once) must not hold up the media:
         // let the receive and pacer tasks run every few commands.
         handled = handled.wrapping_add(1);
@@ -423,7 +458,7 @@ async fn run(cfg: ShardConfig, commands: flume::Receiver<Command>, events: flume
 
 fn handle(
     cfg: &ShardConfig,
-    pool: &mut PortPool,
+    pool: &Mutex<PortPool>,
     poller: &RefCell<Poller>,
     sessions: &Sessions,
     events: &flume::Sender<Event>,
@@ -433,8 +468,12 @@ fn handle(
         let _ = events.send(Event::Error { call, error: e.to_string() });
     };
     let r = match cmd {
-        Command::Allocate { call, payloads, reply } => {
-            let _ = reply.send(allocate(cfg, pool, &poller.borrow(), sessions, call, payloads));
+        Command::Allocate { call, payloads, socket, port, reply } => {
+            let r = allocate(cfg, &poller.borrow(), sessions, call, payloads, socket, port);
+            if r.is_err() {
+                release(pool, port);
+            }
+            let _ = reply.send(r);
             Ok(())
         }
         Command::SetRemote { call, remote, symmetric } => with_session(sessions, call, |s| {
@@ -515,7 +554,7 @@ fn handle(
                     if let Some(r) = st.recording.take() {
                         let _ = events.send(Event::Recording { call, wav: r.into_wav() });
                     }
-                    pool.release(s.port);
+                    release(pool, s.port);
                     let _ = events.send(Event::Closed { call, stats: st.media.stats() });
                     Ok(())
                 }
@@ -584,24 +623,22 @@ fn unbridge(sessions: &Sessions, call: CallId) {
     }
 }
 
+/// Registers a bound socket as session `call`. On error the caller gives the port back.
 fn allocate(
     cfg: &ShardConfig,
-    pool: &mut PortPool,
     poller: &Poller,
     sessions: &Sessions,
     call: CallId,
     payloads: PayloadMap,
+    socket: UdpSocket,
+    port: u16,
 ) -> Result<SocketAddr, WorkerError> {
     if sessions.borrow().contains_key(&call) {
         return Err(WorkerError::Exists(call));
     }
     let media = MediaSession::new(payloads).map_err(|e| WorkerError::Session(e.to_string()))?;
-    let (socket, port) = bind(cfg, pool)?;
     let local = socket.local_addr().map_err(|e| WorkerError::Io(e.to_string()))?;
-    if let Err(e) = poller.add(socket.as_raw_fd(), call) {
-        pool.release(port);
-        return Err(WorkerError::Io(e.to_string()));
-    }
+    poller.add(socket.as_raw_fd(), call).map_err(|e| WorkerError::Io(e.to_string()))?;
     let state = Rc::new(RefCell::new(SessionState {
         media,
         sender: None,
@@ -621,21 +658,32 @@ fn allocate(
     Ok(local)
 }
 
-/// Binds the next free port of the pool, with an explicit receive buffer.
-fn bind(cfg: &ShardConfig, pool: &mut PortPool) -> Result<(UdpSocket, u16), WorkerError> {
-    let domain = if cfg.bind_ip.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
-    for _ in 0..pool.len() {
-        let Some(port) = pool.take() else { break };
-        let sock = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))
-            .map_err(|e| WorkerError::Io(e.to_string()))?;
-        let _ = sock.set_recv_buffer_size(cfg.recv_buffer);
-        if sock.bind(&SocketAddr::new(cfg.bind_ip, port).into()).is_ok() {
-            let udp: UdpSocket = sock.into();
-            udp.set_nonblocking(true).map_err(|e| WorkerError::Io(e.to_string()))?;
-            return Ok((udp, port));
+fn release(pool: &Mutex<PortPool>, port: u16) {
+    if let Ok(mut p) = pool.lock() {
+        p.release(port);
+    }
+}
+
+/// Binds the next free port of the pool, with an explicit receive buffer. Runs on the
+/// control side, not on the shard.
+fn bind(ip: IpAddr, recv_buffer: usize, pool: &Mutex<PortPool>) -> Result<(UdpSocket, u16), WorkerError> {
+    let domain = if ip.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
+    let tries = pool.lock().map(|p| p.len()).unwrap_or(0);
+    for _ in 0..tries {
+        let Some(port) = pool.lock().ok().and_then(|mut p| p.take()) else { break };
+        let sock = match socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP)) {
+            Ok(s) => s,
+            Err(e) => {
+                release(pool, port);
+                return Err(WorkerError::Io(e.to_string()));
+            }
+        };
+        let _ = sock.set_recv_buffer_size(recv_buffer);
+        if sock.bind(&SocketAddr::new(ip, port).into()).is_ok() && sock.set_nonblocking(true).is_ok() {
+            return Ok((sock.into(), port));
         }
         // In use by someone else: try it again later.
-        pool.release(port);
+        release(pool, port);
     }
     Err(WorkerError::NoPorts)
 }
