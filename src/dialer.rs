@@ -235,7 +235,15 @@ impl Dialer {
         let (tx, mut media_events) = mpsc::unbounded_channel();
         self.routes.lock().map_err(|_| anyhow!("route table poisoned"))?.insert(call, tx);
         let _route = RouteGuard { routes: self.routes.clone(), call };
-        let reply = shard.begin_allocate(call, PayloadMap::default()).map_err(|e| anyhow!("{e}"))?;
+        // Binding a socket can block for milliseconds in the kernel: not on a runtime worker
+        // that also carries SIP (it delayed responses enough to cost calls at 500 cps).
+        let plane = self.plane.clone();
+        let reply = tokio::task::spawn_blocking(move || {
+            plane.shard(shard_index).map(|s| s.begin_allocate(call, PayloadMap::default()))
+        })
+        .await?
+        .ok_or_else(|| anyhow!("no media shard"))?
+        .map_err(|e| anyhow!("{e}"))?;
         let local_rtp: SocketAddr =
             reply.recv_async().await.map_err(|_| anyhow!("media shard gone"))?.map_err(|e| anyhow!("{e}"))?;
         let mut media_guard = MediaGuard { plane: self.plane.clone(), shard: shard_index, call, armed: true };
