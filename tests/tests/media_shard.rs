@@ -430,3 +430,43 @@ fn a_two_shard_media_plane_splits_ports_and_reports_on_one_channel() {
     }
     plane.shutdown();
 }
+
+#[test]
+fn shared_port_mode_tells_sessions_apart_by_source_and_ssrc() {
+    let port = 38_000 + (std::process::id() % 1000) as u16 * 2;
+    let cfg = ShardConfig { shared_port: Some(port), ..ShardConfig::default() };
+    let sh = Shard::spawn(0, cfg).expect("shard");
+    let (a, b) = (UdpSocket::bind("127.0.0.1:0").expect("a"), UdpSocket::bind("127.0.0.1:0").expect("b"));
+    let la = sh.allocate(1, PayloadMap::default()).expect("allocate 1");
+    let lb = sh.allocate(2, PayloadMap::default()).expect("allocate 2");
+    assert_eq!((la.port(), lb.port()), (port, port), "both sessions on the one port");
+    for (call, s) in [(1, &a), (2, &b)] {
+        sh.send(Command::SetRemote { call, remote: s.local_addr().expect("addr"), symmetric: false }).expect("remote");
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let ulaw = sample_ulaw("call_02.wav");
+    let (pa, pb) = (packets(&ulaw, 100, 0), waihu_tests::g711_packets(&ulaw, 0, 9000, 0, 0xb0b));
+    let stranger = UdpSocket::bind("127.0.0.1:0").expect("stranger");
+    for i in 0..40 {
+        a.send_to(&pa[i], la).expect("a");
+        b.send_to(&pb[i], lb).expect("b");
+        if i % 4 == 0 {
+            // Nobody expects this source: dropped, never counted against a session.
+            stranger.send_to(&pa[i], la).expect("stranger");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    for call in [1, 2] {
+        sh.send(Command::Close { call }).expect("close");
+    }
+    let mut got = std::collections::HashMap::new();
+    let end = Instant::now() + Duration::from_secs(5);
+    while got.len() < 2 && Instant::now() < end {
+        if let Ok(Event::Closed { call, stats }) = sh.events.recv_timeout(Duration::from_millis(100)) {
+            got.insert(call, (stats.packets, stats.duplicates, stats.malformed));
+        }
+    }
+    assert_eq!(got.get(&1), Some(&(40, 0, 0)), "{got:?}");
+    assert_eq!(got.get(&2), Some(&(40, 0, 0)), "{got:?}");
+}

@@ -9,6 +9,7 @@
 #![allow(clippy::disallowed_methods)]
 
 mod batch;
+mod demux;
 mod ports;
 
 use crate::amd::AmdParams;
@@ -50,6 +51,10 @@ pub struct ShardConfig {
     pub stats_interval: Option<Duration>,
     /// Receiver reports to each far end (RFC 3550 recommends about 5 s).
     pub rtcp_interval: Duration,
+    /// Shared-port mode: every session of the shard uses this one UDP port, and packets are
+    /// told apart by source address and SSRC. `None` (the default): one port per session,
+    /// as carriers expect.
+    pub shared_port: Option<u16>,
 }
 
 impl Default for ShardConfig {
@@ -63,6 +68,7 @@ impl Default for ShardConfig {
             media_timeout: Duration::from_secs(10),
             stats_interval: None,
             rtcp_interval: Duration::from_secs(5),
+            shared_port: None,
         }
     }
 }
@@ -93,7 +99,8 @@ pub enum Command {
     Allocate {
         call: CallId,
         payloads: PayloadMap,
-        socket: UdpSocket,
+        /// None in shared-port mode.
+        socket: Option<UdpSocket>,
         port: u16,
         reply: flume::Sender<Result<SocketAddr, WorkerError>>,
     },
@@ -292,6 +299,7 @@ pub struct Shard {
     pool: Arc<Mutex<PortPool>>,
     bind_ip: IpAddr,
     recv_buffer: usize,
+    shared: bool,
 }
 
 impl Shard {
@@ -311,14 +319,14 @@ impl Shard {
         let (cmd_tx, cmd_rx) = flume::unbounded();
         let placement = cfg.cpu.map_or(Placement::Unbound, Placement::Fixed);
         let pool = Arc::new(Mutex::new(PortPool::new(cfg.ports.clone())));
-        let (bind_ip, recv_buffer) = (cfg.bind_ip, cfg.recv_buffer);
+        let (bind_ip, recv_buffer, shared) = (cfg.bind_ip, cfg.recv_buffer, cfg.shared_port.is_some());
         let shard_pool = pool.clone();
         let join = LocalExecutorBuilder::new(placement)
             .name(&format!("waihu-media-{index}"))
             .io_memory(cfg.io_memory)
             .spawn(move || run(cfg, shard_pool, cmd_rx, ev_tx))
             .map_err(|e| WorkerError::Io(e.to_string()))?;
-        Ok(Shard { commands: cmd_tx, events: ev_rx, join: Some(join), pool, bind_ip, recv_buffer })
+        Ok(Shard { commands: cmd_tx, events: ev_rx, join: Some(join), pool, bind_ip, recv_buffer, shared })
     }
 
     /// Allocates a session and waits for its local address.
@@ -333,12 +341,17 @@ impl Shard {
         call: CallId,
         payloads: PayloadMap,
     ) -> Result<flume::Receiver<Result<SocketAddr, WorkerError>>, WorkerError> {
-        let (socket, port) = bind(self.bind_ip, self.recv_buffer, &self.pool)?;
+        let (socket, port) = if self.shared {
+            (None, 0)
+        } else {
+            let (s, p) = bind(self.bind_ip, self.recv_buffer, &self.pool)?;
+            (Some(s), p)
+        };
         let (tx, rx) = flume::bounded(1);
         if let Err(flume::SendError(cmd)) =
             self.commands.send(Command::Allocate { call, payloads, socket, port, reply: tx })
         {
-            if let Command::Allocate { port, .. } = cmd {
+            if let Command::Allocate { port, socket: Some(_), .. } = cmd {
                 release(&self.pool, port);
             }
             return Err(WorkerError::ShardGone);
@@ -434,15 +447,22 @@ async fn run(
             return;
         }
     };
+    let shared = match cfg.shared_port.map(|port| open_shared(&cfg, port, &poller.borrow())).transpose() {
+        Ok(s) => s.map(Rc::new),
+        Err(e) => {
+            let _ = events.send(Event::Error { call: 0, error: format!("shared port: {e}") });
+            return;
+        }
+    };
     let ticker = glommio::spawn_local(tick(cfg.clone(), sessions.clone(), events.clone()));
     let pacer = glommio::spawn_local(pace(cfg.clone(), sessions.clone(), events.clone()));
-    let receiver = glommio::spawn_local(receive(poller.clone(), sessions.clone(), events.clone()));
+    let receiver = glommio::spawn_local(receive(poller.clone(), sessions.clone(), events.clone(), shared.clone()));
     let mut handled: u32 = 0;
     while let Ok(cmd) = commands.recv_async().await {
         if let Command::Shutdown = cmd {
             break;
         }
-        handle(&cfg, &pool, &poller, &sessions, &events, cmd);
+        handle(&cfg, &pool, &poller, shared.as_deref(), &sessions, &events, cmd);
         // A burst of commands (thousands of StartAmd at once) must not hold up the media:
         // let the receive and pacer tasks run every few commands.
         handled = handled.wrapping_add(1);
@@ -460,6 +480,7 @@ fn handle(
     cfg: &ShardConfig,
     pool: &Mutex<PortPool>,
     poller: &RefCell<Poller>,
+    shared: Option<&SharedPort>,
     sessions: &Sessions,
     events: &flume::Sender<Event>,
     cmd: Command,
@@ -469,14 +490,24 @@ fn handle(
     };
     let r = match cmd {
         Command::Allocate { call, payloads, socket, port, reply } => {
-            let r = allocate(cfg, &poller.borrow(), sessions, call, payloads, socket, port);
-            if r.is_err() {
-                release(pool, port);
-            }
+            let r = match (socket, shared) {
+                (Some(socket), _) => {
+                    let r = allocate(cfg, Some(&poller.borrow()), sessions, call, payloads, Rc::new(socket), port);
+                    if r.is_err() {
+                        release(pool, port);
+                    }
+                    r
+                }
+                (None, Some(sp)) => allocate(cfg, None, sessions, call, payloads, sp.socket.clone(), 0),
+                (None, None) => Err(WorkerError::Io("no socket given and no shared port".into())),
+            };
             let _ = reply.send(r);
             Ok(())
         }
         Command::SetRemote { call, remote, symmetric } => with_session(sessions, call, |s| {
+            if let Some(sp) = shared {
+                sp.demux.borrow_mut().expect(call, remote, symmetric);
+            }
             s.remote = Some(remote);
             s.symmetric = symmetric;
             if s.sender.is_none() {
@@ -549,12 +580,17 @@ fn handle(
             let removed = sessions.borrow_mut().remove(&call);
             match removed {
                 Some(s) => {
-                    poller.borrow().remove(s.socket.as_raw_fd());
+                    match shared {
+                        Some(sp) if s.port == 0 => sp.demux.borrow_mut().forget(call),
+                        _ => poller.borrow().remove(s.socket.as_raw_fd()),
+                    }
                     let mut st = s.state.borrow_mut();
                     if let Some(r) = st.recording.take() {
                         let _ = events.send(Event::Recording { call, wav: r.into_wav() });
                     }
-                    release(pool, s.port);
+                    if s.port != 0 {
+                        release(pool, s.port);
+                    }
                     let _ = events.send(Event::Closed { call, stats: st.media.stats() });
                     Ok(())
                 }
@@ -624,13 +660,14 @@ fn unbridge(sessions: &Sessions, call: CallId) {
 }
 
 /// Registers a bound socket as session `call`. On error the caller gives the port back.
+/// `poller` is None for the shared socket, which is registered once for the whole shard.
 fn allocate(
     cfg: &ShardConfig,
-    poller: &Poller,
+    poller: Option<&Poller>,
     sessions: &Sessions,
     call: CallId,
     payloads: PayloadMap,
-    socket: UdpSocket,
+    socket: Rc<UdpSocket>,
     port: u16,
 ) -> Result<SocketAddr, WorkerError> {
     if sessions.borrow().contains_key(&call) {
@@ -638,7 +675,9 @@ fn allocate(
     }
     let media = MediaSession::new(payloads).map_err(|e| WorkerError::Session(e.to_string()))?;
     let local = socket.local_addr().map_err(|e| WorkerError::Io(e.to_string()))?;
-    poller.add(socket.as_raw_fd(), call).map_err(|e| WorkerError::Io(e.to_string()))?;
+    if let Some(poller) = poller {
+        poller.add(socket.as_raw_fd(), call).map_err(|e| WorkerError::Io(e.to_string()))?;
+    }
     let state = Rc::new(RefCell::new(SessionState {
         media,
         sender: None,
@@ -654,8 +693,29 @@ fn allocate(
         recording: None,
         next_rtcp: Instant::now() + rtcp_phase(cfg.rtcp_interval, call),
     }));
-    sessions.borrow_mut().insert(call, Session { state, socket: Rc::new(socket), port });
+    sessions.borrow_mut().insert(call, Session { state, socket, port });
     Ok(local)
+}
+
+/// Shared-port mode's one socket and its demultiplexer.
+struct SharedPort {
+    socket: Rc<UdpSocket>,
+    demux: RefCell<demux::Demux>,
+}
+
+/// Poller token of the shared socket (session tokens are call ids).
+const SHARED_TOKEN: u64 = u64::MAX;
+
+fn open_shared(cfg: &ShardConfig, port: u16, poller: &Poller) -> std::io::Result<SharedPort> {
+    let domain = if cfg.bind_ip.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
+    let sock = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    // Every stream of the shard arrives here: a deep buffer (capped by net.core.rmem_max).
+    let _ = sock.set_recv_buffer_size(cfg.recv_buffer.max(8 << 20));
+    sock.bind(&SocketAddr::new(cfg.bind_ip, port).into())?;
+    sock.set_nonblocking(true)?;
+    let socket: UdpSocket = sock.into();
+    poller.add(socket.as_raw_fd(), SHARED_TOKEN)?;
+    Ok(SharedPort { socket: Rc::new(socket), demux: RefCell::new(demux::Demux::default()) })
 }
 
 fn release(pool: &Mutex<PortPool>, port: u16) {
@@ -690,7 +750,12 @@ fn bind(ip: IpAddr, recv_buffer: usize, pool: &Mutex<PortPool>) -> Result<(UdpSo
 
 /// Drains every ready session socket with recvmmsg, then yields; sleeps 0.5 ms when
 /// nothing is ready (the added latency is well inside a 20 ms packet time).
-async fn receive(poller: Rc<RefCell<Poller>>, sessions: Sessions, events: flume::Sender<Event>) {
+async fn receive(
+    poller: Rc<RefCell<Poller>>,
+    sessions: Sessions,
+    events: flume::Sender<Event>,
+    shared: Option<Rc<SharedPort>>,
+) {
     let mut batch = Batch::new();
     // Packets for bridged peers, built while sessions are borrowed, sent after.
     let mut outgoing: Vec<Vec<u8>> = Vec::new();
@@ -708,6 +773,10 @@ async fn receive(poller: Rc<RefCell<Poller>>, sessions: Sessions, events: flume:
         }
         let audit = ShardCode::enter();
         for &call in &ready {
+            if let (SHARED_TOKEN, Some(sp)) = (call, shared.as_deref()) {
+                receive_shared(sp, &mut batch, &sessions, &events, &mut outgoing);
+                continue;
+            }
             let Some((state, socket)) = sessions.borrow().get(&call).map(|s| (s.state.clone(), s.socket.clone()))
             else {
                 continue;
@@ -727,6 +796,31 @@ async fn receive(poller: Rc<RefCell<Poller>>, sessions: Sessions, events: flume:
         }
         drop(audit);
         glommio::yield_if_needed().await;
+    }
+}
+
+/// Drains the shared socket, routing each datagram to its session by source and SSRC.
+/// Datagrams no session is waiting for are dropped.
+fn receive_shared(
+    sp: &SharedPort,
+    batch: &mut Batch,
+    sessions: &Sessions,
+    events: &flume::Sender<Event>,
+    outgoing: &mut Vec<Vec<u8>>,
+) {
+    loop {
+        let n = batch.recv(sp.socket.as_raw_fd());
+        let now = Instant::now();
+        for i in 0..n {
+            let (d, from) = batch.get(i);
+            let (Some(from), Some(ssrc)) = (from, demux::ssrc_of(d)) else { continue };
+            let Some(call) = sp.demux.borrow_mut().route(from, ssrc) else { continue };
+            let Some(state) = sessions.borrow().get(&call).map(|s| s.state.clone()) else { continue };
+            on_datagram(call, &state, sessions, events, d, from, now, outgoing);
+        }
+        if n < batch::BATCH {
+            break;
+        }
     }
 }
 

@@ -49,6 +49,9 @@ struct Args {
     /// and a few are talking to agents.
     #[arg(long, default_value_t = 0)]
     bridges: usize,
+    /// Shared-port mode: every session on this one UDP port, told apart by source and SSRC.
+    #[arg(long)]
+    shared_port: Option<u16>,
     /// Send Opus (PT 111, 24 kbit/s, encoded from the same recording) instead of PCMU.
     #[arg(long)]
     opus: bool,
@@ -238,6 +241,7 @@ fn engine(a: &Args, frames: &[Vec<u8>]) -> Result<()> {
         ports: 40_000..40_000 + 2 * a.streams as u16 + 200,
         recv_buffer: 256 << 10,
         media_timeout: Duration::from_secs(5),
+        shared_port: a.shared_port,
         ..ShardConfig::default()
     };
     let shard = Shard::spawn(0, cfg)?;
@@ -265,8 +269,13 @@ fn engine(a: &Args, frames: &[Vec<u8>]) -> Result<()> {
                 shard.send(Command::SetRemote { call, remote: "127.0.0.1:9".parse()?, symmetric: true })?;
                 targets.push(local);
             }
-            Some(_) => targets.push(local),
-            None => targets.push(local),
+            _ => {
+                if a.shared_port.is_some() {
+                    // Shared port: the session must say where its media comes from.
+                    shard.send(Command::SetRemote { call, remote: "127.0.0.1:9".parse()?, symmetric: true })?;
+                }
+                targets.push(local)
+            }
         }
     }
     let rss1 = rss_bytes().unwrap_or(0);
