@@ -433,7 +433,8 @@ fn a_two_shard_media_plane_splits_ports_and_reports_on_one_channel() {
 
 #[test]
 fn shared_port_mode_tells_sessions_apart_by_source_and_ssrc() {
-    let port = 38_000 + (std::process::id() % 1000) as u16 * 2;
+    // A port the kernel just handed out (ephemeral range: clear of the other tests' ranges).
+    let port = UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).expect("free port").port();
     let cfg = ShardConfig { shared_port: Some(port), ..ShardConfig::default() };
     let sh = Shard::spawn(0, cfg).expect("shard");
     let (a, b) = (UdpSocket::bind("127.0.0.1:0").expect("a"), UdpSocket::bind("127.0.0.1:0").expect("b"));
