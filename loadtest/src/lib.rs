@@ -37,15 +37,19 @@ pub fn rss_bytes() -> Option<u64> {
 
 /// Asks the kernel to stamp each datagram with its arrival time (SO_TIMESTAMPNS).
 pub fn enable_rx_timestamps(sock: &std::net::UdpSocket) -> std::io::Result<()> {
+    set_int_option(sock, libc::SO_TIMESTAMPNS, 1)
+}
+
+/// One integer SOL_SOCKET option.
+fn set_int_option(sock: &std::net::UdpSocket, option: libc::c_int, value: libc::c_int) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
-    let on: libc::c_int = 1;
     // SAFETY: a plain setsockopt on a socket we own, with a correctly sized int.
     let r = unsafe {
         libc::setsockopt(
             sock.as_raw_fd(),
             libc::SOL_SOCKET,
-            libc::SO_TIMESTAMPNS,
-            (&on as *const libc::c_int).cast(),
+            option,
+            (&value as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
@@ -89,22 +93,7 @@ pub fn recv_stamped(sock: &std::net::UdpSocket, buf: &mut [u8]) -> Option<(usize
 
 /// SO_RCVBUF for a socket (the kernel caps it at net.core.rmem_max).
 pub fn set_recv_buffer(sock: &std::net::UdpSocket, bytes: usize) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let v = bytes as libc::c_int;
-    // SAFETY: a plain setsockopt on a socket we own, with a correctly sized int.
-    let r = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&v as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    set_int_option(sock, libc::SO_RCVBUF, bytes.min(libc::c_int::MAX as usize) as libc::c_int)
 }
 
 /// Datagrams queued for one `sendmmsg` call: the generator sends a whole slice of streams

@@ -80,3 +80,30 @@ pub fn g711_packets(g711: &[u8], pt: u8, seq0: u16, ts0: u32, ssrc: u32) -> Vec<
         })
         .collect()
 }
+
+/// A global allocator that calls `on_alloc` before every allocation and reallocation, then
+/// forwards to the system allocator. Test binaries that prove a path allocates nothing
+/// install it with their own counter:
+/// `#[global_allocator] static GLOBAL: CountingAlloc = CountingAlloc { on_alloc: count };`
+#[derive(Debug)]
+pub struct CountingAlloc {
+    pub on_alloc: fn(),
+}
+
+// SAFETY: every call is forwarded unchanged to the system allocator.
+unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        (self.on_alloc)();
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        (self.on_alloc)();
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
+    }
+}

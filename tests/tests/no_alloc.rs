@@ -1,12 +1,10 @@
 //! The per-packet path (RTP parse -> G.711 decode -> VAD -> tones -> AMD) does not touch
 //! the heap in steady state. A counting global allocator proves it.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use waihu_engine::analyzer::{Analyzer, G711};
 use waihu_engine::AmdParams;
-
-struct Counting;
+use waihu_tests::CountingAlloc;
 
 thread_local! {
     /// Allocations made by this thread (other test-harness threads do not count).
@@ -17,25 +15,8 @@ fn count() {
     ALLOCS.with(|c| c.set(c.get() + 1));
 }
 
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: CountingAlloc = CountingAlloc { on_alloc: count };
 
 #[test]
 fn per_packet_path_allocates_nothing() {

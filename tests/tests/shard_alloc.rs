@@ -10,7 +10,6 @@
 //! thread does inside the window (send_to on pre-built packets, sleep) does not allocate.
 //! This file holds one test so nothing else runs in the process during the window.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::UdpSocket;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -18,8 +17,7 @@ use std::time::{Duration, Instant};
 use waihu_engine::session::PayloadMap;
 use waihu_engine::worker::{in_shard_code, Command, Event, Shard, ShardConfig};
 use waihu_engine::AmdParams;
-
-struct Counting;
+use waihu_tests::CountingAlloc;
 
 /// Allocations made by the shard's own code ([`in_shard_code`]).
 static ALLOCS: AtomicUsize = AtomicUsize::new(0);
@@ -33,25 +31,8 @@ fn count() {
     }
 }
 
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: CountingAlloc = CountingAlloc { on_alloc: count };
 
 const SESSIONS: u64 = 10;
 
