@@ -6,8 +6,10 @@
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::RawFd;
 
-/// Datagrams taken per `recvmmsg` call.
-pub(crate) const BATCH: usize = 16;
+/// Most datagrams taken per `recvmmsg` call (the shared socket of shared-port mode).
+pub(crate) const BATCH: usize = 64;
+/// Datagrams taken per call on a per-session socket (rarely more than one is waiting).
+pub(crate) const SESSION_BATCH: usize = 16;
 /// Largest datagram received (RTP audio is far smaller).
 pub(crate) const MAX_DATAGRAM: usize = 512;
 
@@ -88,9 +90,11 @@ impl Batch {
         }
     }
 
-    /// Receives up to [`BATCH`] datagrams from `fd` without blocking; returns how many.
-    pub(crate) fn recv(&mut self, fd: RawFd) -> usize {
-        for i in 0..BATCH {
+    /// Receives up to `max` (at most [`BATCH`]) datagrams from `fd` without blocking;
+    /// returns how many.
+    pub(crate) fn recv(&mut self, fd: RawFd, max: usize) -> usize {
+        let max = max.min(BATCH);
+        for i in 0..max {
             self.iovs[i] = libc::iovec { iov_base: self.bufs[i].as_mut_ptr().cast(), iov_len: MAX_DATAGRAM };
             let m = &mut self.msgs[i].msg_hdr;
             m.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
@@ -103,9 +107,8 @@ impl Batch {
             self.msgs[i].msg_len = 0;
         }
         // SAFETY: every message points at buffers owned by `self` that outlive the call.
-        let n = unsafe {
-            libc::recvmmsg(fd, self.msgs.as_mut_ptr(), BATCH as u32, libc::MSG_DONTWAIT, std::ptr::null_mut())
-        };
+        let n =
+            unsafe { libc::recvmmsg(fd, self.msgs.as_mut_ptr(), max as u32, libc::MSG_DONTWAIT, std::ptr::null_mut()) };
         n.max(0) as usize
     }
 
@@ -131,5 +134,86 @@ fn sockaddr(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
             Some(SocketAddr::V6(SocketAddrV6::new(ip, u16::from_be(a.sin6_port), a.sin6_flowinfo, a.sin6_scope_id)))
         }
         _ => None,
+    }
+}
+
+/// Datagrams to many destinations from one socket, sent with one `sendmmsg` (shared-port
+/// mode's relays). Buffers are reused; nothing allocates once they have grown.
+pub(crate) struct SendBatch {
+    bufs: Vec<Vec<u8>>,
+    addrs: Vec<libc::sockaddr_storage>,
+    lens: Vec<libc::socklen_t>,
+    iovs: Vec<libc::iovec>,
+    msgs: Vec<libc::mmsghdr>,
+    len: usize,
+}
+
+impl std::fmt::Debug for SendBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendBatch").field("len", &self.len).finish()
+    }
+}
+
+impl SendBatch {
+    pub(crate) fn new() -> Self {
+        SendBatch { bufs: Vec::new(), addrs: Vec::new(), lens: Vec::new(), iovs: Vec::new(), msgs: Vec::new(), len: 0 }
+    }
+
+    /// Queues a copy of `data` for `to`.
+    pub(crate) fn push(&mut self, data: &[u8], to: SocketAddr) {
+        if self.len == self.bufs.len() {
+            self.bufs.push(Vec::with_capacity(MAX_DATAGRAM));
+            // SAFETY: all-zero is a valid sockaddr_storage.
+            self.addrs.push(unsafe { std::mem::zeroed() });
+            self.lens.push(0);
+        }
+        let i = self.len;
+        self.len += 1;
+        self.bufs[i].clear();
+        self.bufs[i].extend_from_slice(data);
+        let sa: socket2::SockAddr = to.into();
+        // SAFETY: a SockAddr's storage is a sockaddr_storage of `len` valid bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                sa.as_ptr().cast::<u8>(),
+                (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast::<u8>(),
+                sa.len() as usize,
+            );
+        }
+        self.lens[i] = sa.len();
+    }
+
+    /// Sends everything queued from `fd` (non-blocking: a full buffer drops the rest, as
+    /// the network would) and empties the batch.
+    pub(crate) fn flush(&mut self, fd: RawFd) {
+        if self.len == 0 {
+            return;
+        }
+        self.iovs.clear();
+        self.msgs.clear();
+        for i in 0..self.len {
+            self.iovs.push(libc::iovec { iov_base: self.bufs[i].as_mut_ptr().cast(), iov_len: self.bufs[i].len() });
+        }
+        for i in 0..self.len {
+            // SAFETY: all-zero is a valid mmsghdr.
+            let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            m.msg_hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
+            m.msg_hdr.msg_namelen = self.lens[i];
+            m.msg_hdr.msg_iov = &mut self.iovs[i];
+            m.msg_hdr.msg_iovlen = 1;
+            self.msgs.push(m);
+        }
+        let mut done = 0;
+        while done < self.len {
+            // SAFETY: every message points at buffers owned by `self` that outlive the call.
+            let n = unsafe {
+                libc::sendmmsg(fd, self.msgs[done..].as_mut_ptr(), (self.len - done) as u32, libc::MSG_DONTWAIT)
+            };
+            if n <= 0 {
+                break;
+            }
+            done += n as usize;
+        }
+        self.len = 0;
     }
 }

@@ -701,6 +701,21 @@ fn allocate(
 struct SharedPort {
     socket: Rc<UdpSocket>,
     demux: RefCell<demux::Demux>,
+    relays: RefCell<batch::SendBatch>,
+}
+
+fn force_recv_buffer(sock: &socket2::Socket, bytes: usize) -> bool {
+    let v = bytes.min(i32::MAX as usize) as libc::c_int;
+    // SAFETY: a plain setsockopt on a socket we own, with a correctly sized int.
+    unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        ) == 0
+    }
 }
 
 /// Poller token of the shared socket (session tokens are call ids).
@@ -709,13 +724,21 @@ const SHARED_TOKEN: u64 = u64::MAX;
 fn open_shared(cfg: &ShardConfig, port: u16, poller: &Poller) -> std::io::Result<SharedPort> {
     let domain = if cfg.bind_ip.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
     let sock = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
-    // Every stream of the shard arrives here: a deep buffer (capped by net.core.rmem_max).
-    let _ = sock.set_recv_buffer_size(cfg.recv_buffer.max(8 << 20));
+    // Every stream of the shard arrives here: a deep buffer. SO_RCVBUFFORCE passes
+    // net.core.rmem_max when we may (CAP_NET_ADMIN); otherwise rmem_max caps it.
+    let want = cfg.recv_buffer.max(32 << 20);
+    if !force_recv_buffer(&sock, want) {
+        let _ = sock.set_recv_buffer_size(want);
+    }
     sock.bind(&SocketAddr::new(cfg.bind_ip, port).into())?;
     sock.set_nonblocking(true)?;
     let socket: UdpSocket = sock.into();
     poller.add(socket.as_raw_fd(), SHARED_TOKEN)?;
-    Ok(SharedPort { socket: Rc::new(socket), demux: RefCell::new(demux::Demux::default()) })
+    Ok(SharedPort {
+        socket: Rc::new(socket),
+        demux: RefCell::new(demux::Demux::default()),
+        relays: RefCell::new(batch::SendBatch::new()),
+    })
 }
 
 fn release(pool: &Mutex<PortPool>, port: u16) {
@@ -782,14 +805,14 @@ async fn receive(
                 continue;
             };
             loop {
-                let n = batch.recv(socket.as_raw_fd());
+                let n = batch.recv(socket.as_raw_fd(), batch::SESSION_BATCH);
                 let now = Instant::now();
                 for i in 0..n {
                     let (d, from) = batch.get(i);
                     let Some(from) = from else { continue };
-                    on_datagram(call, &state, &sessions, &events, d, from, now, &mut outgoing);
+                    on_datagram(call, &state, &sessions, &events, d, from, now, &mut outgoing, None);
                 }
-                if n < batch::BATCH {
+                if n < batch::SESSION_BATCH {
                     break;
                 }
             }
@@ -808,16 +831,19 @@ fn receive_shared(
     events: &flume::Sender<Event>,
     outgoing: &mut Vec<Vec<u8>>,
 ) {
+    let mut relays = sp.relays.borrow_mut();
     loop {
-        let n = batch.recv(sp.socket.as_raw_fd());
+        let n = batch.recv(sp.socket.as_raw_fd(), batch::BATCH);
         let now = Instant::now();
         for i in 0..n {
             let (d, from) = batch.get(i);
             let (Some(from), Some(ssrc)) = (from, demux::ssrc_of(d)) else { continue };
             let Some(call) = sp.demux.borrow_mut().route(from, ssrc) else { continue };
             let Some(state) = sessions.borrow().get(&call).map(|s| s.state.clone()) else { continue };
-            on_datagram(call, &state, sessions, events, d, from, now, outgoing);
+            on_datagram(call, &state, sessions, events, d, from, now, outgoing, Some(&mut relays));
         }
+        // Every relay of this batch leaves the shared socket in one sendmmsg.
+        relays.flush(sp.socket.as_raw_fd());
         if n < batch::BATCH {
             break;
         }
@@ -836,6 +862,7 @@ fn on_datagram(
     from: SocketAddr,
     now: Instant,
     outgoing: &mut Vec<Vec<u8>>,
+    relays: Option<&mut batch::SendBatch>,
 ) {
     let mut used = 0;
     let peer = {
@@ -892,9 +919,13 @@ fn on_datagram(
     if let Some((peer_state, peer_socket)) = peer {
         let remote = peer_state.borrow().remote;
         if let Some(remote) = remote {
-            for p in &outgoing[..used] {
+            match relays {
+                // Shared port: queued, and sent with the rest of the batch.
+                Some(r) => outgoing[..used].iter().for_each(|p| r.push(p, remote)),
                 // Non-blocking: a full send buffer drops the packet, as the network would.
-                let _ = peer_socket.send_to(p, remote);
+                None => outgoing[..used].iter().for_each(|p| {
+                    let _ = peer_socket.send_to(p, remote);
+                }),
             }
         }
     }
