@@ -32,6 +32,10 @@ struct Args {
     /// Restart AMD on every stream this often, so analysis never settles (worst case).
     #[arg(long, default_value_t = 3)]
     amd_restart_secs: u64,
+    /// Restart AMD on every stream in the same instant (a burst of N commands) instead of
+    /// spreading the restarts over the period.
+    #[arg(long)]
+    restart_all_at_once: bool,
     /// Receive only: no AMD (to see the IO shell's own cost).
     #[arg(long)]
     no_amd: bool,
@@ -316,12 +320,29 @@ fn engine(a: &Args, frames: &[Vec<u8>]) -> Result<()> {
     let load = generator(frames, targets, pairs > 0, a.opus, a.slices, a.cpu)?;
     let restart = Duration::from_secs(a.amd_restart_secs);
     let mut next_restart = Instant::now() + restart;
+    // measure() calls back every 100 ms: spread the restarts over the period, one slot of
+    // streams per call, as answered calls start AMD at their own moments.
+    let slots = (a.amd_restart_secs * 10).max(1);
+    let mut tick: u64 = 0;
     let (wall, cpu, window) = measure(&load, "waihu-media-0", a.seconds, || {
-        if !a.no_amd && a.amd_restart_secs > 0 && Instant::now() >= next_restart {
-            next_restart += restart;
-            for call in 0..a.streams as u64 {
+        // Drain the shard's events as a control plane would: an unread queue grows, and its
+        // reallocations (copies of megabytes) land on the shard thread.
+        while shard.events.try_recv().is_ok() {}
+        if a.no_amd || a.amd_restart_secs == 0 {
+            return Ok(());
+        }
+        if a.restart_all_at_once {
+            if Instant::now() >= next_restart {
+                next_restart += restart;
+                for call in 0..a.streams as u64 {
+                    shard.send(Command::StartAmd { call, params: AmdParams::default() })?;
+                }
+            }
+        } else {
+            for call in (0..a.streams as u64).filter(|c| c % slots == tick % slots) {
                 shard.send(Command::StartAmd { call, params: AmdParams::default() })?;
             }
+            tick += 1;
         }
         Ok(())
     })?;
