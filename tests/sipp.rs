@@ -136,26 +136,29 @@ fn wait(child: &mut Child, limit: Duration) -> Option<i32> {
 }
 
 /// Runs `waihu call TARGET ARGS...`; returns the call record and the progress lines.
+/// Runs `waihu ARGS...` to its end (bounded); returns its exit code, the JSON it printed
+/// last on stdout, and its stderr.
+fn run_waihu(args: &[&str], limit: Duration) -> (Option<i32>, Value, String) {
+    let mut child =
+        Command::new(WAIHU).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("waihu starts");
+    let code = wait(&mut child, limit);
+    let out = child.wait_with_output().expect("output");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let json: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("waihu {args:?} printed no JSON ({e})\nstdout: {stdout}\nstderr: {stderr}"));
+    (code, json, stderr)
+}
+
+/// Runs `waihu call TARGET ARGS...`; returns the call record and the progress lines.
 fn waihu_call(target: &str, args: &[&str]) -> (Value, String) {
     let base = 41_000
         + (std::process::id() % 300) as u16 * 20
         + (SEQ.fetch_add(1, Ordering::Relaxed) % 20) as u16 * 400 % 4000;
     let ports = format!("{base}-{}", base + 19);
-    let mut child = Command::new(WAIHU)
-        .args(["call", target, "--rtp-ports", &ports])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("waihu starts");
-    let code = wait(&mut child, Duration::from_secs(40));
-    let out = child.wait_with_output().expect("output");
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_eq!(code, Some(0), "waihu call failed or hung\nstdout: {stdout}\nstderr: {stderr}");
-    let line = stdout.lines().last().unwrap_or_default();
-    let record: Value =
-        serde_json::from_str(line).unwrap_or_else(|e| panic!("call record is not JSON ({e}): {stdout}"));
+    let all: Vec<&str> = ["call", target, "--rtp-ports", &ports].into_iter().chain(args.iter().copied()).collect();
+    let (code, record, stderr) = run_waihu(&all, Duration::from_secs(40));
+    assert_eq!(code, Some(0), "waihu call failed or hung: {record}\nstderr: {stderr}");
     (record, stderr)
 }
 
@@ -372,19 +375,8 @@ fn a_call_over_tcp() {
 }
 
 fn trunk_check(args: &[&str]) -> (Option<i32>, Value, String) {
-    let mut child = Command::new(WAIHU)
-        .arg("trunk-check")
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("waihu starts");
-    let code = wait(&mut child, Duration::from_secs(30));
-    let out = child.wait_with_output().expect("output");
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let r: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
-        .unwrap_or_else(|e| panic!("trunk-check printed no JSON ({e}): {stdout}"));
-    (code, r, String::from_utf8_lossy(&out.stderr).to_string())
+    let all: Vec<&str> = std::iter::once("trunk-check").chain(args.iter().copied()).collect();
+    run_waihu(&all, Duration::from_secs(30))
 }
 
 #[test]
