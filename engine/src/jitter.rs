@@ -26,6 +26,9 @@ pub enum Pushed {
     TooLate,
     /// A new SSRC: the stream restarted (the buffer was cleared first).
     NewStream,
+    /// From [`JitterBuffer::offer`]: due now with nothing held; not queued, the caller
+    /// plays it.
+    Direct,
 }
 
 /// What the buffer releases, in order.
@@ -97,6 +100,17 @@ impl JitterBuffer {
 
     /// Queues a parsed packet (header and its payload).
     pub fn push(&mut self, h: &RtpHeader, payload: &[u8]) -> Result<Pushed, JitterError> {
+        self.accept(h, payload, false)
+    }
+
+    /// Like [`Self::push`], except that the packet due next, arriving while nothing is
+    /// held, is not copied into a slot: it is counted as released and [`Pushed::Direct`]
+    /// tells the caller to play it from its own buffer now.
+    pub fn offer(&mut self, h: &RtpHeader, payload: &[u8]) -> Result<Pushed, JitterError> {
+        self.accept(h, payload, true)
+    }
+
+    fn accept(&mut self, h: &RtpHeader, payload: &[u8], direct: bool) -> Result<Pushed, JitterError> {
         if payload.len() > MAX_PAYLOAD {
             return Err(JitterError::PayloadTooLarge(payload.len()));
         }
@@ -119,18 +133,22 @@ impl JitterBuffer {
             self.slots = [EMPTY; SLOTS];
             self.next = Some(seq);
         }
+        let next = self.next.unwrap_or(seq);
+        if direct && outcome == Pushed::Queued && seq == next && self.highest.is_none_or(|hi| hi < next) {
+            self.next = Some(seq + 1);
+            self.highest = Some(seq);
+            return Ok(Pushed::Direct);
+        }
         let slot = &mut self.slots[(seq % SLOTS as u64) as usize];
         if slot.seq == Some(seq) {
             return Ok(Pushed::Duplicate);
         }
-        *slot = Slot {
-            seq: Some(seq),
-            timestamp: h.timestamp,
-            marker: h.marker,
-            payload_type: h.payload_type,
-            len: payload.len() as u16,
-            data: slot.data,
-        };
+        // Field by field: a struct literal would copy the whole 512-byte slot twice.
+        slot.seq = Some(seq);
+        slot.timestamp = h.timestamp;
+        slot.marker = h.marker;
+        slot.payload_type = h.payload_type;
+        slot.len = payload.len() as u16;
         slot.data[..payload.len()].copy_from_slice(payload);
         self.highest = Some(self.highest.map_or(seq, |hi| hi.max(seq)));
         Ok(outcome)
@@ -210,6 +228,25 @@ mod tests {
             got.extend(out(&mut jb));
         }
         assert_eq!(got, ["p10", "p11", "p12", "p13", "p14", "p15"]);
+    }
+
+    #[test]
+    fn offer_passes_in_order_packets_through_and_queues_the_rest() {
+        let mut jb = JitterBuffer::new(3);
+        let mut got = Vec::new();
+        for s in [10u16, 11, 13, 12, 14, 14, 16, 17, 18, 19, 20] {
+            match jb.offer(&hdr(s, 1), &[s as u8]).expect("offer") {
+                Pushed::Direct => got.push(format!("d{s}")),
+                Pushed::Duplicate => got.push(format!("dup{s}")),
+                _ => {}
+            }
+            got.extend(out(&mut jb));
+        }
+        // 13 waits for 12; once 12 is played from the buffer, 13 follows from its slot;
+        // 15 never comes and is given up when 18 arrives (depth 3), then 19 and 20 are
+        // direct again.
+        let want = ["d10", "d11", "p12", "p13", "d14", "dup14", "lost", "p16", "p17", "p18", "d19", "d20"];
+        assert_eq!(got, want);
     }
 
     #[test]

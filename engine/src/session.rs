@@ -272,95 +272,117 @@ impl MediaSession {
             return Err(SessionError::UnknownPayloadType(pt));
         }
         let payload = &d[range];
-        let pushed = self.jitter.push(&h, payload)?;
+        let pushed = self.jitter.offer(&h, payload)?;
         if pushed == Pushed::NewStream {
             self.stats = RtpStats::default();
             self.emit(SessionEvent::NewStream { ssrc: h.ssrc });
         }
         let dup = matches!(pushed, Pushed::Duplicate | Pushed::TooLate);
         self.stats.on_packet(h.sequence, h.timestamp, arrival, payload.len(), dup);
+        if pushed == Pushed::Direct {
+            // The usual case: next in order with nothing held, played straight from the
+            // datagram (no copy through a jitter slot).
+            self.play_frame(Some((pt, h.timestamp, payload)), sink)?;
+        }
         self.play_out(sink)
     }
 
+    /// Plays what the reorder buffer releases (packets that waited for a gap, and gaps
+    /// given up as lost).
     fn play_out(&mut self, sink: &mut dyn FnMut(Frame<'_>)) -> Result<(), SessionError> {
-        let p = self.payloads;
         loop {
-            let mut relay = [0u8; crate::jitter::MAX_PAYLOAD];
-            let (n, lost, pt, relay_len) = match self.jitter.pop() {
-                None => return Ok(()),
-                Some(Released::Lost { .. }) => (0, true, 0, 0),
-                Some(Released::Packet { payload_type, timestamp, payload, .. }) => {
-                    let pt = payload_type;
-                    relay[..payload.len()].copy_from_slice(payload);
-                    let relay_len = payload.len();
-                    let n = if Some(pt) == p.pcmu {
-                        g711::ulaw_decode_into(payload, &mut self.pcm)
-                    } else if Some(pt) == p.pcma {
-                        g711::alaw_decode_into(payload, &mut self.pcm)
-                    } else if Some(pt) == p.opus {
-                        match self.opus.as_mut() {
-                            Some(dec) => dec.decode(payload, &mut self.pcm)?,
-                            None => 0,
-                        }
-                    } else if Some(pt) == p.telephone_event {
-                        if let Ok(ev) = TelephoneEvent::parse(payload) {
-                            if self.last_event_ts != Some(timestamp) {
-                                self.last_event_ts = Some(timestamp);
-                                if let Some(digit) = ev.digit() {
-                                    let at = self.analyzer.as_ref().map_or(MediaTime::ZERO, |a| a.media_time());
-                                    self.emit(SessionEvent::Dtmf { digit, at });
-                                }
+            let Some(released) = self.jitter.pop() else { return Ok(()) };
+            let mut buf = [0u8; crate::jitter::MAX_PAYLOAD];
+            let packet = match released {
+                Released::Lost { .. } => None,
+                Released::Packet { payload_type, timestamp, payload, .. } => {
+                    buf[..payload.len()].copy_from_slice(payload);
+                    Some((payload_type, timestamp, payload.len()))
+                }
+            };
+            self.play_frame(packet.map(|(pt, ts, n)| (pt, ts, &buf[..n])), sink)?;
+        }
+    }
+
+    /// One frame in sequence: a packet (payload type, RTP timestamp, payload), or `None`
+    /// for a loss to conceal. Decodes it, hands it to `sink`, and runs DTMF and AMD on it.
+    fn play_frame(
+        &mut self,
+        packet: Option<(u8, u32, &[u8])>,
+        sink: &mut dyn FnMut(Frame<'_>),
+    ) -> Result<(), SessionError> {
+        let p = self.payloads;
+        let (n, lost, pt, payload): (usize, bool, u8, &[u8]) = match packet {
+            None => (0, true, 0, &[]),
+            Some((pt, timestamp, payload)) => {
+                let n = if Some(pt) == p.pcmu {
+                    g711::ulaw_decode_into(payload, &mut self.pcm)
+                } else if Some(pt) == p.pcma {
+                    g711::alaw_decode_into(payload, &mut self.pcm)
+                } else if Some(pt) == p.opus {
+                    match self.opus.as_mut() {
+                        Some(dec) => dec.decode(payload, &mut self.pcm)?,
+                        None => 0,
+                    }
+                } else if Some(pt) == p.telephone_event {
+                    if let Ok(ev) = TelephoneEvent::parse(payload) {
+                        if self.last_event_ts != Some(timestamp) {
+                            self.last_event_ts = Some(timestamp);
+                            if let Some(digit) = ev.digit() {
+                                let at = self.analyzer.as_ref().map_or(MediaTime::ZERO, |a| a.media_time());
+                                self.emit(SessionEvent::Dtmf { digit, at });
                             }
                         }
-                        continue;
-                    } else {
-                        0 // comfort noise
-                    };
-                    (n, false, pt, relay_len)
-                }
-            };
-            let samples = if lost {
-                // Conceal: keep the media clock running with silence (or Opus PLC).
-                let n = self.last_samples.min(self.pcm.len());
-                match (self.opus.as_mut(), p.pcmu.or(p.pcma)) {
-                    (Some(dec), None) => dec.conceal(&mut self.pcm[..n]).unwrap_or(0),
-                    _ => {
-                        self.pcm[..n].fill(0);
-                        n
                     }
-                }
-            } else {
-                if n > 0 {
-                    self.last_samples = n;
-                }
-                n
-            };
-            sink(Frame { payload_type: pt, payload: &relay[..relay_len], pcm: &self.pcm[..samples], lost });
-            if let Some((framer, det)) = self.dtmf.as_mut() {
-                let mut at = self.received;
-                let (events, ev_len) = (&mut self.events, &mut self.ev_len);
-                framer.push(&self.pcm[..samples], |frame| {
-                    if let Some(d) = det.push(at, frame) {
-                        if *ev_len < EVENTS {
-                            events[*ev_len] = Some(SessionEvent::Dtmf { digit: d.digit, at: d.at });
-                            *ev_len += 1;
-                        }
-                    }
-                    at = at.add_samples(crate::FRAME_SAMPLES as u64);
-                });
+                    return Ok(());
+                } else {
+                    0 // comfort noise
+                };
+                (n, false, pt, payload)
             }
-            self.received = self.received.add_samples(samples as u64);
-            if let Some(a) = self.analyzer.as_mut() {
-                a.push_pcm(&self.pcm[..samples]);
-                while let Some(e) = a.poll_event() {
-                    if self.ev_len == EVENTS {
-                        break;
-                    }
-                    self.events[self.ev_len] = Some(SessionEvent::Amd(e));
-                    self.ev_len += 1;
+        };
+        let samples = if lost {
+            // Conceal: keep the media clock running with silence (or Opus PLC).
+            let n = self.last_samples.min(self.pcm.len());
+            match (self.opus.as_mut(), p.pcmu.or(p.pcma)) {
+                (Some(dec), None) => dec.conceal(&mut self.pcm[..n]).unwrap_or(0),
+                _ => {
+                    self.pcm[..n].fill(0);
+                    n
                 }
+            }
+        } else {
+            if n > 0 {
+                self.last_samples = n;
+            }
+            n
+        };
+        sink(Frame { payload_type: pt, payload, pcm: &self.pcm[..samples], lost });
+        if let Some((framer, det)) = self.dtmf.as_mut() {
+            let mut at = self.received;
+            let (events, ev_len) = (&mut self.events, &mut self.ev_len);
+            framer.push(&self.pcm[..samples], |frame| {
+                if let Some(d) = det.push(at, frame) {
+                    if *ev_len < EVENTS {
+                        events[*ev_len] = Some(SessionEvent::Dtmf { digit: d.digit, at: d.at });
+                        *ev_len += 1;
+                    }
+                }
+                at = at.add_samples(crate::FRAME_SAMPLES as u64);
+            });
+        }
+        self.received = self.received.add_samples(samples as u64);
+        if let Some(a) = self.analyzer.as_mut() {
+            a.push_pcm(&self.pcm[..samples]);
+            while let Some(e) = a.poll_event() {
+                if self.ev_len == EVENTS {
+                    break;
+                }
+                self.events[self.ev_len] = Some(SessionEvent::Amd(e));
+                self.ev_len += 1;
             }
         }
+        Ok(())
     }
 }
 

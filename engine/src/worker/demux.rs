@@ -3,16 +3,17 @@
 //! with symmetric RTP (NAT), by IP address only; the first packet from there with a new SSRC
 //! latches it. Latching allocates once per session, never per packet.
 
+use super::fasthash::FastMap;
 use super::CallId;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 
 #[derive(Debug, Default)]
 pub(crate) struct Demux {
-    latched: HashMap<(SocketAddr, u32), CallId>,
-    by_call: HashMap<CallId, (SocketAddr, u32)>,
-    exact: HashMap<SocketAddr, VecDeque<CallId>>,
-    by_ip: HashMap<IpAddr, VecDeque<CallId>>,
+    latched: FastMap<(SocketAddr, u32), CallId>,
+    by_call: FastMap<CallId, (SocketAddr, u32)>,
+    exact: FastMap<SocketAddr, VecDeque<CallId>>,
+    by_ip: FastMap<IpAddr, VecDeque<CallId>>,
 }
 
 impl Demux {

@@ -10,6 +10,7 @@
 
 mod batch;
 mod demux;
+mod fasthash;
 mod ports;
 
 use crate::amd::AmdParams;
@@ -18,11 +19,11 @@ use crate::sender::RtpSender;
 use crate::session::{Frame, MediaSession, PayloadMap, SessionEvent, SessionStats};
 use crate::wav;
 use batch::{Batch, Poller};
+use fasthash::FastMap;
 use glommio::timer::Timer;
 use glommio::{LocalExecutorBuilder, Placement};
 use ports::PortPool;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::ops::Range;
 use std::os::fd::AsRawFd;
@@ -286,7 +287,7 @@ impl Drop for ShardCode {
 /// Samples per paced packet (20 ms at 8 kHz).
 const PTIME_SAMPLES: usize = 160;
 
-type Sessions = Rc<RefCell<HashMap<CallId, Session>>>;
+type Sessions = Rc<RefCell<FastMap<CallId, Session>>>;
 
 /// A running shard: send commands, receive events.
 #[derive(Debug)]
@@ -324,6 +325,7 @@ impl Shard {
         let join = LocalExecutorBuilder::new(placement)
             .name(&format!("waihu-media-{index}"))
             .io_memory(cfg.io_memory)
+            .preempt_timer(Duration::from_millis(2))
             .spawn(move || run(cfg, shard_pool, cmd_rx, ev_tx))
             .map_err(|e| WorkerError::Io(e.to_string()))?;
         Ok(Shard { commands: cmd_tx, events: ev_rx, join: Some(join), pool, bind_ip, recv_buffer, shared })
@@ -439,7 +441,7 @@ async fn run(
     commands: flume::Receiver<Command>,
     events: flume::Sender<Event>,
 ) {
-    let sessions: Sessions = Rc::new(RefCell::new(HashMap::new()));
+    let sessions: Sessions = Rc::new(RefCell::new(FastMap::default()));
     let poller = match Poller::new() {
         Ok(p) => Rc::new(RefCell::new(p)),
         Err(e) => {
@@ -456,7 +458,13 @@ async fn run(
     };
     let ticker = glommio::spawn_local(tick(cfg.clone(), sessions.clone(), events.clone()));
     let pacer = glommio::spawn_local(pace(cfg.clone(), sessions.clone(), events.clone()));
-    let receiver = glommio::spawn_local(receive(poller.clone(), sessions.clone(), events.clone(), shared.clone()));
+    let receiver = glommio::spawn_local(receive(
+        poller.clone(),
+        sessions.clone(),
+        events.clone(),
+        shared.clone(),
+        commands.clone(),
+    ));
     let mut handled: u32 = 0;
     while let Ok(cmd) = commands.recv_async().await {
         if let Command::Shutdown = cmd {
@@ -545,9 +553,9 @@ fn handle(
             s.play = None;
             Ok(())
         }),
-        Command::Bridge { a, b } => bridge(sessions, a, b),
+        Command::Bridge { a, b } => bridge(sessions, &mut poller.borrow_mut(), a, b),
         Command::Unbridge { call } => {
-            unbridge(sessions, call);
+            unbridge(sessions, &mut poller.borrow_mut(), call);
             Ok(())
         }
         Command::Hold { call, music } => with_session(sessions, call, |s| {
@@ -576,13 +584,13 @@ fn handle(
             }
         }
         Command::Close { call } => {
-            unbridge(sessions, call);
+            unbridge(sessions, &mut poller.borrow_mut(), call);
             let removed = sessions.borrow_mut().remove(&call);
             match removed {
                 Some(s) => {
                     match shared {
                         Some(sp) if s.port == 0 => sp.demux.borrow_mut().forget(call),
-                        _ => poller.borrow().remove(s.socket.as_raw_fd()),
+                        _ => poller.borrow_mut().remove(s.socket.as_raw_fd()),
                     }
                     let mut st = s.state.borrow_mut();
                     if let Some(r) = st.recording.take() {
@@ -628,7 +636,8 @@ fn with_session(
     }
 }
 
-fn bridge(sessions: &Sessions, a: CallId, b: CallId) -> Result<(), WorkerError> {
+/// Bridges two legs; their sockets (per-call ports) join the poller's hot set.
+fn bridge(sessions: &Sessions, poller: &mut Poller, a: CallId, b: CallId) -> Result<(), WorkerError> {
     if a == b {
         return Err(WorkerError::Session("cannot bridge a leg to itself".into()));
     }
@@ -640,22 +649,32 @@ fn bridge(sessions: &Sessions, a: CallId, b: CallId) -> Result<(), WorkerError> 
             }
         }
     }
-    unbridge(sessions, a);
-    unbridge(sessions, b);
+    unbridge(sessions, poller, a);
+    unbridge(sessions, poller, b);
     let map = sessions.borrow();
     for (me, peer) in [(a, b), (b, a)] {
         if let Some(s) = map.get(&me) {
             s.state.borrow_mut().bridge = Some(peer);
+            if s.port != 0 {
+                poller.promote(s.socket.as_raw_fd(), me);
+            }
         }
     }
     Ok(())
 }
 
-fn unbridge(sessions: &Sessions, call: CallId) {
+fn unbridge(sessions: &Sessions, poller: &mut Poller, call: CallId) {
     let map = sessions.borrow();
-    let peer = map.get(&call).and_then(|s| s.state.borrow_mut().bridge.take());
-    if let Some(p) = peer.and_then(|p| map.get(&p)) {
+    let me = map.get(&call);
+    let peer = me.and_then(|s| s.state.borrow_mut().bridge.take());
+    let peer = peer.and_then(|p| map.get(&p));
+    if let Some(p) = peer {
         p.state.borrow_mut().bridge = None;
+    }
+    for s in [me, peer].into_iter().flatten() {
+        if s.port != 0 {
+            poller.demote(s.socket.as_raw_fd());
+        }
     }
 }
 
@@ -771,54 +790,116 @@ fn bind(ip: IpAddr, recv_buffer: usize, pool: &Mutex<PortPool>) -> Result<(UdpSo
     Err(WorkerError::NoPorts)
 }
 
-/// Drains every ready session socket with recvmmsg, then yields; sleeps 0.5 ms when
-/// nothing is ready (the added latency is well inside a 20 ms packet time).
+/// Drains every ready session socket with recvmmsg, then yields; blocks in epoll (at
+/// most [`IDLE_BLOCK_MS`]) when nothing is ready. A pass over a
+/// thousand ready sockets takes milliseconds at full load, so bridged legs (the poller's
+/// hot set) are served first and again every [`HOT_EVERY`] sockets: relayed audio waits
+/// for at most a few sockets' work, not for the whole pass.
 async fn receive(
     poller: Rc<RefCell<Poller>>,
     sessions: Sessions,
     events: flume::Sender<Event>,
     shared: Option<Rc<SharedPort>>,
+    commands: flume::Receiver<Command>,
 ) {
     let mut batch = Batch::new();
     // Packets for bridged peers, built while sessions are borrowed, sent after.
     let mut outgoing: Vec<Vec<u8>> = Vec::new();
     let mut ready: Vec<u64> = Vec::with_capacity(1024);
+    let mut hot: Vec<u64> = Vec::with_capacity(256);
     // One timer, re-armed: a fresh `sleep` per idle wake-up would allocate.
-    let idle = Duration::from_micros(500);
-    let mut timer = Timer::new(idle);
+    let mut timer = Timer::new(Duration::from_micros(1));
+    let mut rx = Receiver { sessions: &sessions, events: &events, shared: shared.as_deref(), batch: &mut batch };
+    let mut suspended = Instant::now();
     loop {
         ready.clear();
         ready.extend(poller.borrow_mut().ready().iter().map(|e| e.u64));
         if ready.is_empty() {
-            timer.reset(idle);
-            (&mut timer).await;
-            continue;
+            // Sleep in epoll itself: the kernel wakes the thread as a packet lands. A glommio
+            // timer here (0.5 ms) woke up late by a millisecond or more in this VM, and every
+            // packet arriving meanwhile waited for it (docs/benchmarks.md).
+            ready.extend(poller.borrow_mut().ready_within(IDLE_BLOCK_MS).iter().map(|e| e.u64));
+        }
+        if !commands.is_empty() {
+            // Commands sent before these packets (start AMD, bridge, ...) apply to them.
+            suspend(&mut timer).await;
+            suspended = Instant::now();
         }
         let audit = ShardCode::enter();
-        for &call in &ready {
-            if let (SHARED_TOKEN, Some(sp)) = (call, shared.as_deref()) {
-                receive_shared(sp, &mut batch, &sessions, &events, &mut outgoing);
-                continue;
-            }
-            let Some((state, socket)) = sessions.borrow().get(&call).map(|s| (s.state.clone(), s.socket.clone()))
-            else {
-                continue;
-            };
-            loop {
-                let n = batch.recv(socket.as_raw_fd(), batch::SESSION_BATCH);
-                let now = Instant::now();
-                for i in 0..n {
-                    let (d, from) = batch.get(i);
-                    let Some(from) = from else { continue };
-                    on_datagram(call, &state, &sessions, &events, d, from, now, &mut outgoing, None);
-                }
-                if n < batch::SESSION_BATCH {
-                    break;
+        let serve_hot = poller.borrow().has_hot();
+        for (i, &call) in ready.iter().enumerate() {
+            if serve_hot && i % HOT_EVERY == 0 {
+                hot.clear();
+                hot.extend(poller.borrow_mut().hot_ready().iter().map(|e| e.u64));
+                for &h in &hot {
+                    rx.drain(h, &mut outgoing);
                 }
             }
+            rx.drain(call, &mut outgoing);
         }
         drop(audit);
-        glommio::yield_if_needed().await;
+        // glommio polls its reactor (commands from other threads, the pacer's and the
+        // ticker's timers) only when the running queue empties or its preemption timer
+        // fires. So at least every millisecond, and whenever a whole idle block passed,
+        // this task suspends on an already-due timer; a plain yield would keep it running
+        // alone.
+        if ready.is_empty() || suspended.elapsed() >= SUSPEND_EVERY {
+            suspend(&mut timer).await;
+            suspended = Instant::now();
+        } else {
+            glommio::yield_if_needed().await;
+        }
+    }
+}
+
+/// Lets the executor poll its reactor and run the shard's other tasks, without sleeping.
+async fn suspend(timer: &mut Timer) {
+    timer.reset(Duration::from_micros(1));
+    timer.await;
+}
+
+/// Longest the receive loop runs before it lets the shard's other tasks in.
+const SUSPEND_EVERY: Duration = Duration::from_millis(1);
+
+/// Longest an idle receive loop blocks in epoll before the shard's other tasks run.
+const IDLE_BLOCK_MS: i32 = 1;
+
+/// Sockets of a pass between two looks at the hot set (about 5 µs of work each at full
+/// load, so bridged legs are looked at every ~0.1 ms).
+const HOT_EVERY: usize = 8;
+
+/// What the receive loop needs to drain one ready socket.
+struct Receiver<'a> {
+    sessions: &'a Sessions,
+    events: &'a flume::Sender<Event>,
+    shared: Option<&'a SharedPort>,
+    batch: &'a mut Batch,
+}
+
+impl Receiver<'_> {
+    /// Reads everything waiting on the socket tagged `call` (or the shared socket).
+    /// A socket drained moments ago (a hot one, met again in the pass) just has nothing.
+    fn drain(&mut self, call: CallId, outgoing: &mut Vec<Vec<u8>>) {
+        if let (SHARED_TOKEN, Some(sp)) = (call, self.shared) {
+            receive_shared(sp, self.batch, self.sessions, self.events, outgoing);
+            return;
+        }
+        let Some((state, socket)) = self.sessions.borrow().get(&call).map(|s| (s.state.clone(), s.socket.clone()))
+        else {
+            return;
+        };
+        loop {
+            let n = self.batch.recv(socket.as_raw_fd(), batch::SESSION_BATCH);
+            let now = Instant::now();
+            for i in 0..n {
+                let (d, from) = self.batch.get(i);
+                let Some(from) = from else { continue };
+                on_datagram(call, &state, self.sessions, self.events, d, from, now, outgoing, None);
+            }
+            if n < batch::SESSION_BATCH {
+                break;
+            }
+        }
     }
 }
 

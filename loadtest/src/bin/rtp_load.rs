@@ -43,6 +43,12 @@ struct Args {
     /// (bare recv_from per socket) or `recvmmsg` (epoll + recvmmsg + the same analysis).
     #[arg(long)]
     baseline: Option<String>,
+    /// Side by side in one run: alternate the recvmmsg baseline and the engine on the
+    /// same traffic for this many rounds (each phase --seconds long), then report the
+    /// engine/baseline ratio of CPU per packet. Alternating cancels slow drifts in the
+    /// machine's speed (a VM's neighbours) that separate runs would pick up.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=10))]
+    compare: u32,
     /// Bridge the streams in pairs: the generator feeds one leg of each bridge, a sink
     /// socket receives the relayed packets, and the report adds the latency they picked up
     /// in the shard (p50/p99/max, from a send time stamped in the payload).
@@ -173,7 +179,7 @@ fn finish(load: Load) -> Result<(u64, u64)> {
     Ok((load.sent.load(Ordering::Relaxed), load.late_ticks.load(Ordering::Relaxed)))
 }
 
-fn report_cpu(what: &str, wall: Duration, cpu: Duration, packets: u64) {
+fn report_cpu(what: &str, wall: Duration, cpu: Duration, packets: u64) -> f64 {
     let us = cpu.as_secs_f64() * 1e6 / (packets as f64).max(1.0);
     println!(
         "{what}: measured {:.1} s, receiver CPU {:.2} s = {:.1}% of a core",
@@ -182,6 +188,7 @@ fn report_cpu(what: &str, wall: Duration, cpu: Duration, packets: u64) {
         100.0 * cpu.as_secs_f64() / wall.as_secs_f64()
     );
     println!("CPU per stream per 20 ms packet: {us:.2} us  => {:.0} streams per core at 100%", 20_000.0 / us);
+    us
 }
 
 fn main() -> Result<()> {
@@ -206,14 +213,43 @@ fn main() -> Result<()> {
     if a.opus && (a.baseline.is_some() || pairs > 0) {
         bail!("--opus works with the engine alone (not with --baseline or --bridged)");
     }
+    if a.compare > 0 {
+        if a.baseline.is_some() || a.opus || pairs > 0 || a.shared_port.is_some() || a.no_amd {
+            bail!("--compare measures plain per-call G.711 streams with AMD (no other mode flags)");
+        }
+        return compare(&a, &frames);
+    }
     match a.baseline.as_deref() {
-        None => engine(&a, &frames),
-        Some(kind @ ("glommio" | "recvmmsg")) => run_baseline(&a, kind, &frames),
+        None => engine(&a, &frames).map(drop),
+        Some(kind @ ("glommio" | "recvmmsg")) => run_baseline(&a, kind, &frames).map(drop),
         Some(other) => bail!("unknown --baseline {other} (glommio or recvmmsg)"),
     }
 }
 
-fn run_baseline(a: &Args, kind: &str, frames: &[Vec<u8>]) -> Result<()> {
+/// Baseline and engine phases in turn; every phase must lose nothing to count.
+fn compare(a: &Args, frames: &[Vec<u8>]) -> Result<()> {
+    let (mut base, mut eng) = (Vec::new(), Vec::new());
+    for round in 1..=a.compare {
+        println!("--- round {round} of {}: baseline", a.compare);
+        base.push(run_baseline(a, "recvmmsg", frames)?);
+        println!("--- round {round} of {}: engine", a.compare);
+        eng.push(engine(a, frames)?);
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let ratios: Vec<String> = base.iter().zip(&eng).map(|(b, e)| format!("{:.2}", e / b)).collect();
+    println!("=== side by side, {} streams, {} rounds of {} s each:", a.streams, a.compare, a.seconds);
+    println!(
+        "baseline {:.2} us/packet, engine {:.2} us/packet, engine/baseline {:.2}x (per round: {})",
+        mean(&base),
+        mean(&eng),
+        mean(&eng) / mean(&base),
+        ratios.join(", ")
+    );
+    Ok(())
+}
+
+/// Returns CPU per packet, µs; an error if any packet was not received.
+fn run_baseline(a: &Args, kind: &str, frames: &[Vec<u8>]) -> Result<f64> {
     let stop = Arc::new(AtomicBool::new(false));
     let received = Arc::new(AtomicU64::new(0));
     let targets = match kind {
@@ -229,16 +265,20 @@ fn run_baseline(a: &Args, kind: &str, frames: &[Vec<u8>]) -> Result<()> {
     stop.store(true, Ordering::Relaxed);
     let got = received.load(Ordering::Relaxed);
     println!("rtp-load baseline `{kind}`: {} G.711 streams, 50 pps each, receiver on core {}", a.streams, a.cpu);
-    report_cpu("baseline", wall, cpu, window);
+    let us = report_cpu("baseline", wall, cpu, window);
     println!(
         "packets sent {sent}, received {got}, not received {} ({:.3}%), generator late ticks {late}",
         sent.saturating_sub(got),
         100.0 * sent.saturating_sub(got) as f64 / sent.max(1) as f64
     );
-    Ok(())
+    if a.compare > 0 && got < sent {
+        bail!("the baseline lost {} packets: its CPU figure would flatter it", sent - got);
+    }
+    Ok(us)
 }
 
-fn engine(a: &Args, frames: &[Vec<u8>]) -> Result<()> {
+/// Returns CPU per packet, µs; under --compare, an error if any packet was not received.
+fn engine(a: &Args, frames: &[Vec<u8>]) -> Result<f64> {
     let rss0 = rss_bytes().unwrap_or(0);
     let cfg = ShardConfig {
         cpu: Some(a.cpu),
@@ -249,6 +289,8 @@ fn engine(a: &Args, frames: &[Vec<u8>]) -> Result<()> {
         ..ShardConfig::default()
     };
     let shard = Shard::spawn(0, cfg)?;
+    // Generator-facing legs of bridges, and plain streams: interleaved below.
+    let mut relayed: Vec<SocketAddr> = Vec::new();
     let mut targets: Vec<SocketAddr> = Vec::with_capacity(a.streams);
     let pairs = if a.bridged { a.streams / 2 } else { a.bridges };
     let sink = if pairs > 0 { Some(UdpSocket::bind("127.0.0.1:0")?) } else { None };
@@ -271,7 +313,7 @@ fn engine(a: &Args, frames: &[Vec<u8>]) -> Result<()> {
             }
             Some(_) if (call as usize) < 2 * pairs => {
                 shard.send(Command::SetRemote { call, remote: "127.0.0.1:9".parse()?, symmetric: true })?;
-                targets.push(local);
+                relayed.push(local);
             }
             _ => {
                 if a.shared_port.is_some() {
@@ -317,6 +359,7 @@ fn engine(a: &Args, frames: &[Vec<u8>]) -> Result<()> {
             }
         })
     });
+    let targets = interleave(relayed, targets);
     let load = generator(frames, targets, pairs > 0, a.opus, a.slices, a.cpu)?;
     let restart = Duration::from_secs(a.amd_restart_secs);
     let mut next_restart = Instant::now() + restart;
@@ -372,7 +415,7 @@ fn engine(a: &Args, frames: &[Vec<u8>]) -> Result<()> {
     };
     let codec = if a.opus { "Opus" } else { "G.711" };
     println!("rtp-load: {} {codec} streams, 50 pps each, {amd}, 1 shard on core {}", a.streams, a.cpu);
-    report_cpu("engine", wall, cpu, window);
+    let us = report_cpu("engine", wall, cpu, window);
     println!("packets sent {sent}, received {received}, lost (RTP seq gaps) {lost}, not received {} ({:.3}%), malformed {malformed}",
         sent.saturating_sub(received), 100.0 * sent.saturating_sub(received) as f64 / sent.max(1) as f64);
     println!("generator ticks that ran late: {late}");
@@ -401,7 +444,27 @@ fn engine(a: &Args, frames: &[Vec<u8>]) -> Result<()> {
         a.streams,
         (rss1.saturating_sub(rss0)) as f64 / 1024.0 / a.streams as f64
     );
-    Ok(())
+    if a.compare > 0 && received < sent {
+        bail!("the engine lost {} packets", sent - received);
+    }
+    Ok(us)
+}
+
+/// Spreads the relayed streams evenly through the send order. The generator sends in
+/// order, in --slices bursts per 20 ms; independent calls have independent phases, so the
+/// bridged ones must not all sit in the first burst (which made every relayed packet of a
+/// tick queue behind the others: with 250 bridges, 2.5 ms of relaying at once).
+fn interleave(relayed: Vec<SocketAddr>, plain: Vec<SocketAddr>) -> Vec<SocketAddr> {
+    let n = relayed.len() + plain.len();
+    let mut out = Vec::with_capacity(n);
+    let (mut r, mut p) = (relayed.into_iter().peekable(), plain.into_iter().peekable());
+    let nr = r.len();
+    for k in 0..n {
+        // Take a relayed stream whenever they are behind their share of the order so far.
+        let take_relayed = r.peek().is_some() && (p.peek().is_none() || (nr - r.len()) * n <= k * nr);
+        out.extend(if take_relayed { r.next() } else { p.next() });
+    }
+    out
 }
 
 /// Wall-clock nanoseconds (CLOCK_REALTIME, the clock of kernel receive timestamps).
