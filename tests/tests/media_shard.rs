@@ -245,6 +245,69 @@ fn bridged_legs_relay_bit_exact_both_ways_and_record_both_sides() {
 }
 
 #[test]
+fn unbridge_stops_the_relay_and_a_new_bridge_or_a_close_takes_over() {
+    // Bridged legs move in and out of the shard's hot set; the relay must follow.
+    let sh = shard(5_000);
+    let (cust, a1, a2) = (
+        UdpSocket::bind("127.0.0.1:0").expect("c"),
+        UdpSocket::bind("127.0.0.1:0").expect("a1"),
+        UdpSocket::bind("127.0.0.1:0").expect("a2"),
+    );
+    let local = sh.allocate(60, PayloadMap::default()).expect("customer leg");
+    for (call, far) in [(60u64, &cust), (61, &a1), (62, &a2)] {
+        if call != 60 {
+            sh.allocate(call, PayloadMap::default()).expect("agent leg");
+        }
+        sh.send(Command::SetRemote { call, remote: far.local_addr().expect("addr"), symmetric: false }).expect("r");
+    }
+    let audio = sample_ulaw("call_02.wav")[..160 * 80].to_vec();
+    let pkts = packets(&audio, 1, 1);
+    let mut next = pkts.chunks(20);
+    let mut speak = || {
+        for p in next.next().expect("20 more packets") {
+            cust.send_to(p, local).expect("send");
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    sh.send(Command::Bridge { a: 60, b: 61 }).expect("bridge");
+    std::thread::sleep(Duration::from_millis(20));
+    speak();
+    same(&payloads(&drain(&a1, Duration::from_millis(200))), &audio[..160 * 20], "bridged: relayed to agent 1");
+
+    sh.send(Command::Unbridge { call: 60 }).expect("unbridge");
+    std::thread::sleep(Duration::from_millis(20));
+    speak();
+    assert!(drain(&a1, Duration::from_millis(200)).is_empty(), "unbridged: nothing relayed");
+
+    sh.send(Command::Bridge { a: 60, b: 62 }).expect("bridge again");
+    std::thread::sleep(Duration::from_millis(20));
+    speak();
+    same(&payloads(&drain(&a2, Duration::from_millis(200))), &audio[160 * 40..160 * 60], "to agent 2");
+    assert!(drain(&a1, Duration::from_millis(100)).is_empty(), "agent 1 is out of it");
+
+    sh.send(Command::Close { call: 62 }).expect("close agent 2");
+    std::thread::sleep(Duration::from_millis(20));
+    speak();
+    assert!(drain(&a2, Duration::from_millis(200)).is_empty(), "a closed leg relays nothing");
+    for call in [60, 61] {
+        sh.send(Command::Close { call }).expect("close");
+    }
+    let closed = wait_for(&sh, Duration::from_secs(3), {
+        let mut n = 0;
+        move |e| {
+            n += usize::from(matches!(e, Event::Closed { .. }));
+            n == 3
+        }
+    });
+    let Some(Event::Closed { stats, .. }) = closed.iter().find(|e| matches!(e, Event::Closed { call: 60, .. })) else {
+        panic!("customer leg not closed: {closed:?}")
+    };
+    assert_eq!(stats.packets, 80, "{stats:?}");
+    sh.shutdown();
+}
+
+#[test]
 fn different_codecs_are_transcoded_and_hold_plays_music_to_one_side_only() {
     let sh = shard(5_000);
     let (cust, agent) = (UdpSocket::bind("127.0.0.1:0").expect("c"), UdpSocket::bind("127.0.0.1:0").expect("a"));

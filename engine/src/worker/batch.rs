@@ -280,3 +280,45 @@ impl SendBatch {
         self.len = 0;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+    use std::os::fd::AsRawFd;
+
+    fn tokens(events: &[libc::epoll_event]) -> Vec<u64> {
+        let mut v: Vec<u64> = events.iter().map(|e| e.u64).collect();
+        v.sort_unstable();
+        v
+    }
+
+    #[test]
+    fn the_hot_set_reports_only_promoted_sockets_and_follows_demote_and_remove() {
+        let mut p = Poller::new().expect("epoll");
+        let socks: Vec<UdpSocket> = (0..3).map(|_| UdpSocket::bind("127.0.0.1:0").expect("bind")).collect();
+        for (i, s) in socks.iter().enumerate() {
+            p.add(s.as_raw_fd(), i as u64).expect("add");
+        }
+        assert!(!p.has_hot());
+        p.promote(socks[1].as_raw_fd(), 1);
+        p.promote(socks[1].as_raw_fd(), 1); // twice: still one
+        p.promote(socks[2].as_raw_fd(), 2);
+        let tx = UdpSocket::bind("127.0.0.1:0").expect("tx");
+        for s in &socks {
+            tx.send_to(b"x", s.local_addr().expect("addr")).expect("send");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(tokens(p.ready()), [0, 1, 2], "every socket is in the main set");
+        assert_eq!(tokens(p.hot_ready()), [1, 2], "only bridged ones in the hot set");
+        p.demote(socks[1].as_raw_fd());
+        assert_eq!(tokens(p.hot_ready()), [2]);
+        assert!(p.has_hot());
+        p.remove(socks[2].as_raw_fd());
+        assert!(!p.has_hot(), "removing a hot socket takes it out of the hot set too");
+        assert!(p.hot_ready().is_empty());
+        assert_eq!(tokens(p.ready()), [0, 1]);
+        p.demote(socks[0].as_raw_fd()); // never promoted: no effect
+        assert!(!p.has_hot());
+    }
+}

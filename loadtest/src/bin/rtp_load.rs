@@ -471,3 +471,24 @@ fn interleave(relayed: Vec<SocketAddr>, plain: Vec<SocketAddr>) -> Vec<SocketAdd
 fn realtime_ns() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relayed_streams_are_spread_through_the_send_order() {
+        let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+        let relayed: Vec<SocketAddr> = (1..=3).map(addr).collect();
+        let plain: Vec<SocketAddr> = (100..109).map(addr).collect();
+        let out = interleave(relayed.clone(), plain.clone());
+        assert_eq!(out.len(), 12);
+        let at: Vec<usize> = relayed.iter().map(|r| out.iter().position(|o| o == r).expect("kept")).collect();
+        assert_eq!(at, [0, 4, 8], "one in every four, evenly");
+        // Every stream is sent exactly once, and each group keeps its own order.
+        let rest: Vec<SocketAddr> = out.iter().filter(|o| o.port() >= 100).copied().collect();
+        assert_eq!(rest, plain);
+        assert_eq!(interleave(vec![], plain.clone()), plain);
+        assert_eq!(interleave(relayed.clone(), vec![]), relayed);
+    }
+}
