@@ -145,29 +145,30 @@ impl Batch {
         // SAFETY: all-zero is a valid value for these plain C structs.
         let zero_addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
         let zero_msg: libc::mmsghdr = unsafe { std::mem::zeroed() };
-        Batch {
+        let mut b = Batch {
             bufs: Box::new([[0; MAX_DATAGRAM]; BATCH]),
             addrs: Box::new([zero_addr; BATCH]),
             iovs: Box::new([libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; BATCH]),
             msgs: Box::new([zero_msg; BATCH]),
+        };
+        // The headers point into the boxed arrays, which never move: set them up once.
+        for i in 0..BATCH {
+            b.iovs[i] = libc::iovec { iov_base: b.bufs[i].as_mut_ptr().cast(), iov_len: MAX_DATAGRAM };
+            let m = &mut b.msgs[i].msg_hdr;
+            m.msg_name = (&mut b.addrs[i] as *mut libc::sockaddr_storage).cast();
+            m.msg_iov = &mut b.iovs[i];
+            m.msg_iovlen = 1;
         }
+        b
     }
 
     /// Receives up to `max` (at most [`BATCH`]) datagrams from `fd` without blocking;
     /// returns how many.
     pub(crate) fn recv(&mut self, fd: RawFd, max: usize) -> usize {
         let max = max.min(BATCH);
-        for i in 0..max {
-            self.iovs[i] = libc::iovec { iov_base: self.bufs[i].as_mut_ptr().cast(), iov_len: MAX_DATAGRAM };
-            let m = &mut self.msgs[i].msg_hdr;
-            m.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
-            m.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
-            m.msg_iov = &mut self.iovs[i];
-            m.msg_iovlen = 1;
-            m.msg_control = std::ptr::null_mut();
-            m.msg_controllen = 0;
-            m.msg_flags = 0;
-            self.msgs[i].msg_len = 0;
+        // The kernel writes back only the address length and the datagram length.
+        for m in &mut self.msgs[..max] {
+            m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
         }
         // SAFETY: every message points at buffers owned by `self` that outlive the call.
         let n =
