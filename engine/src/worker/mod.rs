@@ -219,20 +219,23 @@ struct Session {
     port: u16,
 }
 
+/// `repr(C)`: the fields every received packet touches come first, next to the RefCell
+/// flag, followed by the session's own hot fields (`MediaSession` is laid out the same way).
+#[repr(C)]
 struct SessionState {
-    media: MediaSession,
-    sender: Option<RtpSender>,
     remote: Option<SocketAddr>,
     symmetric: bool,
+    timeout_reported: bool,
+    held: bool,
     first_packet: Option<Instant>,
     last_packet: Option<Instant>,
-    timeout_reported: bool,
     /// RTP clock origin for arrival times (jitter).
     origin: Instant,
     bridge: Option<CallId>,
-    held: bool,
-    play: Option<Playback>,
     recording: Option<Recording>,
+    media: MediaSession,
+    sender: Option<RtpSender>,
+    play: Option<Playback>,
     /// When this session's next RTCP report is due. Each session has its own phase, so a
     /// shard's reports spread over the interval instead of leaving in one burst.
     next_rtcp: Instant,
