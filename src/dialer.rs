@@ -15,7 +15,7 @@ use waihu_engine::amd::{AmdEvent, Verdict};
 use waihu_engine::session::{PayloadMap, SessionEvent};
 use waihu_engine::worker::{CallId, Command, Event, MediaPlane, ShardConfig};
 use waihu_engine::AmdParams;
-use waihu_sip::call::{AnsweredBy, Call, CallConfig, Input, Output};
+use waihu_sip::call::{AnsweredBy, Call, CallConfig, Failure, Input, Output};
 use waihu_sip::sdp::{AudioCodec, Direction, LocalMedia, Negotiated};
 use waihu_sip::trunk::TrunkConfig;
 use waihu_sip::{AgentConfig, OutboundCall, SipAgent, SipEvent};
@@ -282,8 +282,9 @@ impl Dialer {
                             sip = Some(c);
                         }
                         Err(e) => {
+                            // Our fault (a bad URI, no transport): not a SIP answer.
                             d.sip_error = Some(e.to_string());
-                            fsm.handle_input(Input::Final { status: 400, sdp: None }, Instant::now());
+                            fsm.handle_input(Input::Failed(Failure::Local), Instant::now());
                         }
                     },
                     Output::SendCancel => {
@@ -389,16 +390,19 @@ impl Dialer {
                             progress(Progress::ReferDeclined { target: target.clone() });
                             d.refer_declined = Some(target);
                         }
-                        Some(SipEvent::Failed(e)) => {
-                            d.sip_error.get_or_insert(e);
-                            fsm.handle_input(Input::Final { status: 408, sdp: None }, now);
+                        Some(SipEvent::Failed { failure, detail }) => {
+                            d.sip_error.get_or_insert(detail);
+                            fsm.handle_input(Input::Failed(failure), now);
                         }
                         None => {
                             // The stack has nothing more for this call.
                             sip = None;
                             if !fsm.is_done() {
                                 d.sip_error.get_or_insert("the SIP dialog ended unexpectedly".into());
-                                fsm.handle_input(Input::Bye, now);
+                                // Before the answer this is the stack's failure, not the
+                                // callee's; after it the dialog is gone as if by BYE.
+                                let input = if d.answered_at.is_some() { Input::Bye } else { Input::Failed(Failure::Local) };
+                                fsm.handle_input(input, now);
                             }
                         }
                     }
@@ -541,12 +545,18 @@ impl Dialer {
     }
 }
 
-/// Music on hold: a soft two-tone chime, 8 kHz, looped by the shard.
+/// Music on hold: a soft two-tone chime, 8 kHz, looped by the shard. Built once; every
+/// hold shares the same buffer.
 fn hold_music() -> Arc<[i16]> {
-    let note = |hz: f64, n: usize| {
-        (0..n).map(move |i| (2500.0 * (2.0 * std::f64::consts::PI * hz * i as f64 / 8000.0).sin()) as i16)
-    };
-    note(523.25, 4000).chain(note(659.25, 4000)).chain(std::iter::repeat_n(0, 8000)).collect()
+    static MUSIC: std::sync::OnceLock<Arc<[i16]>> = std::sync::OnceLock::new();
+    MUSIC
+        .get_or_init(|| {
+            let note = |hz: f64, n: usize| {
+                (0..n).map(move |i| (2500.0 * (2.0 * std::f64::consts::PI * hz * i as f64 / 8000.0).sin()) as i16)
+            };
+            note(523.25, 4000).chain(note(659.25, 4000)).chain(std::iter::repeat_n(0, 8000)).collect()
+        })
+        .clone()
 }
 
 /// What the glue learns along the way, for the record.
@@ -638,14 +648,7 @@ impl Detail {
         }
         match ev {
             Event::Media { event: SessionEvent::Amd(AmdEvent::Decided(dec)), .. } => {
-                let by = match dec.verdict {
-                    Verdict::Human => AnsweredBy::Human,
-                    Verdict::Machine { .. } => AnsweredBy::Machine,
-                    Verdict::Fax => AnsweredBy::Fax,
-                    Verdict::Silence => AnsweredBy::Silence,
-                    Verdict::Sit => AnsweredBy::Sit,
-                    Verdict::NotSure => AnsweredBy::NotSure,
-                };
+                let by = dec.verdict.answered_by();
                 let after = self.answered_at.map_or(0, |a| ms(now.saturating_duration_since(a)));
                 self.answered_by = Some(dec.verdict.label());
                 self.amd_cause = Some(dec.cause.to_string());

@@ -125,16 +125,22 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// Who answered, without the verdict's detail: the type the control plane uses.
+    pub fn answered_by(&self) -> waihu_model::AnsweredBy {
+        use waihu_model::AnsweredBy;
+        match self {
+            Verdict::Human => AnsweredBy::Human,
+            Verdict::Machine { .. } => AnsweredBy::Machine,
+            Verdict::Fax => AnsweredBy::Fax,
+            Verdict::Silence => AnsweredBy::Silence,
+            Verdict::Sit => AnsweredBy::Sit,
+            Verdict::NotSure => AnsweredBy::NotSure,
+        }
+    }
+
     /// Lower-case label as used in predictions CSVs and CDRs.
     pub fn label(&self) -> &'static str {
-        match self {
-            Verdict::Human => "human",
-            Verdict::Machine { .. } => "machine",
-            Verdict::Fax => "fax",
-            Verdict::Silence => "silence",
-            Verdict::Sit => "sit",
-            Verdict::NotSure => "notsure",
-        }
+        self.answered_by().label()
     }
 }
 

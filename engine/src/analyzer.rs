@@ -55,8 +55,8 @@ impl Analyzer {
         }
     }
 
-    /// Starts over for a new call with the same parameters, reusing this state (no
-    /// allocation: a shard recycles analysers from a pool).
+    /// Starts over for a new call with the same parameters, reusing this state without
+    /// allocating (a session that restarts AMD keeps its analyser; there is no pool).
     pub fn reset(&mut self) {
         self.vad.reset();
         self.tones = ToneAnalyzer::default();

@@ -1,7 +1,7 @@
-//! waihu media plane, pure part: RTP, codecs, framing, VAD, tone detection and
-//! answering-machine detection. No IO and no clock: time is media time (samples),
-//! so the same audio gives the same decision on every run. The glommio shell that
-//! carries live sessions lives in `worker/` (a later issue).
+//! waihu media plane. Its modules are pure: RTP, codecs, framing, VAD, tone detection and
+//! answering-machine detection, with no IO and no clock (time is media time, in samples,
+//! so the same audio gives the same decision on every run). The one exception is
+//! `worker/`, the glommio shell that owns the sockets and carries live sessions.
 
 pub mod amd;
 pub mod amd_asterisk;

@@ -6,6 +6,7 @@
 //! Call-ID domain on every call, `remove_dialog` once each dialog ends, and CANCEL through
 //! the early dialog handle (`InviteDialog::cancel`) rather than a lookup by early id.
 
+use crate::call::Failure;
 use crate::sdp::{self, LocalMedia, Negotiated};
 use crate::trunk::{Transport, TrunkConfig};
 use rsipstack::dialog::authenticate::Credential;
@@ -81,8 +82,9 @@ pub enum SipEvent {
     /// The far end asked us to call someone else (REFER). Declined with 603: an outbound
     /// dialer that dials whatever a callee names is a toll-fraud hole.
     ReferDeclined { target: String },
-    /// The INVITE got no final response or could not be sent.
-    Failed(String),
+    /// The INVITE got no final response (`Failure::Timeout`) or could not be sent, or the
+    /// stack failed (`Failure::Local`). Never a SIP answer: the call records it as such.
+    Failed { failure: Failure, detail: String },
 }
 
 /// The user agent: one endpoint, its transports, and its dialogs.
@@ -358,15 +360,17 @@ async fn follow(
                         }
                     }
                     Ok(Ok((_, None))) => {
-                        let _ = events.send(SipEvent::Failed("the INVITE ended without a final response".into()));
+                        let detail = "the INVITE ended without a final response".into();
+                        let _ = events.send(SipEvent::Failed { failure: Failure::Timeout, detail });
                         break;
                     }
                     Ok(Err(e)) => {
-                        let _ = events.send(SipEvent::Failed(e.to_string()));
+                        let _ = events.send(SipEvent::Failed { failure: Failure::Local, detail: e.to_string() });
                         break;
                     }
                     Err(e) => {
-                        let _ = events.send(SipEvent::Failed(format!("INVITE task: {e}")));
+                        let detail = format!("INVITE task: {e}");
+                        let _ = events.send(SipEvent::Failed { failure: Failure::Local, detail });
                         break;
                     }
                 }

@@ -3,20 +3,18 @@
 //! start AMD, whether to hang up on a machine, and what the call record says. The SIP
 //! adapter and the media shard only carry out its outputs.
 
-use crate::disposition::Disposition;
 use crate::sdp::{self, LocalMedia, Negotiated, SdpError};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
+pub use waihu_model::{AnsweredBy, Disposition};
 
-/// Who or what answered, as the media plane's AMD reports it.
+/// Why the INVITE ended without a final response from the network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AnsweredBy {
-    Human,
-    Machine,
-    Fax,
-    Silence,
-    Sit,
-    NotSure,
+pub enum Failure {
+    /// Nothing answered the INVITE in time (SIP timer B): the trunk is not responding.
+    Timeout,
+    /// Our side failed: the request could not be built or sent, or the stack failed.
+    Local,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,8 +46,10 @@ pub enum Input {
     Provisional { status: u16, sdp: Option<String> },
     /// Final response to our INVITE.
     Final { status: u16, sdp: Option<String> },
-    /// The far end hung up.
+    /// The far end hung up (BYE), or its dialog ended.
     Bye,
+    /// The INVITE failed without a final response: see [`Failure`].
+    Failed(Failure),
     /// AMD's decision on the answered call.
     Amd(AnsweredBy),
     /// The control plane ends the call (or stops the attempt).
@@ -185,6 +185,14 @@ impl Call {
         }
     }
 
+    /// An answered call's disposition: a machine (or fax) if AMD said so.
+    fn answered_disposition(&self) -> Disposition {
+        match self.answered_by {
+            Some(AnsweredBy::Machine | AnsweredBy::Fax) => Disposition::Machine,
+            _ => Disposition::Answered,
+        }
+    }
+
     fn finish(&mut self, disposition: Disposition, status: Option<u16>, remote_hangup: bool, now: Instant) {
         self.state = State::Done;
         self.out.push_back(Output::Finished(CallRecord {
@@ -263,16 +271,37 @@ impl Call {
                 };
                 if hang_up {
                     self.out.push_back(Output::SendBye);
-                    self.finish(Disposition::Answered, Some(200), false, now);
+                    let d = self.answered_disposition();
+                    self.finish(d, Some(200), false, now);
                 }
             }
             (State::Answered, Input::Hangup) => {
                 self.out.push_back(Output::SendBye);
-                self.finish(Disposition::Answered, Some(200), false, now);
+                let d = self.answered_disposition();
+                self.finish(d, Some(200), false, now);
             }
-            (State::Answered | State::Ringing | State::Inviting, Input::Bye) => {
-                self.finish(Disposition::Answered, Some(200), true, now);
+            (State::Answered, Input::Bye) => {
+                let d = self.answered_disposition();
+                self.finish(d, Some(200), true, now);
             }
+            // Nobody answered: the far end ended its early dialog (a UAS may not send BYE
+            // before a final response, so this is a refusal, not an answered call).
+            (State::Inviting | State::Ringing | State::Cancelling { .. }, Input::Bye) => {
+                self.finish(Disposition::Rejected, None, true, now);
+            }
+            (State::Inviting | State::Ringing | State::Cancelling { .. }, Input::Failed(f)) => {
+                let d = match (f, self.state) {
+                    // Our CANCEL went unanswered: what the CANCEL was for still holds.
+                    (Failure::Timeout, State::Cancelling { why: CancelWhy::RingTimeout }) => Disposition::NoAnswer,
+                    (Failure::Timeout, State::Cancelling { why: CancelWhy::Intercept }) => Disposition::Intercept,
+                    // Timer B: the trunk did not answer at all. Its fault, not the contact's.
+                    (Failure::Timeout, _) => Disposition::Congestion,
+                    (Failure::Local, _) => Disposition::LocalFailure,
+                };
+                self.finish(d, None, false, now);
+            }
+            // The INVITE is answered; a late failure report changes nothing.
+            (State::Answered, Input::Failed(_)) => {}
             _ => {}
         }
     }
@@ -287,7 +316,8 @@ impl Call {
                 let d = match self.state {
                     State::Cancelling { why: CancelWhy::RingTimeout } => Disposition::NoAnswer,
                     State::Cancelling { why: CancelWhy::Intercept } => Disposition::Intercept,
-                    _ => Disposition::from_final_response(408, false),
+                    // No final response at all: the trunk is not answering (as timer B).
+                    _ => Disposition::Congestion,
                 };
                 self.finish(d, None, false, now);
             }
@@ -350,7 +380,7 @@ mod tests {
         let r = record(&out);
         assert_eq!(
             (r.disposition, r.answered_by, r.remote_hangup),
-            (Disposition::Answered, Some(AnsweredBy::Machine), false)
+            (Disposition::Machine, Some(AnsweredBy::Machine), false)
         );
         assert_eq!(r.answered, Some(t0 + Duration::from_secs(5)));
         assert!(c.is_done() && c.poll_timeout().is_none());
@@ -431,6 +461,45 @@ mod tests {
     }
 
     #[test]
+    fn bye_before_answer_is_not_an_answered_call() {
+        let t0 = origin();
+        for early in [None, Some(180)] {
+            let mut c = Call::new(CallConfig::default(), local(), t0);
+            drain(&mut c);
+            if let Some(status) = early {
+                c.handle_input(Input::Provisional { status, sdp: None }, t0);
+            }
+            c.handle_input(Input::Bye, t0 + Duration::from_secs(1));
+            let r = record(&drain(&mut c));
+            assert_eq!((r.disposition, r.final_status, r.answered), (Disposition::Rejected, None, None), "{early:?}");
+        }
+    }
+
+    #[test]
+    fn a_local_failure_is_not_a_sip_answer() {
+        let t0 = origin();
+        let mut c = Call::new(CallConfig::default(), local(), t0);
+        drain(&mut c);
+        c.handle_input(Input::Failed(Failure::Local), t0);
+        let r = record(&drain(&mut c));
+        assert_eq!((r.disposition, r.final_status), (Disposition::LocalFailure, None));
+        assert!(!r.disposition.counts_as_attempt(), "a fault of ours is not held against the contact");
+
+        let mut c = Call::new(CallConfig::default(), local(), t0);
+        drain(&mut c);
+        c.handle_input(Input::Failed(Failure::Timeout), t0 + Duration::from_secs(32));
+        assert_eq!(record(&drain(&mut c)).disposition, Disposition::Congestion, "timer B: the trunk's fault");
+
+        // A failure report after the answer does not end the call.
+        let mut c = Call::new(CallConfig::default(), local(), t0);
+        drain(&mut c);
+        c.handle_input(Input::Final { status: 200, sdp: Some(ANSWER.into()) }, t0);
+        drain(&mut c);
+        c.handle_input(Input::Failed(Failure::Local), t0);
+        assert!(!c.is_done());
+    }
+
+    #[test]
     fn no_response_at_all_times_out() {
         let t0 = origin();
         let mut c = Call::new(CallConfig::default(), local(), t0);
@@ -438,7 +507,7 @@ mod tests {
         c.handle_timeout(t0 + Duration::from_secs(31));
         assert!(drain(&mut c).is_empty());
         c.handle_timeout(t0 + Duration::from_secs(32));
-        assert_eq!(record(&drain(&mut c)).disposition, Disposition::NoAnswer);
+        assert_eq!(record(&drain(&mut c)).disposition, Disposition::Congestion);
     }
 
     #[test]

@@ -4,8 +4,8 @@
 
 pub mod agent;
 pub mod call;
-pub mod disposition;
 pub mod sdp;
 pub mod trunk;
 
 pub use agent::{AgentConfig, OutboundCall, SipAgent, SipError, SipEvent};
+pub use waihu_model::{AnsweredBy, Disposition};

@@ -1,9 +1,10 @@
 //! What became of a call attempt. A call outcome is not an error: busy, no answer, a
 //! machine are dispositions the campaign acts on (retry policy, reporting).
 
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// How a call attempt ended.
+/// How a call attempt ended. Serialised as its label (`"busy"`, `"failed_415"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Disposition {
     /// 486 Busy Here, 600 Busy Everywhere.
@@ -23,8 +24,18 @@ pub enum Disposition {
     Intercept,
     /// Any other final failure response.
     Failed { status: u16 },
-    /// Answered; what AMD said and what happened next is recorded by the call.
+    /// Answered (by a person, or AMD was off or not sure); what AMD said and what
+    /// happened next is recorded by the call.
     Answered,
+    /// Answered by an answering machine (or fax), as AMD decided.
+    Machine,
+    /// A person answered and no agent took them in time (counts against the abandon cap).
+    Abandoned,
+    /// Our own shutdown cut the attempt short before it came to a natural end.
+    Interrupted,
+    /// Our side failed: the INVITE could not be built or sent, the SIP stack or the media
+    /// plane failed. Not an answer from the network, and never counted against the contact.
+    LocalFailure,
 }
 
 impl Disposition {
@@ -46,12 +57,45 @@ impl Disposition {
 
     /// Whether the contact may be retried later under the campaign's retry policy.
     pub fn retryable(&self) -> bool {
-        matches!(self, Disposition::Busy | Disposition::NoAnswer | Disposition::Congestion | Disposition::Cancelled)
+        matches!(
+            self,
+            Disposition::Busy
+                | Disposition::NoAnswer
+                | Disposition::Congestion
+                | Disposition::Cancelled
+                | Disposition::Interrupted
+                | Disposition::LocalFailure
+        )
+    }
+
+    /// Whether the attempt counts against the contact's retry limit. Failures on our side
+    /// or the trunk's, and attempts our shutdown cut short, do not.
+    pub fn counts_as_attempt(&self) -> bool {
+        !matches!(self, Disposition::Congestion | Disposition::Interrupted | Disposition::LocalFailure)
     }
 
     /// Whether the failure is the trunk's rather than the contact's (retry now, elsewhere).
     pub fn trunk_failure(&self) -> bool {
         matches!(self, Disposition::Congestion)
+    }
+
+    /// Parses a label written by `Display`.
+    pub fn from_label(s: &str) -> Option<Disposition> {
+        Some(match s {
+            "busy" => Disposition::Busy,
+            "no_answer" => Disposition::NoAnswer,
+            "invalid_number" => Disposition::InvalidNumber,
+            "rejected" => Disposition::Rejected,
+            "congestion" => Disposition::Congestion,
+            "cancelled" => Disposition::Cancelled,
+            "intercept" => Disposition::Intercept,
+            "answered" => Disposition::Answered,
+            "machine" => Disposition::Machine,
+            "abandoned" => Disposition::Abandoned,
+            "interrupted" => Disposition::Interrupted,
+            "local_failure" => Disposition::LocalFailure,
+            other => Disposition::Failed { status: other.strip_prefix("failed_")?.parse().ok()? },
+        })
     }
 }
 
@@ -67,7 +111,24 @@ impl fmt::Display for Disposition {
             Disposition::Intercept => f.write_str("intercept"),
             Disposition::Failed { status } => write!(f, "failed_{status}"),
             Disposition::Answered => f.write_str("answered"),
+            Disposition::Machine => f.write_str("machine"),
+            Disposition::Abandoned => f.write_str("abandoned"),
+            Disposition::Interrupted => f.write_str("interrupted"),
+            Disposition::LocalFailure => f.write_str("local_failure"),
         }
+    }
+}
+
+impl Serialize for Disposition {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Disposition {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Disposition::from_label(&s).ok_or_else(|| serde::de::Error::custom(format!("unknown disposition {s:?}")))
     }
 }
 
@@ -106,5 +167,33 @@ mod tests {
         assert!(!Disposition::InvalidNumber.retryable() && !Disposition::Rejected.retryable());
         assert!(Disposition::Congestion.trunk_failure() && !Disposition::Busy.trunk_failure());
         assert_eq!(Disposition::Failed { status: 415 }.to_string(), "failed_415");
+        assert!(Disposition::LocalFailure.retryable() && !Disposition::LocalFailure.counts_as_attempt());
+        assert!(!Disposition::Interrupted.counts_as_attempt() && Disposition::NoAnswer.counts_as_attempt());
+    }
+
+    #[test]
+    fn every_label_round_trips_through_serde() {
+        let all = [
+            Disposition::Busy,
+            Disposition::NoAnswer,
+            Disposition::InvalidNumber,
+            Disposition::Rejected,
+            Disposition::Congestion,
+            Disposition::Cancelled,
+            Disposition::Intercept,
+            Disposition::Failed { status: 415 },
+            Disposition::Answered,
+            Disposition::Machine,
+            Disposition::Abandoned,
+            Disposition::Interrupted,
+            Disposition::LocalFailure,
+        ];
+        for d in all {
+            let json = serde_json::to_string(&d).expect("serialize");
+            assert_eq!(json, format!("\"{d}\""));
+            assert_eq!(serde_json::from_str::<Disposition>(&json).expect("parse"), d);
+        }
+        assert!(serde_json::from_str::<Disposition>("\"failed_x\"").is_err());
+        assert!(serde_json::from_str::<Disposition>("\"maybe\"").is_err());
     }
 }
