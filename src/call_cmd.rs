@@ -124,6 +124,7 @@ pub fn run(a: CallArgs) -> Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let detail = rt.block_on(async {
         let dialer = Dialer::start(sip, media, 1).await?;
+        crate::shutdown::on_signals(dialer.stopper())?;
         eprintln!("waihu: SIP on {}", dialer.sip().local_addr());
         let target = a.target.clone();
         let detail = dialer.call(&target, &trunk, &opts, print_progress).await;

@@ -97,6 +97,7 @@ pub fn run(a: DialArgs) -> Result<ExitCode> {
     let cpu0 = process_cpu();
     let code = rt.block_on(async move {
         let dialer = Arc::new(Dialer::start(sip, media, a.shards.max(1)).await?);
+        crate::shutdown::on_signals(dialer.stopper())?;
         eprintln!(
             "waihu dial: {} calls to {} at {} cps, {} channels, hold {} s, AMD {}",
             a.calls,
@@ -135,6 +136,10 @@ pub fn run(a: DialArgs) -> Result<ExitCode> {
         let mut placed = 0;
         let mut report_at = started + Duration::from_secs(5);
         while placed < a.calls {
+            if dialer.stopping() {
+                eprintln!("waihu dial: stopping: {placed} calls placed, waiting for the live ones to end");
+                break;
+            }
             let now = Instant::now();
             if now >= report_at {
                 report_at += Duration::from_secs(5);
@@ -215,13 +220,14 @@ pub fn run(a: DialArgs) -> Result<ExitCode> {
         let mut setup = t.setup_ms.clone();
         setup.sort_unstable();
         let q = |p: f64| setup.get(((setup.len().max(1) - 1) as f64 * p) as usize).copied().unwrap_or(0);
-        let answered = t.dispositions.get("answered").copied().unwrap_or(0);
-        let failed = a.calls - answered;
+        // An answer is an answer whoever (or whatever, by AMD) picked up.
+        let answered = ["answered", "machine"].iter().filter_map(|k| t.dispositions.get(*k)).sum::<u64>();
+        let failed = placed - answered;
         println!(
             "waihu dial: {} calls placed over {:.1} s ({:.1} calls/s between the first and last INVITE)",
-            a.calls,
+            placed,
             span.as_secs_f64(),
-            (a.calls.saturating_sub(1)) as f64 / span.as_secs_f64().max(1e-9)
+            (placed.saturating_sub(1)) as f64 / span.as_secs_f64().max(1e-9)
         );
         println!("  dispositions: {:?}", t.dispositions);
         println!("  answered by (AMD): {:?}", t.answered_by);

@@ -158,6 +158,8 @@ pub struct CallDetail {
     pub rtp_lost: u64,
     pub rtp_jitter_ms: f64,
     pub rtp_malformed: u64,
+    /// RTP datagrams from anyone but the negotiated far end, dropped (strict source).
+    pub rtp_strangers: u64,
     /// Final status of our hold re-INVITE, and of the resume.
     pub hold_status: Option<u16>,
     pub resume_status: Option<u16>,
@@ -177,6 +179,8 @@ pub struct Dialer {
     plane: Arc<MediaPlane>,
     routes: Arc<Mutex<HashMap<CallId, mpsc::UnboundedSender<Event>>>>,
     next_call: AtomicU64,
+    /// Set once on shutdown: every live call ends (BYE or CANCEL) and writes its record.
+    stop: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl std::fmt::Debug for Dialer {
@@ -214,11 +218,22 @@ impl Dialer {
                 }
             }
         });
-        Ok(Dialer { agent, plane, routes, next_call: AtomicU64::new(1) })
+        let stop = Arc::new(tokio::sync::watch::channel(false).0);
+        Ok(Dialer { agent, plane, routes, next_call: AtomicU64::new(1), stop })
     }
 
     pub fn sip(&self) -> &SipAgent {
         &self.agent
+    }
+
+    /// What ends every live call on shutdown: `send(true)` on it.
+    pub fn stopper(&self) -> Arc<tokio::sync::watch::Sender<bool>> {
+        self.stop.clone()
+    }
+
+    /// Whether shutdown has begun (no new calls).
+    pub fn stopping(&self) -> bool {
+        *self.stop.borrow()
     }
 
     /// Places one call and follows it to the end.
@@ -268,6 +283,7 @@ impl Dialer {
         let mut media_now = local;
         let mut sip: Option<OutboundCall> = None;
         let mut d = Detail::default();
+        let mut stop = self.stop.subscribe();
         let record = loop {
             // Carry out what the state machine asked for.
             let mut finished = None;
@@ -415,6 +431,9 @@ impl Dialer {
                         }
                     }
                 }
+                _ = async { let _ = stop.wait_for(|s| *s).await; }, if !d.hung_up => {
+                    d.end(&mut fsm, &mut progress, "shutdown", Input::Shutdown);
+                }
                 _ = tokio::time::sleep_until(deadline.into()) => {
                     fsm.handle_timeout(Instant::now());
                 }
@@ -462,6 +481,7 @@ impl Dialer {
             rtp_lost: stats.lost,
             rtp_jitter_ms: stats.jitter_ms,
             rtp_malformed: stats.malformed,
+            rtp_strangers: stats.strangers,
             hold_status: d.hold_status,
             resume_status: d.resume_status,
             refer_status: d.refer_status,
@@ -621,13 +641,17 @@ impl Detail {
     }
 
     fn hangup(&mut self, fsm: &mut Call, progress: &mut impl FnMut(Progress), reason: &'static str) {
+        self.end(fsm, progress, reason, Input::Hangup);
+    }
+
+    fn end(&mut self, fsm: &mut Call, progress: &mut impl FnMut(Progress), reason: &'static str, input: Input) {
         if self.hung_up {
             return;
         }
         self.hung_up = true;
         self.hangup_reason = Some(reason);
         progress(Progress::HangingUp { reason });
-        fsm.handle_input(Input::Hangup, Instant::now());
+        fsm.handle_input(input, Instant::now());
     }
 
     /// Handles one media event; returns true when early-media analysis should restart.
@@ -704,10 +728,11 @@ fn ms(d: Duration) -> u64 {
 }
 
 /// Points the shard's session at what an offer/answer settled: payload types, then the far
-/// end's address (symmetric RTP: the first packet's source wins, for NAT).
+/// end's address. Strict source: only datagrams from exactly that address are heard, so a
+/// stranger streaming at our port cannot change the AMD verdict.
 fn follow_media(shard: &waihu_engine::worker::Shard, call: CallId, n: &Negotiated) -> Result<()> {
     shard.send(Command::SetPayloads { call, payloads: payloads_of(n) })?;
-    shard.send(Command::SetRemote { call, remote: n.remote, symmetric: true })?;
+    shard.send(Command::SetRemote { call, remote: n.remote, symmetric: false })?;
     Ok(())
 }
 

@@ -7,6 +7,7 @@ mod call_cmd;
 mod demo;
 mod dial_cmd;
 mod dialer;
+mod shutdown;
 mod trunk_cmd;
 
 use clap::{Parser, Subcommand};

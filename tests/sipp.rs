@@ -442,3 +442,126 @@ fn we_refresh_the_session_when_the_answer_makes_us_the_refresher() {
     assert_eq!(field(&r, "hangup_reason"), "max_duration", "{r}");
     assert!(sipp_ok, "SIPp expected two refreshes with Session-Expires, then BYE:\n{sipp_log}");
 }
+
+/// Sends `audio` (8 kHz µ-law) as 20 ms PCMU RTP packets to `to` from its own socket (a
+/// port the far end never signalled), paced in real time, for at most `limit`.
+fn inject_rtp(to: std::net::SocketAddr, audio: &[u8], limit: Duration) -> u64 {
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("stranger's socket");
+    let start = Instant::now();
+    let mut sent = 0u64;
+    for (k, chunk) in audio.chunks(160).enumerate() {
+        if start.elapsed() >= limit {
+            break;
+        }
+        let mut pkt = Vec::with_capacity(172);
+        waihu_engine::rtp::RtpBuild {
+            payload_type: 0,
+            sequence: k as u16,
+            timestamp: k as u32 * 160,
+            ssrc: 0x0bad_f00d,
+            ..Default::default()
+        }
+        .write(chunk, &mut pkt)
+        .expect("packet");
+        if sock.send_to(&pkt, to).is_ok() {
+            sent += 1;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    sent
+}
+
+#[test]
+fn rtp_injected_from_another_port_does_not_change_the_verdict() {
+    use std::io::BufRead;
+    let far = FarEnd::start("uas_answer.xml", Some(&answer_audio("call_04.wav")));
+    let mut child = Command::new(WAIHU)
+        .args([
+            "call",
+            &far.target(),
+            "--amd",
+            "--hangup-on",
+            "machine",
+            "--max-duration",
+            "8",
+            "--rtp-ports",
+            "47000-47099",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("waihu starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let (port_tx, port_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut log = String::new();
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(p) = line.split("RTP port ").nth(1) {
+                let _ = port_tx.send(p.trim_end_matches(')').parse::<u16>().unwrap_or(0));
+            }
+            log.push_str(&line);
+            log.push('\n');
+        }
+        log
+    });
+    let port = port_rx.recv_timeout(Duration::from_secs(10)).expect("waihu printed its RTP port");
+    // A voicemail greeting (with its beep), streamed from a stranger's port on the same host.
+    let greeting = answer_audio("call_01.wav");
+    let to = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let sent = inject_rtp(to, &greeting, Duration::from_secs(6));
+    let code = wait(&mut child, Duration::from_secs(40));
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut stdout).expect("read");
+    let log = reader.join().expect("reader");
+    let (sipp_ok, sipp_log) = far.finish();
+    assert_eq!(code, Some(0), "waihu call failed: {stdout}\n{log}");
+    let r: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("the call record");
+    assert!(sent > 100, "the stranger sent {sent} packets");
+    assert_eq!(field(&r, "answered_by"), "human", "a stranger's greeting must not make a person a machine: {r}\n{log}");
+    assert_eq!(field(&r, "disposition"), "answered", "{r}");
+    assert!(
+        field(&r, "rtp_strangers").as_u64().unwrap_or(0) > 50,
+        "the stranger's packets were counted and dropped: {r}"
+    );
+    assert!(sipp_ok, "SIPp judged the call bad:\n{sipp_log}");
+}
+
+#[test]
+fn sigterm_mid_call_sends_bye_and_writes_the_record() {
+    use std::io::BufRead;
+    let far = FarEnd::start("uas_answer.xml", Some(&answer_audio("call_04.wav")));
+    let mut child = Command::new(WAIHU)
+        .args(["call", &far.target(), "--max-duration", "30", "--rtp-ports", "47200-47299"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("waihu starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let (answered_tx, answered_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut log = String::new();
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("answered after") {
+                let _ = answered_tx.send(());
+            }
+            log.push_str(&line);
+            log.push('\n');
+        }
+        log
+    });
+    answered_rx.recv_timeout(Duration::from_secs(10)).expect("the call was answered");
+    std::thread::sleep(Duration::from_millis(500));
+    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(killed.success());
+    let code = wait(&mut child, Duration::from_secs(10));
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut stdout).expect("read");
+    let log = reader.join().expect("reader");
+    let (sipp_ok, sipp_log) = far.finish();
+    assert_eq!(code, Some(0), "a graceful shutdown exits cleanly: {stdout}\n{log}");
+    let r: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("no call record after SIGTERM ({e}): {stdout}\n{log}"));
+    assert_eq!(field(&r, "hangup_reason"), "shutdown", "{r}\n{log}");
+    assert_eq!((field(&r, "disposition"), field(&r, "ended_by")), (&Value::from("answered"), &Value::from("local")));
+    assert!(sipp_ok, "SIPp expected our BYE before the call ended:\n{sipp_log}");
+}

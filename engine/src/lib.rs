@@ -17,6 +17,7 @@ pub mod rtcp;
 pub mod rtp;
 pub mod sender;
 pub mod session;
+pub mod source;
 pub mod stats;
 pub mod time;
 pub mod tones;

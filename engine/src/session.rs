@@ -76,6 +76,9 @@ pub struct SessionStats {
     pub malformed: u64,
     pub rtcp: u64,
     pub media_time: MediaTime,
+    /// Datagrams dropped because they did not come from the far end (strict source; set by
+    /// the shard, which owns the source filter).
+    pub strangers: u64,
 }
 
 const EVENTS: usize = 8;
@@ -106,6 +109,8 @@ pub struct MediaSession {
     rtcp: u64,
     last_event_ts: Option<u32>,
     stats: RtpStats,
+    /// Counts of the streams (SSRCs) before the current one: the leg's totals span them all.
+    earlier: [u64; 6],
     jitter: JitterBuffer,
     analyzer: Option<Analyzer>,
     /// In-band DTMF detection (IVR navigation), independent of AMD.
@@ -126,6 +131,7 @@ impl MediaSession {
             payloads,
             jitter: JitterBuffer::new(3),
             stats: RtpStats::default(),
+            earlier: [0; 6],
             analyzer: None,
             dtmf: None,
             received: MediaTime::ZERO,
@@ -207,16 +213,17 @@ impl MediaSession {
 
     pub fn stats(&self) -> SessionStats {
         SessionStats {
-            packets: self.stats.packets,
-            bytes: self.stats.bytes,
-            lost: self.stats.lost(),
-            expected: self.stats.expected(),
-            duplicates: self.stats.duplicates,
-            out_of_order: self.stats.out_of_order,
+            packets: self.earlier[0] + self.stats.packets,
+            bytes: self.earlier[1] + self.stats.bytes,
+            lost: self.earlier[2] + self.stats.lost(),
+            expected: self.earlier[3] + self.stats.expected(),
+            duplicates: self.earlier[4] + self.stats.duplicates,
+            out_of_order: self.earlier[5] + self.stats.out_of_order,
             jitter_ms: self.stats.jitter() as f64 * 1000.0 / self.clock_rate() as f64,
             malformed: self.malformed,
             rtcp: self.rtcp,
             media_time: self.analyzer.as_ref().map_or(MediaTime::ZERO, |a| a.media_time()),
+            strangers: 0,
         }
     }
 
@@ -276,7 +283,11 @@ impl MediaSession {
         let payload = &d[range];
         let pushed = self.jitter.offer(&h, payload)?;
         if pushed == Pushed::NewStream {
-            self.stats = RtpStats::default();
+            let old = std::mem::take(&mut self.stats);
+            let counts = [old.packets, old.bytes, old.lost(), old.expected(), old.duplicates, old.out_of_order];
+            for (sum, n) in self.earlier.iter_mut().zip(counts) {
+                *sum += n;
+            }
             self.emit(SessionEvent::NewStream { ssrc: h.ssrc });
         }
         let dup = matches!(pushed, Pushed::Duplicate | Pushed::TooLate);
@@ -418,6 +429,29 @@ mod tests {
         assert_eq!((st.expected, st.lost), (10, 1));
         // All ten slots played out (5 concealed once 8 arrived): 200 ms of media time.
         assert_eq!(st.media_time.as_ms(), 200);
+    }
+
+    #[test]
+    fn a_new_ssrc_does_not_restart_the_leg_packet_count() {
+        let mut s = MediaSession::new(PayloadMap::default()).expect("session");
+        for seq in 0..10u16 {
+            s.on_datagram(&packet(seq, 0, &[0xff; 160]), seq as u64 * 160).expect("valid");
+        }
+        for seq in 0..5u16 {
+            let mut v = Vec::new();
+            RtpBuild {
+                payload_type: 0,
+                sequence: 5000 + seq,
+                timestamp: seq as u32 * 160,
+                ssrc: 77,
+                ..Default::default()
+            }
+            .write(&[0xff; 160], &mut v)
+            .expect("build");
+            s.on_datagram(&v, (10 + seq as u64) * 160).expect("valid");
+        }
+        let st = s.stats();
+        assert_eq!((st.packets, st.expected, st.lost), (15, 15, 0), "both streams count: {st:?}");
     }
 
     #[test]

@@ -65,9 +65,11 @@ impl RtpStats {
         self.jitter as u32
     }
 
-    /// Highest extended sequence number received.
+    /// Highest extended sequence number received (RFC 3550 §6.4.1: cycles in the upper 16
+    /// bits). The unwrapper starts one cycle up so that early reordering cannot go below
+    /// zero; that cycle never happened on the wire and is taken off here.
     pub fn highest_seq(&self) -> u64 {
-        self.max_seq
+        self.max_seq.saturating_sub(1 << 16)
     }
 
     /// Fraction lost since the last call, in 1/256 (the RTCP report block field).
@@ -99,6 +101,20 @@ mod tests {
         assert_eq!((s.expected(), s.lost()), (6, 1));
         assert_eq!(s.take_fraction_lost(), (256 / 6) as u8);
         assert_eq!(s.take_fraction_lost(), 0);
+    }
+
+    #[test]
+    fn extended_highest_sequence_counts_only_real_wraps() {
+        let mut s = RtpStats::default();
+        s.on_packet(100, 0, 0, 160, false);
+        assert_eq!(s.highest_seq(), 100, "no wrap has happened");
+        s.on_packet(65_535, 0, 0, 160, false); // reordered from before the first: no new max
+        assert_eq!(s.highest_seq(), 100);
+        let mut s = RtpStats::default();
+        for seq in [65_534u16, 65_535, 0, 1] {
+            s.on_packet(seq, 0, 0, 160, false);
+        }
+        assert_eq!(s.highest_seq(), (1 << 16) + 1, "one real wrap: cycles = 1");
     }
 
     #[test]

@@ -54,6 +54,9 @@ pub enum Input {
     Amd(AnsweredBy),
     /// The control plane ends the call (or stops the attempt).
     Hangup,
+    /// We are shutting down: end the call as `Hangup` does, but an attempt cut short before
+    /// its answer is `Interrupted`, not held against the contact.
+    Shutdown,
 }
 
 /// What the shell must do, in order.
@@ -107,6 +110,8 @@ enum CancelWhy {
     RingTimeout,
     /// SIT tones in early media.
     Intercept,
+    /// Our own shutdown.
+    Shutdown,
 }
 
 /// Which timer `poll_timeout` is for.
@@ -222,11 +227,12 @@ impl Call {
             }
             (State::Inviting | State::Ringing | State::Cancelling { .. }, Input::Final { status: 200..=299, sdp }) => {
                 self.out.push_back(Output::SendAck);
-                if let State::Cancelling { .. } = self.state {
+                if let State::Cancelling { why } = self.state {
                     // CANCEL lost the race with the answer: the call exists, end it.
                     self.out.push_back(Output::SendBye);
                     self.answered = Some(now);
-                    return self.finish(Disposition::Cancelled, Some(200), false, now);
+                    let d = if why == CancelWhy::Shutdown { Disposition::Interrupted } else { Disposition::Cancelled };
+                    return self.finish(d, Some(200), false, now);
                 }
                 self.answered = Some(now);
                 self.state = State::Answered;
@@ -245,6 +251,7 @@ impl Call {
             (State::Cancelling { why }, Input::Final { status, .. }) => {
                 let d = match (why, status) {
                     (CancelWhy::Intercept, 487) => Disposition::Intercept,
+                    (CancelWhy::Shutdown, 487) => Disposition::Interrupted,
                     _ => Disposition::from_final_response(status, why == CancelWhy::RingTimeout),
                 };
                 self.finish(d, Some(status), false, now);
@@ -262,6 +269,10 @@ impl Call {
                 self.out.push_back(Output::SendCancel);
                 self.state = State::Cancelling { why: CancelWhy::Local };
             }
+            (State::Inviting | State::Ringing, Input::Shutdown) => {
+                self.out.push_back(Output::SendCancel);
+                self.state = State::Cancelling { why: CancelWhy::Shutdown };
+            }
             (State::Answered, Input::Amd(by)) => {
                 self.answered_by.get_or_insert(by);
                 let hang_up = match by {
@@ -275,7 +286,7 @@ impl Call {
                     self.finish(d, Some(200), false, now);
                 }
             }
-            (State::Answered, Input::Hangup) => {
+            (State::Answered, Input::Hangup | Input::Shutdown) => {
                 self.out.push_back(Output::SendBye);
                 let d = self.answered_disposition();
                 self.finish(d, Some(200), false, now);
@@ -294,6 +305,7 @@ impl Call {
                     // Our CANCEL went unanswered: what the CANCEL was for still holds.
                     (Failure::Timeout, State::Cancelling { why: CancelWhy::RingTimeout }) => Disposition::NoAnswer,
                     (Failure::Timeout, State::Cancelling { why: CancelWhy::Intercept }) => Disposition::Intercept,
+                    (_, State::Cancelling { why: CancelWhy::Shutdown }) => Disposition::Interrupted,
                     // Timer B: the trunk did not answer at all. Its fault, not the contact's.
                     (Failure::Timeout, _) => Disposition::Congestion,
                     (Failure::Local, _) => Disposition::LocalFailure,
@@ -316,6 +328,7 @@ impl Call {
                 let d = match self.state {
                     State::Cancelling { why: CancelWhy::RingTimeout } => Disposition::NoAnswer,
                     State::Cancelling { why: CancelWhy::Intercept } => Disposition::Intercept,
+                    State::Cancelling { why: CancelWhy::Shutdown } => Disposition::Interrupted,
                     // No final response at all: the trunk is not answering (as timer B).
                     _ => Disposition::Congestion,
                 };
@@ -497,6 +510,30 @@ mod tests {
         drain(&mut c);
         c.handle_input(Input::Failed(Failure::Local), t0);
         assert!(!c.is_done());
+    }
+
+    #[test]
+    fn shutdown_while_ringing_cancels_and_the_attempt_is_interrupted() {
+        let t0 = origin();
+        let mut c = Call::new(CallConfig::default(), local(), t0);
+        drain(&mut c);
+        c.handle_input(Input::Provisional { status: 180, sdp: None }, t0);
+        c.handle_input(Input::Shutdown, t0 + Duration::from_secs(1));
+        assert_eq!(drain(&mut c), vec![Output::SendCancel]);
+        c.handle_input(Input::Final { status: 487, sdp: None }, t0 + Duration::from_secs(1));
+        let r = record(&drain(&mut c));
+        assert_eq!(r.disposition, Disposition::Interrupted);
+        assert!(!r.disposition.counts_as_attempt());
+
+        // Answered: a BYE, and the call keeps its disposition.
+        let mut c = Call::new(CallConfig::default(), local(), t0);
+        drain(&mut c);
+        c.handle_input(Input::Final { status: 200, sdp: Some(ANSWER.into()) }, t0);
+        drain(&mut c);
+        c.handle_input(Input::Shutdown, t0 + Duration::from_secs(3));
+        let out = drain(&mut c);
+        assert_eq!(out[0], Output::SendBye);
+        assert_eq!(record(&out).disposition, Disposition::Answered);
     }
 
     #[test]

@@ -68,6 +68,8 @@ fn a_call_over_udp_decides_like_the_offline_analysis_and_survives_garbage() {
 
     let tx = UdpSocket::bind("127.0.0.1:0").expect("sender");
     sh.send(Command::SetRemote { call: 1, remote: tx.local_addr().expect("addr"), symmetric: true }).expect("remote");
+    // Strict source: datagrams that beat the SetRemote to the shard are a stranger's.
+    std::thread::sleep(Duration::from_millis(50));
     let mut garbage = 0;
     for (i, p) in packets(&ulaw, 1000, 5000).iter().enumerate() {
         tx.send_to(p, local).expect("send");
@@ -105,6 +107,8 @@ fn reordering_duplicates_loss_and_wraps_are_handled_and_counted() {
         pk.swap(i, i + 1);
     }
     let tx = UdpSocket::bind("127.0.0.1:0").expect("sender");
+    sh.send(Command::SetRemote { call: 7, remote: tx.local_addr().expect("addr"), symmetric: false }).expect("r");
+    std::thread::sleep(Duration::from_millis(50));
     let (mut sent, mut lost, mut dups) = (0u64, 0u64, 0u64);
     for (i, p) in pk.iter().enumerate() {
         if i % 50 == 25 {
@@ -136,6 +140,8 @@ fn media_timeout_fires_when_the_far_end_goes_quiet() {
     let sh = shard(300);
     let local = sh.allocate(3, PayloadMap::default()).expect("allocate");
     let tx = UdpSocket::bind("127.0.0.1:0").expect("sender");
+    sh.send(Command::SetRemote { call: 3, remote: tx.local_addr().expect("addr"), symmetric: false }).expect("r");
+    std::thread::sleep(Duration::from_millis(50));
     for p in packets(&[0xff; 160 * 10], 1, 1) {
         tx.send_to(&p, local).expect("send");
     }
@@ -427,6 +433,7 @@ fn inband_dtmf_keys_are_reported_once_each() {
     let far = UdpSocket::bind("127.0.0.1:0").expect("far");
     let local = sh.allocate(50, PayloadMap::default()).expect("leg");
     sh.send(Command::DetectInbandDtmf { call: 50, on: true }).expect("dtmf on");
+    sh.send(Command::SetRemote { call: 50, remote: far.local_addr().expect("addr"), symmetric: false }).expect("r");
     // "1", "5", "#": row + column tones, 100 ms each with 100 ms gaps, as a phone sends them.
     let keys = [(697.0f32, 1209.0f32), (770.0, 1336.0), (941.0, 1477.0)];
     let mut pcm = Vec::new();
@@ -472,6 +479,11 @@ fn a_two_shard_media_plane_splits_ports_and_reports_on_one_channel() {
         locals.push((call, i, local));
     }
     let tx = UdpSocket::bind("127.0.0.1:0").expect("sender");
+    for &(call, i, _) in &locals {
+        let remote = tx.local_addr().expect("addr");
+        plane.shard(i).expect("shard").send(Command::SetRemote { call, remote, symmetric: false }).expect("r");
+    }
+    std::thread::sleep(Duration::from_millis(50));
     for p in packets(&ulaw, 0, 0).iter().take(25) {
         for (_, _, local) in &locals {
             tx.send_to(p, local).expect("send");
@@ -533,4 +545,26 @@ fn shared_port_mode_tells_sessions_apart_by_source_and_ssrc() {
     }
     assert_eq!(got.get(&1), Some(&(40, 0, 0)), "{got:?}");
     assert_eq!(got.get(&2), Some(&(40, 0, 0)), "{got:?}");
+}
+
+#[test]
+fn strangers_are_counted_and_dropped_and_never_reach_the_session() {
+    let sh = shard(2_000);
+    let local = sh.allocate(70, PayloadMap::default()).expect("leg");
+    let far = UdpSocket::bind("127.0.0.1:0").expect("far end");
+    let stranger = UdpSocket::bind("127.0.0.1:0").expect("stranger, same host, another port");
+    sh.send(Command::SetRemote { call: 70, remote: far.local_addr().expect("addr"), symmetric: false }).expect("r");
+    std::thread::sleep(Duration::from_millis(50));
+    for p in packets(&[0xff; 160 * 20], 1, 1) {
+        far.send_to(&p, local).expect("send");
+    }
+    for p in waihu_tests::g711_packets(&[0x00; 160 * 30], 0, 500, 9, 0xbad) {
+        stranger.send_to(&p, local).expect("send");
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    sh.send(Command::Close { call: 70 }).expect("close");
+    let closed = wait_for(&sh, Duration::from_secs(5), |e| matches!(e, Event::Closed { .. }));
+    let Some(Event::Closed { stats, .. }) = closed.last() else { unreachable!() };
+    assert_eq!((stats.packets, stats.strangers), (20, 30), "{stats:?}");
+    sh.shutdown();
 }

@@ -17,6 +17,7 @@ use crate::amd::AmdParams;
 use crate::codec::Codec;
 use crate::sender::RtpSender;
 use crate::session::{Frame, MediaSession, PayloadMap, SessionEvent, SessionStats};
+use crate::source::{Admit, Latch, SourceFilter};
 use crate::wav;
 use batch::{Batch, Poller};
 use fasthash::FastMap;
@@ -105,8 +106,9 @@ pub enum Command {
         port: u16,
         reply: flume::Sender<Result<SocketAddr, WorkerError>>,
     },
-    /// The far end's address from its SDP. With `symmetric`, the source of the first
-    /// packet wins instead (NAT).
+    /// The far end's address from its SDP. Only datagrams from exactly there are heard
+    /// (strict source); with `symmetric` (NAT), the first one from the signalled IP latches
+    /// the leg, once, to its exact source. Strangers are counted and dropped.
     SetRemote {
         call: CallId,
         remote: SocketAddr,
@@ -223,8 +225,9 @@ struct Session {
 /// flag, followed by the session's own hot fields (`MediaSession` is laid out the same way).
 #[repr(C)]
 struct SessionState {
+    /// Where we send: the latched source, else the signalled address (`source.remote()`).
     remote: Option<SocketAddr>,
-    symmetric: bool,
+    source: SourceFilter,
     timeout_reported: bool,
     held: bool,
     first_packet: Option<Instant>,
@@ -527,8 +530,8 @@ fn handle(
             if let Some(sp) = shared {
                 sp.demux.borrow_mut().expect(call, remote, symmetric);
             }
-            s.remote = Some(remote);
-            s.symmetric = symmetric;
+            s.source.signal(remote, if symmetric { Latch::Nat } else { Latch::Strict });
+            s.remote = s.source.remote();
             if s.sender.is_none() {
                 s.sender = Some(make_sender(call, &s.media)?);
             }
@@ -610,7 +613,7 @@ fn handle(
                     if s.port != 0 {
                         release(pool, s.port);
                     }
-                    let _ = events.send(Event::Closed { call, stats: st.media.stats() });
+                    let _ = events.send(Event::Closed { call, stats: leg_stats(&st) });
                     Ok(())
                 }
                 None => Err(WorkerError::NoSession(call)),
@@ -625,6 +628,11 @@ fn handle(
         };
         fail(call, e);
     }
+}
+
+/// The leg's statistics: the session's, plus the strangers its source filter dropped.
+fn leg_stats(st: &SessionState) -> SessionStats {
+    SessionStats { strangers: st.source.strangers(), ..st.media.stats() }
 }
 
 /// A sender for the session's first negotiated codec, with a per-stream SSRC, first
@@ -712,7 +720,7 @@ fn allocate(
         media,
         sender: None,
         remote: None,
-        symmetric: false,
+        source: SourceFilter::default(),
         first_packet: None,
         last_packet: None,
         timeout_reported: false,
@@ -960,16 +968,13 @@ fn on_datagram(
     let peer = {
         let mut guard = state.borrow_mut();
         let s = &mut *guard;
-        if let Some(remote) = s.remote {
-            if !s.symmetric && from.ip() != remote.ip() {
-                return; // not from the far end we negotiated with
-            }
+        match s.source.admit(from) {
+            Admit::Drop => return, // not the far end we negotiated with: counted, dropped
+            Admit::Latched(to) => s.remote = Some(to),
+            Admit::Accept => {}
         }
         if s.first_packet.is_none() {
             s.first_packet = Some(now);
-            if s.symmetric {
-                s.remote = Some(from);
-            }
             let _ = events.send(Event::FirstPacket { call, from });
         }
         s.last_packet = Some(now);
@@ -1121,7 +1126,7 @@ async fn tick(cfg: ShardConfig, sessions: Sessions, events: flume::Sender<Event>
                 }
             }
             if stats_due {
-                let _ = events.send(Event::Stats { call, stats: st.media.stats() });
+                let _ = events.send(Event::Stats { call, stats: leg_stats(&st) });
             }
         }
     }
