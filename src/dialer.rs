@@ -732,6 +732,7 @@ fn ms(d: Duration) -> u64 {
 /// stranger streaming at our port cannot change the AMD verdict.
 fn follow_media(shard: &waihu_engine::worker::Shard, call: CallId, n: &Negotiated) -> Result<()> {
     shard.send(Command::SetPayloads { call, payloads: payloads_of(n) })?;
+    shard.send(Command::SetRtcpMux { call, mux: n.rtcp_mux })?;
     shard.send(Command::SetRemote { call, remote: n.remote, symmetric: false })?;
     Ok(())
 }

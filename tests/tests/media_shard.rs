@@ -390,6 +390,7 @@ fn receiver_reports_go_to_the_far_end() {
     let far = UdpSocket::bind("127.0.0.1:0").expect("far");
     let local = sh.allocate(40, PayloadMap::default()).expect("leg");
     sh.send(Command::SetRemote { call: 40, remote: far.local_addr().expect("addr"), symmetric: false }).expect("r");
+    std::thread::sleep(Duration::from_millis(50));
     for p in packets(&[0xff; 160 * 20], 100, 1).iter().filter(|p| p[3] != 105) {
         far.send_to(p, local).expect("send"); // seq 105 lost
     }
@@ -405,7 +406,7 @@ fn receiver_reports_go_to_the_far_end() {
     };
     assert_eq!(blocks[0].ssrc, 0xca11);
     assert_eq!(blocks[0].cumulative_lost, 1);
-    assert_eq!(blocks[0].highest_seq % 65536, 119);
+    assert_eq!(blocks[0].highest_seq, 119, "extended highest seq: no wrap happened");
 
     // Once we send media too, the report becomes a sender report counting what we sent.
     let tone: Arc<[i16]> = vec![1000i16; 8000].into();
@@ -434,6 +435,7 @@ fn inband_dtmf_keys_are_reported_once_each() {
     let local = sh.allocate(50, PayloadMap::default()).expect("leg");
     sh.send(Command::DetectInbandDtmf { call: 50, on: true }).expect("dtmf on");
     sh.send(Command::SetRemote { call: 50, remote: far.local_addr().expect("addr"), symmetric: false }).expect("r");
+    std::thread::sleep(Duration::from_millis(50));
     // "1", "5", "#": row + column tones, 100 ms each with 100 ms gaps, as a phone sends them.
     let keys = [(697.0f32, 1209.0f32), (770.0, 1336.0), (941.0, 1477.0)];
     let mut pcm = Vec::new();
@@ -566,5 +568,34 @@ fn strangers_are_counted_and_dropped_and_never_reach_the_session() {
     let closed = wait_for(&sh, Duration::from_secs(5), |e| matches!(e, Event::Closed { .. }));
     let Some(Event::Closed { stats, .. }) = closed.last() else { unreachable!() };
     assert_eq!((stats.packets, stats.strangers), (20, 30), "{stats:?}");
+    sh.shutdown();
+}
+
+#[test]
+fn without_rtcp_mux_reports_go_to_the_rtp_port_plus_one() {
+    let base = 31_000 + (std::process::id() % 400) as u16 * 40;
+    let cfg =
+        ShardConfig { ports: base..base + 40, rtcp_interval: Duration::from_millis(150), ..ShardConfig::default() };
+    let sh = Shard::spawn(0, cfg).expect("shard");
+    // An even/odd pair of free ports for the far end's RTP and RTCP.
+    let (rtp, rtcp) = (0..200)
+        .find_map(|k| {
+            let p = 52_000 + 2 * ((std::process::id() as u16 % 1000) + k * 7) % 8000;
+            let a = UdpSocket::bind(("127.0.0.1", p)).ok()?;
+            let b = UdpSocket::bind(("127.0.0.1", p + 1)).ok()?;
+            Some((a, b))
+        })
+        .expect("a free port pair");
+    let local = sh.allocate(41, PayloadMap::default()).expect("leg");
+    sh.send(Command::SetRemote { call: 41, remote: rtp.local_addr().expect("addr"), symmetric: false }).expect("r");
+    sh.send(Command::SetRtcpMux { call: 41, mux: false }).expect("no mux");
+    std::thread::sleep(Duration::from_millis(50));
+    for p in packets(&[0xff; 160 * 20], 100, 1) {
+        rtp.send_to(&p, local).expect("send");
+    }
+    let on_rtcp_port = collect_for(&rtcp, Duration::from_millis(700));
+    let on_rtp_port = collect_for(&rtp, Duration::from_millis(50));
+    assert!(on_rtcp_port.iter().any(|d| waihu_engine::rtcp::is_rtcp(d)), "reports on RTP port + 1");
+    assert!(!on_rtp_port.iter().any(|d| waihu_engine::rtcp::is_rtcp(d)), "no RTCP on the RTP port without mux");
     sh.shutdown();
 }

@@ -114,6 +114,12 @@ pub enum Command {
         remote: SocketAddr,
         symmetric: bool,
     },
+    /// Whether the far end accepted `a=rtcp-mux` (the default until told otherwise). When
+    /// it did not, RTCP goes to its RTP port + 1 (RFC 5761 §5.1.3 forbids muxing then).
+    SetRtcpMux {
+        call: CallId,
+        mux: bool,
+    },
     /// The payload types the SDP exchange settled on (before or after SetRemote): what
     /// we send switches to the first codec of the new map.
     SetPayloads {
@@ -228,6 +234,8 @@ struct SessionState {
     /// Where we send: the latched source, else the signalled address (`source.remote()`).
     remote: Option<SocketAddr>,
     source: SourceFilter,
+    /// RTCP shares the RTP port (the far end accepted rtcp-mux).
+    rtcp_mux: bool,
     timeout_reported: bool,
     held: bool,
     first_packet: Option<Instant>,
@@ -537,6 +545,10 @@ fn handle(
             }
             Ok(())
         }),
+        Command::SetRtcpMux { call, mux } => with_session(sessions, call, |s| {
+            s.rtcp_mux = mux;
+            Ok(())
+        }),
         Command::SetPayloads { call, payloads } => with_session(sessions, call, |s| {
             s.media.set_payloads(payloads).map_err(|e| WorkerError::Session(e.to_string()))?;
             if s.sender.is_some() {
@@ -721,6 +733,7 @@ fn allocate(
         sender: None,
         remote: None,
         source: SourceFilter::default(),
+        rtcp_mux: true,
         first_packet: None,
         last_packet: None,
         timeout_reported: false,
@@ -1139,8 +1152,9 @@ fn rtcp_phase(interval: Duration, call: CallId) -> Duration {
     interval.mul_f64(0.5 + h as f64 / (1u64 << 24) as f64)
 }
 
-/// A sender report once we have sent media, a receiver report otherwise, on the muxed
-/// port (RFC 5761), so carriers' session monitoring sees us as well-behaved.
+/// A sender report once we have sent media, a receiver report otherwise: on the RTP port
+/// when the far end accepted rtcp-mux (RFC 5761), else on its RTP port + 1, so carriers'
+/// session monitoring sees us as well-behaved.
 fn send_rtcp(st: &mut SessionState, socket: &UdpSocket, buf: &mut Vec<u8>) {
     let (Some(remote), Some(tx)) = (st.remote, st.sender.as_ref()) else { return };
     let info = crate::rtcp::SenderInfo {
@@ -1157,6 +1171,7 @@ fn send_rtcp(st: &mut SessionState, socket: &UdpSocket, buf: &mut Vec<u8>) {
         crate::rtcp::write_rr(tx.ssrc(), block.as_ref(), buf);
     }
     if !buf.is_empty() {
-        let _ = socket.send_to(buf, remote);
+        let to = if st.rtcp_mux { remote } else { SocketAddr::new(remote.ip(), remote.port().wrapping_add(1)) };
+        let _ = socket.send_to(buf, to);
     }
 }
