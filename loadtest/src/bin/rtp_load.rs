@@ -316,10 +316,9 @@ fn engine(a: &Args, frames: &[Vec<u8>]) -> Result<f64> {
                 relayed.push(local);
             }
             _ => {
-                if a.shared_port.is_some() {
-                    // Shared port: the session must say where its media comes from.
-                    shard.send(Command::SetRemote { call, remote: "127.0.0.1:9".parse()?, symmetric: true })?;
-                }
+                // Strict source: a session hears only its signalled far end (here the
+                // generator's host, latched once to the port it sends from).
+                shard.send(Command::SetRemote { call, remote: "127.0.0.1:9".parse()?, symmetric: true })?;
                 targets.push(local)
             }
         }
