@@ -471,48 +471,71 @@ fn inject_rtp(to: std::net::SocketAddr, audio: &[u8], limit: Duration) -> u64 {
     sent
 }
 
+/// A `waihu` run we watch as it goes: its stderr lines arrive on `lines` while it runs.
+struct Live {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    reader: std::thread::JoinHandle<String>,
+}
+
+impl Live {
+    fn start(args: &[&str]) -> Live {
+        use std::io::BufRead;
+        let mut child =
+            Command::new(WAIHU).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("waihu starts");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            let mut log = String::new();
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line.clone());
+                log.push_str(&line);
+                log.push('\n');
+            }
+            log
+        });
+        Live { child, lines, reader }
+    }
+
+    /// The first stderr line `want` picks something out of, within `limit`.
+    fn wait_line<T>(&self, limit: Duration, mut want: impl FnMut(&str) -> Option<T>) -> Option<T> {
+        let end = Instant::now() + limit;
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(v) = want(&line) {
+                        return Some(v);
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        None
+    }
+
+    /// Waits for the exit (bounded); returns the exit code, stdout and the whole stderr.
+    fn finish(mut self, limit: Duration) -> (Option<i32>, String, String) {
+        let code = wait(&mut self.child, limit);
+        let mut stdout = String::new();
+        std::io::Read::read_to_string(&mut self.child.stdout.take().expect("stdout"), &mut stdout).expect("read");
+        (code, stdout, self.reader.join().expect("reader"))
+    }
+}
+
 #[test]
 fn rtp_injected_from_another_port_does_not_change_the_verdict() {
-    use std::io::BufRead;
     let far = FarEnd::start("uas_answer.xml", Some(&answer_audio("call_04.wav")));
-    let mut child = Command::new(WAIHU)
-        .args([
-            "call",
-            &far.target(),
-            "--amd",
-            "--hangup-on",
-            "machine",
-            "--max-duration",
-            "8",
-            "--rtp-ports",
-            "47000-47099",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("waihu starts");
-    let stderr = child.stderr.take().expect("stderr");
-    let (port_tx, port_rx) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut log = String::new();
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(p) = line.split("RTP port ").nth(1) {
-                let _ = port_tx.send(p.trim_end_matches(')').parse::<u16>().unwrap_or(0));
-            }
-            log.push_str(&line);
-            log.push('\n');
-        }
-        log
-    });
-    let port = port_rx.recv_timeout(Duration::from_secs(10)).expect("waihu printed its RTP port");
+    let args = ["--amd", "--hangup-on", "machine", "--max-duration", "8", "--rtp-ports", "47000-47099"];
+    let target = far.target();
+    let live = Live::start(&[&["call", target.as_str()][..], &args].concat());
+    let port = live
+        .wait_line(Duration::from_secs(10), |l| l.split("RTP port ").nth(1)?.trim_end_matches(')').parse::<u16>().ok())
+        .expect("waihu printed its RTP port");
     // A voicemail greeting (with its beep), streamed from a stranger's port on the same host.
     let greeting = answer_audio("call_01.wav");
     let to = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let sent = inject_rtp(to, &greeting, Duration::from_secs(6));
-    let code = wait(&mut child, Duration::from_secs(40));
-    let mut stdout = String::new();
-    std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut stdout).expect("read");
-    let log = reader.join().expect("reader");
+    let (code, stdout, log) = live.finish(Duration::from_secs(40));
     let (sipp_ok, sipp_log) = far.finish();
     assert_eq!(code, Some(0), "waihu call failed: {stdout}\n{log}");
     let r: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("the call record");
@@ -528,35 +551,15 @@ fn rtp_injected_from_another_port_does_not_change_the_verdict() {
 
 #[test]
 fn sigterm_mid_call_sends_bye_and_writes_the_record() {
-    use std::io::BufRead;
     let far = FarEnd::start("uas_answer.xml", Some(&answer_audio("call_04.wav")));
-    let mut child = Command::new(WAIHU)
-        .args(["call", &far.target(), "--max-duration", "30", "--rtp-ports", "47200-47299"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("waihu starts");
-    let stderr = child.stderr.take().expect("stderr");
-    let (answered_tx, answered_rx) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut log = String::new();
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("answered after") {
-                let _ = answered_tx.send(());
-            }
-            log.push_str(&line);
-            log.push('\n');
-        }
-        log
-    });
-    answered_rx.recv_timeout(Duration::from_secs(10)).expect("the call was answered");
+    let target = far.target();
+    let live = Live::start(&["call", &target, "--max-duration", "30", "--rtp-ports", "47200-47299"]);
+    live.wait_line(Duration::from_secs(10), |l| l.contains("answered after").then_some(()))
+        .expect("the call was answered");
     std::thread::sleep(Duration::from_millis(500));
-    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    let killed = Command::new("kill").args(["-TERM", &live.child.id().to_string()]).status().expect("kill");
     assert!(killed.success());
-    let code = wait(&mut child, Duration::from_secs(10));
-    let mut stdout = String::new();
-    std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut stdout).expect("read");
-    let log = reader.join().expect("reader");
+    let (code, stdout, log) = live.finish(Duration::from_secs(10));
     let (sipp_ok, sipp_log) = far.finish();
     assert_eq!(code, Some(0), "a graceful shutdown exits cleanly: {stdout}\n{log}");
     let r: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())

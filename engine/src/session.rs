@@ -212,13 +212,16 @@ impl MediaSession {
     }
 
     pub fn stats(&self) -> SessionStats {
+        let c = counts(&self.stats);
+        let [packets, bytes, lost, expected, duplicates, out_of_order] =
+            std::array::from_fn(|i| self.earlier[i] + c[i]);
         SessionStats {
-            packets: self.earlier[0] + self.stats.packets,
-            bytes: self.earlier[1] + self.stats.bytes,
-            lost: self.earlier[2] + self.stats.lost(),
-            expected: self.earlier[3] + self.stats.expected(),
-            duplicates: self.earlier[4] + self.stats.duplicates,
-            out_of_order: self.earlier[5] + self.stats.out_of_order,
+            packets,
+            bytes,
+            lost,
+            expected,
+            duplicates,
+            out_of_order,
             jitter_ms: self.stats.jitter() as f64 * 1000.0 / self.clock_rate() as f64,
             malformed: self.malformed,
             rtcp: self.rtcp,
@@ -284,8 +287,7 @@ impl MediaSession {
         let pushed = self.jitter.offer(&h, payload)?;
         if pushed == Pushed::NewStream {
             let old = std::mem::take(&mut self.stats);
-            let counts = [old.packets, old.bytes, old.lost(), old.expected(), old.duplicates, old.out_of_order];
-            for (sum, n) in self.earlier.iter_mut().zip(counts) {
+            for (sum, n) in self.earlier.iter_mut().zip(counts(&old)) {
                 *sum += n;
             }
             self.emit(SessionEvent::NewStream { ssrc: h.ssrc });
@@ -401,6 +403,12 @@ impl MediaSession {
         }
         Ok(())
     }
+}
+
+/// A stream's counts that add up across streams, in the order of [`MediaSession::earlier`]:
+/// packets, bytes, lost, expected, duplicates, out of order.
+fn counts(s: &RtpStats) -> [u64; 6] {
+    [s.packets, s.bytes, s.lost(), s.expected(), s.duplicates, s.out_of_order]
 }
 
 #[cfg(test)]
