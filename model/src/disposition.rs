@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// How a call attempt ended. Serialised as its label (`"busy"`, `"failed_415"`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// The default is `Interrupted`: what an attempt whose record was written before the
+/// INVITE, and never finished, turns out to be (a crash or kill mid-call).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Disposition {
     /// 486 Busy Here, 600 Busy Everywhere.
     Busy,
@@ -32,6 +34,7 @@ pub enum Disposition {
     /// A person answered and no agent took them in time (counts against the abandon cap).
     Abandoned,
     /// Our own shutdown cut the attempt short before it came to a natural end.
+    #[default]
     Interrupted,
     /// Our side failed: the INVITE could not be built or sent, the SIP stack or the media
     /// plane failed. Not an answer from the network, and never counted against the contact.

@@ -3,9 +3,11 @@
 
 mod answered_by;
 mod disposition;
+mod record;
 
 pub use answered_by::AnsweredBy;
 pub use disposition::Disposition;
+pub use record::{CallRecord, EndedBy, HangupReason};
 
 /// The control plane's name for a call leg, unique across media shards.
 pub type CallId = u64;
