@@ -1,3 +1,6 @@
-//! Control plane: actix actors (CampaignActor, CallActor, AgentActor, Router) as thin
-//! shells around pure state machines (pacing, call FSM, agent FSM, compliance).
-//! Filled by a later issue; the crate exists so the layout shows the architecture.
+//! waihu's control plane: pure state machines (`handle_input(input, now)`,
+//! `handle_timeout(now)`, `poll_output()`, `poll_timeout()`) for calls, and later for
+//! campaigns, agents and routing, each with a thin actix actor that carries out its
+//! outputs. Only the actors read the clock.
+
+pub mod call;

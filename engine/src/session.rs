@@ -79,6 +79,8 @@ pub struct SessionStats {
     /// Datagrams dropped because they did not come from the far end (strict source; set by
     /// the shard, which owns the source filter).
     pub strangers: u64,
+    /// Events for this leg the shard dropped because its owner's channel was full.
+    pub events_dropped: u64,
 }
 
 const EVENTS: usize = 8;
@@ -227,6 +229,7 @@ impl MediaSession {
             rtcp: self.rtcp,
             media_time: self.analyzer.as_ref().map_or(MediaTime::ZERO, |a| a.media_time()),
             strangers: 0,
+            events_dropped: 0,
         }
     }
 

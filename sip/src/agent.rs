@@ -7,10 +7,9 @@
 //! the early dialog handle (`InviteDialog::cancel`) rather than a lookup by early id.
 
 use crate::call::Failure;
-use crate::sdp::{self, LocalMedia, Negotiated};
 use crate::trunk::{Transport, TrunkConfig};
 use rsipstack::dialog::authenticate::Credential;
-use rsipstack::dialog::dialog::{DialogState, TerminatedReason};
+use rsipstack::dialog::dialog::{DialogState, TerminatedReason, TransactionHandle};
 use rsipstack::dialog::dialog_layer::DialogLayer;
 use rsipstack::dialog::invitation::InviteOption;
 use rsipstack::dialog::invite_dialog::InviteDialog;
@@ -21,6 +20,7 @@ use rsipstack::transport::tcp_listener::TcpListenerConnection;
 use rsipstack::transport::udp::UdpConnection;
 use rsipstack::transport::{SipAddr, TransportLayer};
 use rsipstack::EndpointBuilder;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -62,6 +62,56 @@ fn stack(e: impl std::fmt::Display) -> SipError {
     SipError::Stack(e.to_string())
 }
 
+/// Requests we send inside a call; each one's outcome comes back as
+/// [`SipEvent::Response`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    Cancel,
+    Bye,
+    /// A re-INVITE with a new offer (hold, resume).
+    Reinvite,
+    /// A session-timer refresh (RFC 4028): a re-INVITE with our current offer.
+    Refresh,
+    /// A blind transfer (RFC 3515).
+    Refer,
+}
+
+/// What the call asks of its SIP dialog. Nothing here waits for the far end: results come
+/// back as [`SipEvent`]s.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SipCommand {
+    /// Give up before the answer. The INVITE then ends with 487 (or a 200 that raced the
+    /// CANCEL, which the call ends with a BYE).
+    Cancel,
+    /// Hang up an answered call.
+    Bye,
+    /// re-INVITE with this offer. The response carries the far end's answer.
+    Reinvite { sdp: String },
+    /// Session refresh with this offer and Session-Expires (we are the refresher).
+    Refresh { sdp: String, secs: u32 },
+    /// REFER the far end to `target`.
+    Refer { target: String },
+    /// Answer the far end's re-offer `id`: 200 with this SDP, or 488 with None.
+    AnswerReoffer { id: u64, sdp: Option<String> },
+    /// Answer the far end's REFER `id` with this final status (e.g. 603 Decline).
+    AnswerRefer { id: u64, status: u16 },
+}
+
+impl SipCommand {
+    /// The request this command sends, if it sends one (answers to the far end's requests
+    /// do not).
+    pub fn request(&self) -> Option<Request> {
+        match self {
+            SipCommand::Cancel => Some(Request::Cancel),
+            SipCommand::Bye => Some(Request::Bye),
+            SipCommand::Reinvite { .. } => Some(Request::Reinvite),
+            SipCommand::Refresh { .. } => Some(Request::Refresh),
+            SipCommand::Refer { .. } => Some(Request::Refer),
+            SipCommand::AnswerReoffer { .. } | SipCommand::AnswerRefer { .. } => None,
+        }
+    }
+}
+
 /// What the far end did, in the order it happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SipEvent {
@@ -76,16 +126,26 @@ pub enum SipEvent {
     /// The far end hung up (BYE).
     Bye,
     /// The far end re-offered media in the dialog (re-INVITE or UPDATE: hold, a new
-    /// address, a session-timer refresh). Already answered from the call's local media;
-    /// the media plane should follow the negotiated result.
-    Reoffer(Negotiated),
-    /// The far end asked us to call someone else (REFER). Declined with 603: an outbound
-    /// dialer that dials whatever a callee names is a toll-fraud hole.
-    ReferDeclined { target: String },
+    /// address, a refresh), with its offer or none (then ours goes in the 200). It waits
+    /// for [`SipCommand::AnswerReoffer`] with the same `id`.
+    Reoffer { id: u64, offer: Option<String> },
+    /// The far end asked us to call someone else. It waits for [`SipCommand::AnswerRefer`].
+    Refer { id: u64, target: String },
+    /// A NOTIFY about the REFER we sent (already answered 200): the transfer's progress as
+    /// the status line of its sipfrag body (RFC 3515 §2.4.5), when it has one.
+    Notify { status: Option<u16> },
+    /// The outcome of one of our [`Request`]s: its final status, the body of a 2xx, or
+    /// why no response came (`status` None).
+    Response { request: Request, status: Option<u16>, sdp: Option<String>, error: Option<String> },
     /// The INVITE got no final response (`Failure::Timeout`) or could not be sent, or the
     /// stack failed (`Failure::Local`). Never a SIP answer: the call records it as such.
     Failed { failure: Failure, detail: String },
+    /// The dialog is gone: nothing more will come for this call.
+    Ended,
 }
+
+/// Where a call's [`SipEvent`]s go. Called on the SIP runtime's threads; it must not block.
+pub type EventSink = Arc<dyn Fn(SipEvent) + Send + Sync>;
 
 /// The user agent: one endpoint, its transports, and its dialogs.
 #[derive(Clone)]
@@ -100,6 +160,8 @@ struct Inner {
     local: SocketAddr,
     cfg: AgentConfig,
     seq: AtomicU64,
+    /// The runtime the agent was started on: every call's work runs there.
+    rt: tokio::runtime::Handle,
 }
 
 impl std::fmt::Debug for SipAgent {
@@ -150,6 +212,7 @@ impl SipAgent {
                 local,
                 cfg,
                 seq: AtomicU64::new(1),
+                rt: tokio::runtime::Handle::current(),
             }),
         })
     }
@@ -164,10 +227,16 @@ impl SipAgent {
         self.inner.dialogs.len()
     }
 
-    /// Sends an INVITE with the offer for `local` to `target` through `trunk`.
-    pub fn invite(&self, target: &str, trunk: &TrunkConfig, local: &LocalMedia) -> Result<OutboundCall, SipError> {
-        let sdp = sdp::offer(local);
-        let media = Arc::new(std::sync::Mutex::new(local.clone()));
+    /// Sends an INVITE with `offer` (SDP) to `target` through `trunk`. Returns at once:
+    /// what happens next reaches `sink`, ending with [`SipEvent::Ended`]. Callable from any
+    /// thread; the call's work runs on the agent's runtime.
+    pub fn invite(
+        &self,
+        target: &str,
+        trunk: &TrunkConfig,
+        offer: &str,
+        sink: EventSink,
+    ) -> Result<OutboundCall, SipError> {
         let uri = |s: &str| Uri::try_from(s).map_err(|e| SipError::BadUri { uri: s.into(), error: e.to_string() });
         let callee = uri(target)?;
         let local = self.inner.local;
@@ -206,18 +275,21 @@ impl SipAgent {
             callee,
             destination: Some(SipAddr::new(transport, host)),
             content_type: Some("application/sdp".into()),
-            offer: Some(sdp.into_bytes()),
+            offer: Some(offer.as_bytes().to_vec()),
             contact,
             credential,
             headers: (!headers.is_empty()).then_some(headers),
             call_id: Some(call_id.clone()),
             ..Default::default()
         };
+        // The stack spawns the INVITE's tasks on the current runtime: make that ours, not
+        // the caller's (an actix thread has its own).
+        let _rt = self.inner.rt.enter();
         let (state_tx, state_rx) = self.inner.dialogs.new_dialog_state_channel();
         let (dialog, handle) = self.inner.dialogs.do_invite_async(opt, state_tx).map_err(stack)?;
-        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
-        tokio::spawn(follow(self.inner.dialogs.clone(), dialog.clone(), state_rx, handle, ev_tx, media.clone()));
-        Ok(OutboundCall { call_id, dialog, dialogs: self.inner.dialogs.clone(), events: ev_rx, local: media })
+        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+        self.inner.rt.spawn(follow(self.inner.dialogs.clone(), dialog, state_rx, handle, cmd_rx, sink));
+        Ok(OutboundCall { call_id, commands: cmd_tx })
     }
 
     /// One OPTIONS to the trunk: the final status, or None when nothing answered in time.
@@ -260,81 +332,96 @@ async fn options_once(endpoint: EndpointInnerRef, target: String, transport: Tra
     None
 }
 
-/// Turns the stack's dialog states and the INVITE's outcome into [`SipEvent`]s, and
-/// removes the dialog from the stack's registry once it has ended.
+/// One call's SIP side: turns the stack's dialog states and the INVITE's outcome into
+/// [`SipEvent`]s, carries out [`SipCommand`]s (each request on its own task, its result an
+/// event), and removes the dialog from the stack's registry once it has ended. Decides
+/// nothing: re-offers and REFERs wait for the call's answer.
 async fn follow(
     dialogs: Arc<DialogLayer>,
     dialog: InviteDialog,
     mut states: rsipstack::dialog::dialog::DialogStateReceiver,
     handle: rsipstack::platform::JoinHandle<rsipstack::dialog::invitation::InviteAsyncResult>,
-    events: mpsc::UnboundedSender<SipEvent>,
-    local: Arc<std::sync::Mutex<LocalMedia>>,
+    mut commands: mpsc::UnboundedReceiver<SipCommand>,
+    sink: EventSink,
 ) {
     let body = |b: &[u8]| (!b.is_empty()).then(|| String::from_utf8_lossy(b).into_owned());
     let mut handle = Box::pin(handle);
     let mut answered = false;
     let mut final_seen = false;
+    let mut pending: HashMap<u64, TransactionHandle> = HashMap::new();
+    let mut next_id = 1u64;
+    let mut owner_gone = false;
+    // What we have already sent to end the call, so that the owner going away does not
+    // send it twice.
+    let (mut cancel_sent, mut bye_sent) = (false, false);
     loop {
         tokio::select! {
             biased;
+            cmd = commands.recv(), if !owner_gone => match cmd {
+                Some(cmd) => {
+                    cancel_sent |= cmd == SipCommand::Cancel;
+                    bye_sent |= cmd == SipCommand::Bye;
+                    run(cmd, &dialog, &dialogs, &mut pending, &sink);
+                }
+                None => {
+                    // The call's owner is gone without ending it: end it so nothing sticks.
+                    owner_gone = true;
+                    if final_seen && !answered {
+                        break;
+                    }
+                    if answered && !bye_sent {
+                        bye_sent = true;
+                        run(SipCommand::Bye, &dialog, &dialogs, &mut pending, &sink);
+                    } else if !answered && !cancel_sent {
+                        cancel_sent = true;
+                        run(SipCommand::Cancel, &dialog, &dialogs, &mut pending, &sink);
+                    }
+                }
+            },
             state = states.recv() => match state {
                 Some(DialogState::Early(_, resp)) => {
                     let status = resp.status_code.code();
                     if status > 100 {
-                        let _ = events.send(SipEvent::Provisional { status, sdp: body(&resp.body) });
+                        sink(SipEvent::Provisional { status, sdp: body(&resp.body) });
                     }
                 }
                 Some(DialogState::Terminated(id, reason)) => {
                     if answered && matches!(reason, TerminatedReason::UasBye) {
-                        let _ = events.send(SipEvent::Bye);
+                        sink(SipEvent::Bye);
                     }
                     dialogs.remove_dialog(&id);
                     if final_seen {
                         break;
                     }
                 }
-                Some(DialogState::Updated(_, req, handle)) => {
-                    // re-INVITE or UPDATE from the far end: answer its offer from our media.
-                    let media = local.lock().map(|l| l.clone()).ok();
-                    let offer = body(&req.body);
-                    let reply = match (media, offer) {
-                        (Some(m), Some(offer)) => match sdp::answer(&offer, &m) {
-                            Ok((answer, n)) => {
-                                let _ = events.send(SipEvent::Reoffer(n));
-                                Some(answer)
-                            }
-                            Err(_) => None,
-                        },
-                        // No offer: ours goes in the 200 (the ACK brings their answer).
-                        (Some(m), None) => Some(sdp::offer(&m)),
-                        (None, _) => None,
-                    };
-                    tokio::spawn(async move {
-                        let _ = match reply {
-                            Some(sdp) => {
-                                let ct = Header::ContentType("application/sdp".into());
-                                handle.respond(StatusCode::OK, Some(vec![ct]), Some(sdp.into_bytes())).await
-                            }
-                            None => handle.reply(StatusCode::NotAcceptableHere).await,
-                        };
-                    });
+                Some(DialogState::Updated(_, req, h)) => {
+                    let id = next_id;
+                    next_id += 1;
+                    pending.insert(id, h);
+                    sink(SipEvent::Reoffer { id, offer: body(&req.body) });
                 }
-                Some(DialogState::Refer(_, req, handle)) => {
+                Some(DialogState::Refer(_, req, h)) => {
                     let target = req
                         .headers
                         .iter()
                         .find(|h| h.name().eq_ignore_ascii_case("Refer-To"))
                         .map(|h| h.value().to_string())
                         .unwrap_or_default();
-                    let _ = events.send(SipEvent::ReferDeclined { target });
+                    let id = next_id;
+                    next_id += 1;
+                    pending.insert(id, h);
+                    sink(SipEvent::Refer { id, target });
+                }
+                Some(DialogState::Notify(_, req, h)) => {
+                    sink(SipEvent::Notify { status: sipfrag_status(&req.body) });
                     tokio::spawn(async move {
-                        let _ = handle.reply(StatusCode::Decline).await;
+                        let _ = h.reply(StatusCode::OK).await;
                     });
                 }
-                // NOTIFY (progress of a REFER we sent), INFO, in-dialog OPTIONS: 200.
-                Some(DialogState::Notify(_, _, handle) | DialogState::Info(_, _, handle) | DialogState::Options(_, _, handle)) => {
+                // INFO, in-dialog OPTIONS: 200.
+                Some(DialogState::Info(_, _, h) | DialogState::Options(_, _, h)) => {
                     tokio::spawn(async move {
-                        let _ = handle.reply(StatusCode::OK).await;
+                        let _ = h.reply(StatusCode::OK).await;
                     });
                 }
                 Some(_) => {}
@@ -346,31 +433,34 @@ async fn follow(
                     Ok(Ok((_, Some(resp)))) => {
                         let status = resp.status_code.code();
                         answered = (200..300).contains(&status);
-                        let _ = events.send(SipEvent::Final { status, sdp: body(&resp.body) });
+                        sink(SipEvent::Final { status, sdp: body(&resp.body) });
                         if answered {
                             let se = resp.headers.iter().find(|h| {
                                 h.name().eq_ignore_ascii_case("Session-Expires") || h.name().eq_ignore_ascii_case("x")
                             });
                             if let Some((secs, we_refresh)) = se.and_then(|h| session_expires(h.value())) {
-                                let _ = events.send(SipEvent::SessionTimer { secs, we_refresh });
+                                sink(SipEvent::SessionTimer { secs, we_refresh });
                             }
-                        }
-                        if !answered {
+                            if owner_gone && !bye_sent {
+                                bye_sent = true;
+                                run(SipCommand::Bye, &dialog, &dialogs, &mut pending, &sink);
+                            }
+                        } else {
                             break;
                         }
                     }
                     Ok(Ok((_, None))) => {
                         let detail = "the INVITE ended without a final response".into();
-                        let _ = events.send(SipEvent::Failed { failure: Failure::Timeout, detail });
+                        sink(SipEvent::Failed { failure: Failure::Timeout, detail });
                         break;
                     }
                     Ok(Err(e)) => {
-                        let _ = events.send(SipEvent::Failed { failure: Failure::Local, detail: e.to_string() });
+                        sink(SipEvent::Failed { failure: Failure::Local, detail: e.to_string() });
                         break;
                     }
                     Err(e) => {
                         let detail = format!("INVITE task: {e}");
-                        let _ = events.send(SipEvent::Failed { failure: Failure::Local, detail });
+                        sink(SipEvent::Failed { failure: Failure::Local, detail });
                         break;
                     }
                 }
@@ -378,6 +468,119 @@ async fn follow(
         }
     }
     dialogs.remove_dialog(&dialog.id());
+    // Whatever re-offer or REFER is still waiting gets a clear answer.
+    for (_, h) in pending.drain() {
+        tokio::spawn(async move {
+            let _ = h.reply(StatusCode::CallTransactionDoesNotExist).await;
+        });
+    }
+    sink(SipEvent::Ended);
+}
+
+/// Carries out one command. Requests run on their own task so the dialog keeps flowing
+/// while they wait for the far end.
+fn run(
+    cmd: SipCommand,
+    dialog: &InviteDialog,
+    dialogs: &Arc<DialogLayer>,
+    pending: &mut HashMap<u64, TransactionHandle>,
+    sink: &EventSink,
+) {
+    let body = |b: &[u8]| (!b.is_empty()).then(|| String::from_utf8_lossy(b).into_owned());
+    let d = dialog.clone();
+    let (sink, report_sink) = (sink.clone(), sink.clone());
+    let report = move |request, r: Result<Option<rsipstack::sip::Response>, rsipstack::Error>| {
+        let ev = match r {
+            Ok(Some(resp)) => {
+                let status = resp.status_code.code();
+                let sdp = if (200..300).contains(&status) { body(&resp.body) } else { None };
+                SipEvent::Response { request, status: Some(status), sdp, error: None }
+            }
+            Ok(None) => SipEvent::Response { request, status: None, sdp: None, error: Some("no response".into()) },
+            Err(e) => SipEvent::Response { request, status: None, sdp: None, error: Some(e.to_string()) },
+        };
+        report_sink(ev);
+    };
+    match cmd {
+        SipCommand::Cancel => {
+            tokio::spawn(async move {
+                let r = d.cancel().await;
+                if let Err(e) = r {
+                    report(Request::Cancel, Err(e));
+                }
+            });
+        }
+        SipCommand::Bye => {
+            let dialogs = dialogs.clone();
+            tokio::spawn(async move {
+                let r = d.bye().await;
+                dialogs.remove_dialog(&d.id());
+                // The stack does not say what the BYE's response was, only that it is done.
+                let error = r.err().map(|e| e.to_string());
+                sink(SipEvent::Response { request: Request::Bye, status: None, sdp: None, error });
+            });
+        }
+        SipCommand::Reinvite { sdp } => {
+            tokio::spawn(async move {
+                let ct = Header::ContentType("application/sdp".into());
+                report(Request::Reinvite, d.reinvite(Some(vec![ct]), Some(sdp.into_bytes())).await);
+            });
+        }
+        SipCommand::Refresh { sdp, secs } => {
+            tokio::spawn(async move {
+                let headers = vec![
+                    Header::ContentType("application/sdp".into()),
+                    Header::Other("Session-Expires".into(), format!("{secs};refresher=uac")),
+                    Header::Other("Supported".into(), "timer".into()),
+                ];
+                report(Request::Refresh, d.reinvite(Some(headers), Some(sdp.into_bytes())).await);
+            });
+        }
+        SipCommand::Refer { target } => match Uri::try_from(target.as_str()) {
+            Ok(uri) => {
+                tokio::spawn(async move {
+                    report(Request::Refer, d.refer(uri, None, None).await);
+                });
+            }
+            Err(e) => sink(SipEvent::Response {
+                request: Request::Refer,
+                status: None,
+                sdp: None,
+                error: Some(format!("bad SIP URI {target:?}: {e}")),
+            }),
+        },
+        SipCommand::AnswerReoffer { id, sdp } => {
+            if let Some(h) = pending.remove(&id) {
+                tokio::spawn(async move {
+                    let _ = match sdp {
+                        Some(sdp) => {
+                            let ct = Header::ContentType("application/sdp".into());
+                            h.respond(StatusCode::OK, Some(vec![ct]), Some(sdp.into_bytes())).await
+                        }
+                        None => h.reply(StatusCode::NotAcceptableHere).await,
+                    };
+                });
+            }
+        }
+        SipCommand::AnswerRefer { id, status } => {
+            if let Some(h) = pending.remove(&id) {
+                tokio::spawn(async move {
+                    let _ = h.reply(StatusCode::from(status)).await;
+                });
+            }
+        }
+    }
+}
+
+/// The status code of a sipfrag body (`SIP/2.0 200 OK`), if it has one.
+fn sipfrag_status(body: &[u8]) -> Option<u16> {
+    let text = std::str::from_utf8(body).ok()?;
+    let line = text.lines().next()?.trim();
+    let mut parts = line.split_whitespace();
+    if !parts.next()?.starts_with("SIP/") {
+        return None;
+    }
+    parts.next()?.parse().ok().filter(|s| (100..700).contains(s))
 }
 
 /// `Session-Expires: 1800;refresher=uac` → (1800, true). A missing refresher means the
@@ -415,98 +618,33 @@ async fn serve_incoming(dialogs: Arc<DialogLayer>, mut incoming: TransactionRece
     }
 }
 
-/// An INVITE we sent and the dialog it made.
+/// An INVITE we sent: its Call-ID, and where its commands go.
+#[derive(Debug, Clone)]
 pub struct OutboundCall {
     pub call_id: String,
-    dialog: InviteDialog,
-    dialogs: Arc<DialogLayer>,
-    events: mpsc::UnboundedReceiver<SipEvent>,
-    /// Our media as of the last offer/answer, used to answer the far end's re-offers.
-    local: Arc<std::sync::Mutex<LocalMedia>>,
-}
-
-impl std::fmt::Debug for OutboundCall {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OutboundCall").field("call_id", &self.call_id).finish()
-    }
+    commands: mpsc::UnboundedSender<SipCommand>,
 }
 
 impl OutboundCall {
-    /// The next thing the far end did; None once nothing more can happen.
-    pub async fn next_event(&mut self) -> Option<SipEvent> {
-        self.events.recv().await
-    }
-
-    /// Gives up before the answer: CANCEL. The INVITE then ends with 487 (or a 200 that
-    /// raced the CANCEL, which the stack ends with a BYE).
-    pub async fn cancel(&self) -> Result<(), SipError> {
-        self.dialog.cancel().await.map_err(stack)
-    }
-
-    /// Hangs up an answered call.
-    pub async fn bye(&self) -> Result<(), SipError> {
-        let r = self.dialog.bye().await.map_err(stack);
-        self.dialogs.remove_dialog(&self.dialog.id());
-        r
-    }
-
-    /// re-INVITE with a new offer for `local` (hold: direction sendonly; resume:
-    /// sendrecv; bump `local.version`). Returns the final status and, on 2xx, what the
-    /// answer negotiated.
-    pub async fn reinvite(&self, local: &LocalMedia) -> Result<(u16, Option<Negotiated>), SipError> {
-        let ct = Header::ContentType("application/sdp".into());
-        let offer = sdp::offer(local).into_bytes();
-        match self.dialog.reinvite(Some(vec![ct]), Some(offer)).await.map_err(stack)? {
-            Some(r) => {
-                let status = r.status_code.code();
-                if !(200..300).contains(&status) {
-                    return Ok((status, None));
-                }
-                if let Ok(mut l) = self.local.lock() {
-                    *l = local.clone();
-                }
-                let answer = String::from_utf8_lossy(&r.body);
-                Ok((status, sdp::accept_answer(&answer, local).ok()))
-            }
-            None => Err(SipError::Stack("the call is not answered".into())),
-        }
-    }
-
-    /// Session refresh (RFC 4028, we are the refresher): a re-INVITE with our current media
-    /// and the Session-Expires we were given. Returns the final status.
-    pub async fn refresh_session(&self, local: &LocalMedia, secs: u32) -> Result<u16, SipError> {
-        let headers = vec![
-            Header::ContentType("application/sdp".into()),
-            Header::Other("Session-Expires".into(), format!("{secs};refresher=uac")),
-            Header::Other("Supported".into(), "timer".into()),
-        ];
-        let offer = sdp::offer(local).into_bytes();
-        match self.dialog.reinvite(Some(headers), Some(offer)).await.map_err(stack)? {
-            Some(r) => Ok(r.status_code.code()),
-            None => Err(SipError::Stack("the call is not answered".into())),
-        }
-    }
-
-    /// Blind transfer: REFER the far end to `target`. Returns the REFER's final status
-    /// (202 when accepted).
-    pub async fn refer(&self, target: &str) -> Result<u16, SipError> {
-        let uri = Uri::try_from(target).map_err(|e| SipError::BadUri { uri: target.into(), error: e.to_string() })?;
-        match self.dialog.refer(uri, None, None).await.map_err(stack)? {
-            Some(r) => Ok(r.status_code.code()),
-            None => Err(SipError::Stack("the call is not answered".into())),
-        }
-    }
-}
-
-impl Drop for OutboundCall {
-    fn drop(&mut self) {
-        self.dialogs.remove_dialog(&self.dialog.id());
+    /// Hands the dialog a command. Fails only when the call's SIP side is already gone.
+    pub fn send(&self, cmd: SipCommand) -> Result<(), SipError> {
+        self.commands.send(cmd).map_err(|_| SipError::Stack("the call's dialog has ended".into()))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::session_expires;
+    use super::{session_expires, sipfrag_status};
+
+    #[test]
+    fn sipfrag_status_lines() {
+        assert_eq!(sipfrag_status(b"SIP/2.0 200 OK\r\n"), Some(200));
+        assert_eq!(sipfrag_status(b"SIP/2.0 100 Trying"), Some(100));
+        assert_eq!(sipfrag_status(b"SIP/2.0 486 Busy Here\r\nContent-Length: 0\r\n"), Some(486));
+        assert_eq!(sipfrag_status(b""), None);
+        assert_eq!(sipfrag_status(b"hello 200"), None);
+        assert_eq!(sipfrag_status(b"SIP/2.0 999 Nope"), None);
+    }
 
     #[test]
     fn session_expires_values() {

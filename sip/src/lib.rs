@@ -7,5 +7,5 @@ pub mod call;
 pub mod sdp;
 pub mod trunk;
 
-pub use agent::{AgentConfig, OutboundCall, SipAgent, SipError, SipEvent};
+pub use agent::{AgentConfig, EventSink, OutboundCall, Request, SipAgent, SipCommand, SipError, SipEvent};
 pub use waihu_model::{AnsweredBy, Disposition};

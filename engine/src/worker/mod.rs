@@ -104,6 +104,8 @@ pub enum Command {
         /// None in shared-port mode.
         socket: Option<UdpSocket>,
         port: u16,
+        /// Where this session's events go; None: the shard's own channel.
+        owner: Option<flume::Sender<Event>>,
         reply: flume::Sender<Result<SocketAddr, WorkerError>>,
     },
     /// The far end's address from its SDP. Only datagrams from exactly there are heard
@@ -211,11 +213,34 @@ pub enum Event {
         call: CallId,
         wav: Vec<u8>,
     },
-    /// A command failed (the reply channel, where there is one, says so too).
+    /// A command for this call failed (the reply channel, where there is one, says so
+    /// too).
     Error {
         call: CallId,
         error: String,
     },
+    /// The shard itself failed (it could not start its poller or shared port).
+    ShardError {
+        error: String,
+    },
+}
+
+/// The owner's bounded channel size: a call's events come a few per second at most.
+pub const OWNER_CHANNEL: usize = 256;
+
+/// Where one session's events go: its owner's bounded channel ([`OWNER_CHANNEL`]; make it
+/// with [`owner_channel`]). Overflow policy: the shard never blocks. An event that finds the
+/// channel full is dropped and counted in the leg's `SessionStats::events_dropped`, except
+/// [`Event::Closed`] and [`Event::Recording`], which wait for room on a task of their own
+/// so that the owner always learns the leg is gone.
+struct Owner {
+    tx: flume::Sender<Event>,
+    dropped: Cell<u64>,
+}
+
+/// A channel for [`Shard::begin_allocate_for`].
+pub fn owner_channel() -> (flume::Sender<Event>, flume::Receiver<Event>) {
+    flume::bounded(OWNER_CHANNEL)
 }
 
 struct Session {
@@ -250,6 +275,28 @@ struct SessionState {
     /// When this session's next RTCP report is due. Each session has its own phase, so a
     /// shard's reports spread over the interval instead of leaving in one burst.
     next_rtcp: Instant,
+    owner: Option<Owner>,
+}
+
+impl SessionState {
+    /// Sends one of this leg's events to its owner, or to the shard's channel.
+    fn emit(&self, shard: &flume::Sender<Event>, ev: Event) {
+        let Some(o) = &self.owner else {
+            let _ = shard.send(ev);
+            return;
+        };
+        match o.tx.try_send(ev) {
+            Ok(()) | Err(flume::TrySendError::Disconnected(_)) => {}
+            Err(flume::TrySendError::Full(ev @ (Event::Closed { .. } | Event::Recording { .. }))) => {
+                let tx = o.tx.clone();
+                glommio::spawn_local(async move {
+                    let _ = tx.send_async(ev).await;
+                })
+                .detach();
+            }
+            Err(flume::TrySendError::Full(_)) => o.dropped.set(o.dropped.get() + 1),
+        }
+    }
 }
 
 struct Playback {
@@ -359,11 +406,33 @@ impl Shard {
     }
 
     /// Binds the session's socket on the calling thread and hands it to the shard; the
-    /// returned channel brings the local address (await it with `recv_async`).
+    /// returned channel brings the local address (await it with `recv_async`). The
+    /// session's events go to the shard's channel.
     pub fn begin_allocate(
         &self,
         call: CallId,
         payloads: PayloadMap,
+    ) -> Result<flume::Receiver<Result<SocketAddr, WorkerError>>, WorkerError> {
+        self.begin_allocate_with(call, payloads, None)
+    }
+
+    /// As [`Shard::begin_allocate`], with the session's events going to `owner` (a
+    /// channel from [`owner_channel`]; see [`OWNER_CHANNEL`] for what happens when it is
+    /// full).
+    pub fn begin_allocate_for(
+        &self,
+        call: CallId,
+        payloads: PayloadMap,
+        owner: flume::Sender<Event>,
+    ) -> Result<flume::Receiver<Result<SocketAddr, WorkerError>>, WorkerError> {
+        self.begin_allocate_with(call, payloads, Some(owner))
+    }
+
+    fn begin_allocate_with(
+        &self,
+        call: CallId,
+        payloads: PayloadMap,
+        owner: Option<flume::Sender<Event>>,
     ) -> Result<flume::Receiver<Result<SocketAddr, WorkerError>>, WorkerError> {
         let (socket, port) = if self.shared {
             (None, 0)
@@ -373,7 +442,7 @@ impl Shard {
         };
         let (tx, rx) = flume::bounded(1);
         if let Err(flume::SendError(cmd)) =
-            self.commands.send(Command::Allocate { call, payloads, socket, port, reply: tx })
+            self.commands.send(Command::Allocate { call, payloads, socket, port, owner, reply: tx })
         {
             if let Command::Allocate { port, socket: Some(_), .. } = cmd {
                 release(&self.pool, port);
@@ -400,8 +469,8 @@ impl Shard {
     }
 }
 
-/// Several shards, one per core: the port range is split between them and their events
-/// arrive on one channel. Call ids are the control plane's and unique across shards; both
+/// Several shards, one per core: the port range is split between them. Events of legs
+/// allocated without an owner, and shard-level errors, arrive on one channel. Call ids are the control plane's and unique across shards; both
 /// legs of a bridge must be allocated on the same shard.
 #[derive(Debug)]
 pub struct MediaPlane {
@@ -438,6 +507,18 @@ impl MediaPlane {
         self.shards.get(index)
     }
 
+    /// Allocates a leg on shard `shard` (beside another leg, for a bridge), its events
+    /// going to `owner`. See [`Shard::begin_allocate_for`].
+    pub fn begin_allocate_on(
+        &self,
+        shard: usize,
+        call: CallId,
+        payloads: PayloadMap,
+        owner: flume::Sender<Event>,
+    ) -> Result<flume::Receiver<Result<SocketAddr, WorkerError>>, WorkerError> {
+        self.shard(shard).ok_or(WorkerError::ShardGone)?.begin_allocate_for(call, payloads, owner)
+    }
+
     /// The shard a new call goes to when nothing ties it to another leg.
     pub fn shard_for(&self, call: CallId) -> usize {
         (call % self.shards.len().max(1) as u64) as usize
@@ -467,14 +548,14 @@ async fn run(
     let poller = match Poller::new() {
         Ok(p) => Rc::new(RefCell::new(p)),
         Err(e) => {
-            let _ = events.send(Event::Error { call: 0, error: format!("epoll: {e}") });
+            let _ = events.send(Event::ShardError { error: format!("epoll: {e}") });
             return;
         }
     };
     let shared = match cfg.shared_port.map(|port| open_shared(&cfg, port, &poller.borrow())).transpose() {
         Ok(s) => s.map(Rc::new),
         Err(e) => {
-            let _ = events.send(Event::Error { call: 0, error: format!("shared port: {e}") });
+            let _ = events.send(Event::ShardError { error: format!("shared port: {e}") });
             return;
         }
     };
@@ -516,19 +597,27 @@ fn handle(
     cmd: Command,
 ) {
     let fail = |call: CallId, e: WorkerError| {
-        let _ = events.send(Event::Error { call, error: e.to_string() });
+        let ev = Event::Error { call, error: e.to_string() };
+        match sessions.borrow().get(&call) {
+            Some(s) => s.state.borrow().emit(events, ev),
+            None => {
+                let _ = events.send(ev);
+            }
+        }
     };
     let r = match cmd {
-        Command::Allocate { call, payloads, socket, port, reply } => {
+        Command::Allocate { call, payloads, socket, port, owner, reply } => {
+            let owner = owner.map(|tx| Owner { tx, dropped: Cell::new(0) });
             let r = match (socket, shared) {
                 (Some(socket), _) => {
-                    let r = allocate(cfg, Some(&poller.borrow()), sessions, call, payloads, Rc::new(socket), port);
+                    let r =
+                        allocate(cfg, Some(&poller.borrow()), sessions, call, payloads, Rc::new(socket), port, owner);
                     if r.is_err() {
                         release(pool, port);
                     }
                     r
                 }
-                (None, Some(sp)) => allocate(cfg, None, sessions, call, payloads, sp.socket.clone(), 0),
+                (None, Some(sp)) => allocate(cfg, None, sessions, call, payloads, sp.socket.clone(), 0, owner),
                 (None, None) => Err(WorkerError::Io("no socket given and no shared port".into())),
             };
             let _ = reply.send(r);
@@ -599,14 +688,16 @@ fn handle(
             Ok(())
         }),
         Command::StopRecording { call } => {
-            let rec = sessions.borrow().get(&call).map(|s| s.state.borrow_mut().recording.take());
-            match rec {
-                Some(Some(r)) => {
-                    let _ = events.send(Event::Recording { call, wav: r.into_wav() });
+            let map = sessions.borrow();
+            let st = map.get(&call).map(|s| &s.state);
+            let rec = st.map(|s| s.borrow_mut().recording.take());
+            match (rec, st) {
+                (Some(Some(r)), Some(st)) => {
+                    st.borrow().emit(events, Event::Recording { call, wav: r.into_wav() });
                     Ok(())
                 }
-                Some(None) => Err(WorkerError::Session(format!("call {call} is not recording"))),
-                None => Err(WorkerError::NoSession(call)),
+                (Some(None), _) => Err(WorkerError::Session(format!("call {call} is not recording"))),
+                _ => Err(WorkerError::NoSession(call)),
             }
         }
         Command::Close { call } => {
@@ -620,12 +711,12 @@ fn handle(
                     }
                     let mut st = s.state.borrow_mut();
                     if let Some(r) = st.recording.take() {
-                        let _ = events.send(Event::Recording { call, wav: r.into_wav() });
+                        st.emit(events, Event::Recording { call, wav: r.into_wav() });
                     }
                     if s.port != 0 {
                         release(pool, s.port);
                     }
-                    let _ = events.send(Event::Closed { call, stats: leg_stats(&st) });
+                    st.emit(events, Event::Closed { call, stats: leg_stats(&st) });
                     Ok(())
                 }
                 None => Err(WorkerError::NoSession(call)),
@@ -644,7 +735,8 @@ fn handle(
 
 /// The leg's statistics: the session's, plus the strangers its source filter dropped.
 fn leg_stats(st: &SessionState) -> SessionStats {
-    SessionStats { strangers: st.source.strangers(), ..st.media.stats() }
+    let events_dropped = st.owner.as_ref().map_or(0, |o| o.dropped.get());
+    SessionStats { strangers: st.source.strangers(), events_dropped, ..st.media.stats() }
 }
 
 /// A sender for the session's first negotiated codec, with a per-stream SSRC, first
@@ -709,6 +801,7 @@ fn unbridge(sessions: &Sessions, poller: &mut Poller, call: CallId) {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 /// Registers a bound socket as session `call`. On error the caller gives the port back.
 /// `poller` is None for the shared socket, which is registered once for the whole shard.
 fn allocate(
@@ -719,6 +812,7 @@ fn allocate(
     payloads: PayloadMap,
     socket: Rc<UdpSocket>,
     port: u16,
+    owner: Option<Owner>,
 ) -> Result<SocketAddr, WorkerError> {
     if sessions.borrow().contains_key(&call) {
         return Err(WorkerError::Exists(call));
@@ -743,6 +837,7 @@ fn allocate(
         play: None,
         recording: None,
         next_rtcp: Instant::now() + rtcp_phase(cfg.rtcp_interval, call),
+        owner,
     }));
     let fd = socket.as_raw_fd();
     sessions.borrow_mut().insert(call, Session { state, socket, fd, port });
@@ -988,7 +1083,7 @@ fn on_datagram(
         }
         if s.first_packet.is_none() {
             s.first_packet = Some(now);
-            let _ = events.send(Event::FirstPacket { call, from });
+            s.emit(events, Event::FirstPacket { call, from });
         }
         s.last_packet = Some(now);
         s.timeout_reported = false;
@@ -1021,7 +1116,7 @@ fn on_datagram(
         // Malformed datagrams are counted in the session's stats; the shard goes on.
         let _ = s.media.on_datagram_with(d, arrival, &mut sink);
         while let Some(event) = s.media.poll_event() {
-            let _ = events.send(Event::Media { call, event });
+            s.emit(events, Event::Media { call, event });
         }
         drop(peer_state);
         peer
@@ -1095,7 +1190,7 @@ async fn pace(cfg: ShardConfig, sessions: Sessions, events: flume::Sender<Event>
             }
             if filled == 0 {
                 st.play = None;
-                let _ = events.send(Event::PlayDone { call });
+                st.emit(&events, Event::PlayDone { call });
                 continue;
             }
             pcm[filled..].fill(0);
@@ -1135,11 +1230,11 @@ async fn tick(cfg: ShardConfig, sessions: Sessions, events: flume::Sender<Event>
                 let idle = now.duration_since(last);
                 if idle >= cfg.media_timeout && !st.timeout_reported {
                     st.timeout_reported = true;
-                    let _ = events.send(Event::MediaTimeout { call, idle });
+                    st.emit(&events, Event::MediaTimeout { call, idle });
                 }
             }
             if stats_due {
-                let _ = events.send(Event::Stats { call, stats: leg_stats(&st) });
+                st.emit(&events, Event::Stats { call, stats: leg_stats(&st) });
             }
         }
     }
