@@ -1,13 +1,15 @@
 //! `waihu call`: places one call over a SIP trunk, prints its progress on stderr as it
 //! happens and its call record as one JSON line on stdout.
 
-use crate::dialer::{CallOptions, Dialer, HangupOn, Progress};
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
+use waihu_actors::call::{CallActor, CallCommand, CallSpec, Command, FlowConfig, HangupOn, Progress};
 use waihu_engine::worker::ShardConfig;
+use waihu_model::CallId;
 use waihu_sip::trunk::TrunkConfig;
 use waihu_sip::AgentConfig;
 
@@ -22,8 +24,8 @@ pub struct CallArgs {
     /// Run answering-machine detection on the answered call.
     #[arg(long)]
     pub amd: bool,
-    /// What to hang up on once AMD has decided.
-    #[arg(long, value_enum, default_value = "never")]
+    /// What to hang up on once AMD has decided: machine, human, any or never.
+    #[arg(long, default_value = "never")]
     pub hangup_on: HangupOn,
     /// With --hangup-on machine: wait for the beep (the end of the machine's message)
     /// before hanging up, as a voicemail drop would.
@@ -107,7 +109,11 @@ pub fn run(a: CallArgs) -> Result<ExitCode> {
             Err(anyhow::anyhow!("--{name} must be a non-negative number of seconds"))
         }
     };
-    let opts = CallOptions {
+    let flow = FlowConfig {
+        id: 1,
+        target: a.target.clone(),
+        trunk: trunk.name.clone(),
+        ring_timeout: trunk.ring_timeout(),
         hold_after: a.hold_after.map(|v| secs("hold-after", v)).transpose()?,
         hold_for: secs("hold-for", a.hold_for)?,
         transfer_to: a.transfer_to.clone(),
@@ -116,37 +122,48 @@ pub fn run(a: CallArgs) -> Result<ExitCode> {
         hangup_on: a.hangup_on,
         wait_for_beep: a.wait_for_beep,
         max_duration: secs("max-duration", a.max_duration)?,
-        ..CallOptions::default()
+        ..FlowConfig::default()
     };
     let media = ShardConfig { bind_ip: a.rtp_ip, ports: port_range(&a.rtp_ports)?, ..ShardConfig::default() };
-    let tcp = a.tcp || trunk.transport == waihu_sip::trunk::Transport::Tcp;
-    let sip = AgentConfig { bind: a.sip_bind, tcp, ..AgentConfig::default() };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let detail = rt.block_on(async {
-        let dialer = Dialer::start(sip, media, 1).await?;
-        crate::shutdown::on_signals(dialer.stopper())?;
-        eprintln!("waihu: SIP on {}", dialer.sip().local_addr());
-        let target = a.target.clone();
-        let detail = dialer.call(&target, &trunk, &opts, print_progress).await;
-        if trunk.transport == waihu_sip::trunk::Transport::Tcp {
+    let tcp_trunk = trunk.transport == waihu_sip::trunk::Transport::Tcp;
+    let sip = AgentConfig { bind: a.sip_bind, tcp: a.tcp || tcp_trunk, ..AgentConfig::default() };
+    let (sip_rt, env) = crate::platform::start(sip, media, 1, 1)?;
+    let mut stop = crate::platform::signals(&sip_rt)?;
+    eprintln!("waihu: SIP on {}", env.sip.local_addr());
+    let spec = CallSpec { flow, trunk: Arc::new(trunk), shard: None };
+    let record = actix::System::new().block_on(async move {
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        let record = Box::new(move |r| {
+            let _ = tx.send(r);
+        });
+        let call = CallActor::start(env, spec, Box::new(print_progress), record).await?;
+        let record = tokio::select! {
+            r = &mut rx => r,
+            _ = crate::platform::stopped(&mut stop) => {
+                call.do_send(CallCommand(Command::Shutdown));
+                rx.await
+            }
+        };
+        if tcp_trunk {
             // Keep the TCP connection open a moment after the last transaction, so the far
             // end is not cut off while it finishes its own (SIPp counts a TCP close during
             // its time-wait as a failed call).
             tokio::time::sleep(Duration::from_millis(1500)).await;
         }
-        detail
+        record.map_err(|_| anyhow!("the call ended without a record"))
     })?;
-    println!("{}", serde_json::to_string(&detail)?);
+    drop(sip_rt);
+    println!("{}", serde_json::to_string(&record)?);
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_progress(p: Progress) {
+fn print_progress(_call: CallId, p: &Progress) {
     match p {
-        Progress::Inviting { call_id, sdp_port } => {
-            eprintln!("waihu: INVITE sent (Call-ID {call_id}, RTP port {sdp_port})")
+        Progress::Inviting { call_id, rtp_port } => {
+            eprintln!("waihu: INVITE sent (Call-ID {call_id}, RTP port {rtp_port})")
         }
         Progress::Ringing { status, early_media } => {
-            eprintln!("waihu: ringing ({status}{})", if early_media { ", early media" } else { "" })
+            eprintln!("waihu: ringing ({status}{})", if *early_media { ", early media" } else { "" })
         }
         Progress::Answered { after_ms } => eprintln!("waihu: answered after {after_ms} ms"),
         Progress::Amd { answered_by, cause, media_ms, after_answer_ms } => eprintln!(
@@ -160,6 +177,7 @@ fn print_progress(p: Progress) {
         Progress::Hold { status } => eprintln!("waihu: hold (re-INVITE a=sendonly) -> {status}"),
         Progress::Resume { status } => eprintln!("waihu: resume (re-INVITE a=sendrecv) -> {status}"),
         Progress::Transfer { to, status } => eprintln!("waihu: REFER to {to} -> {status}"),
+        Progress::TransferResult { status } => eprintln!("waihu: transfer result (NOTIFY) {status}"),
         Progress::ReferDeclined { target } => eprintln!("waihu: declined the far end's REFER to {target}"),
         Progress::HangingUp { reason } => eprintln!("waihu: hanging up ({reason})"),
     }

@@ -6,7 +6,7 @@ mod amd_cmd;
 mod call_cmd;
 mod demo;
 mod dial_cmd;
-mod dialer;
+mod platform;
 mod shutdown;
 mod trunk_cmd;
 

@@ -196,8 +196,10 @@ pub enum MediaCommand {
 /// What the call reports as it goes, for people watching (stderr, a console).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Progress {
+    /// The INVITE left, offering media on our `rtp_port`.
     Inviting {
         call_id: String,
+        rtp_port: u16,
     },
     Ringing {
         status: u16,
@@ -570,7 +572,8 @@ impl CallFlow {
         match input {
             Input::Invited { call_id } => {
                 self.rec.call_id = call_id.clone();
-                self.progress(Progress::Inviting { call_id });
+                let rtp_port = self.local.address.port();
+                self.progress(Progress::Inviting { call_id, rtp_port });
             }
             Input::InviteFailed { error } => {
                 self.sip_error(error);
