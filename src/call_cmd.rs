@@ -136,7 +136,8 @@ pub fn run(a: CallArgs) -> Result<ExitCode> {
         let record = Box::new(move |r| {
             let _ = tx.send(r);
         });
-        let call = CallActor::start(env, spec, Box::new(print_progress), record).await?;
+        // `env` outlives the call: the last SIP agent handle closes the transports.
+        let call = CallActor::start(env.clone(), spec, Box::new(print_progress), record).await?;
         let record = tokio::select! {
             r = &mut rx => r,
             _ = crate::platform::stopped(&mut stop) => {
@@ -150,6 +151,7 @@ pub fn run(a: CallArgs) -> Result<ExitCode> {
             // its time-wait as a failed call).
             tokio::time::sleep(Duration::from_millis(1500)).await;
         }
+        drop(env);
         record.map_err(|_| anyhow!("the call ended without a record"))
     })?;
     drop(sip_rt);

@@ -213,7 +213,11 @@ impl Dial {
             placed += 1;
             first_start.get_or_insert(now);
             last_start = now;
-            let spec = CallSpec { flow: FlowConfig { id: placed, ..self.flow.clone() }, trunk: self.trunk.clone(), shard: None };
+            let spec = CallSpec {
+                flow: FlowConfig { id: placed, ..self.flow.clone() },
+                trunk: self.trunk.clone(),
+                shard: None,
+            };
             shared.outstanding.set(shared.outstanding.get() + 1);
             actix::spawn(start_call(self.env.clone(), spec, shared.clone(), admission.clone()));
         }

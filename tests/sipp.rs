@@ -371,7 +371,7 @@ fn a_call_over_tcp() {
         (&Value::from("answered"), &Value::from("human")),
         "{r}\n{log}"
     );
-    assert!(sipp_ok, "SIPp (TCP) judged the call bad:\n{sipp_log}");
+    assert!(sipp_ok, "SIPp (TCP) judged the call bad:\n{sipp_log}\nwaihu:\n{log}");
 }
 
 fn trunk_check(args: &[&str]) -> (Option<i32>, Value, String) {
@@ -414,6 +414,7 @@ fn hold_resume_and_transfer_with_re_invite_and_refer() {
         "the far end's REFER was declined: {r}\n{log}"
     );
     assert_eq!(field(&r, "refer_status"), 202, "{r}\n{log}");
+    assert_eq!(field(&r, "transfer_status"), 200, "the NOTIFY's sipfrag said how it went: {r}\n{log}");
     assert_eq!(field(&r, "hangup_reason"), "transferred", "{r}");
     assert!(sipp_ok, "SIPp judged the mid-call exchange bad:\n{sipp_log}");
 }

@@ -354,6 +354,7 @@ async fn follow(
     // What we have already sent to end the call, so that the owner going away does not
     // send it twice.
     let (mut cancel_sent, mut bye_sent) = (false, false);
+    let mut notify_held: Option<Option<u16>> = None;
     loop {
         tokio::select! {
             biased;
@@ -413,10 +414,18 @@ async fn follow(
                     sink(SipEvent::Refer { id, target });
                 }
                 Some(DialogState::Notify(_, req, h)) => {
-                    sink(SipEvent::Notify { status: sipfrag_status(&req.body) });
+                    // The call hears of it once our 200 is on the wire (the stack then
+                    // returns the dialog to Confirmed): a BYE it sends in reaction must not
+                    // overtake the 200 (SIPp, rightly, fails a call that does).
+                    notify_held = Some(sipfrag_status(&req.body));
                     tokio::spawn(async move {
                         let _ = h.reply(StatusCode::OK).await;
                     });
+                }
+                Some(DialogState::Confirmed(..)) => {
+                    if let Some(status) = notify_held.take() {
+                        sink(SipEvent::Notify { status });
+                    }
                 }
                 // INFO, in-dialog OPTIONS: 200.
                 Some(DialogState::Info(_, _, h) | DialogState::Options(_, _, h)) => {

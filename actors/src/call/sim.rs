@@ -143,12 +143,10 @@ impl Sim {
                 let sdp = (self.far.cancel_final == 200).then(|| ANSWER.to_string());
                 self.later(Input::Sip(SipEvent::Final { status: self.far.cancel_final, sdp }));
             }
-            Output::Sip(SipCommand::Bye) => {
-                if !self.far.bye_lost {
-                    let done = SipEvent::Response { request: Request::Bye, status: None, sdp: None, error: None };
-                    self.later(Input::Sip(done));
-                    self.later(Input::Sip(SipEvent::Ended));
-                }
+            Output::Sip(SipCommand::Bye) if !self.far.bye_lost => {
+                let done = SipEvent::Response { request: Request::Bye, status: None, sdp: None, error: None };
+                self.later(Input::Sip(done));
+                self.later(Input::Sip(SipEvent::Ended));
             }
             Output::Sip(SipCommand::Reinvite { sdp }) => {
                 let answer = sdp.contains("a=sendonly").then(|| offer("recvonly")).or(Some(offer("sendrecv")));
