@@ -5,9 +5,10 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
 use waihu_benches::{pcmu_packets, sample_pcm};
 use waihu_engine::amd::{Amd, FrameInput};
-use waihu_engine::analyzer::{Analyzer, G711};
+use waihu_engine::analyzer::Analyzer;
 use waihu_engine::codec::g711;
 use waihu_engine::codec::opus::{OpusDecoder, OpusEncoder};
+use waihu_engine::codec::Codec;
 use waihu_engine::rtp::RtpHeader;
 use waihu_engine::tones::ToneAnalyzer;
 use waihu_engine::vad::{Aggressiveness, Vad};
@@ -126,7 +127,7 @@ fn packet_path(c: &mut Criterion) {
                 an.reset();
                 i = 0;
             }
-            let r = an.push_rtp(black_box(&packets[i]), G711::Ulaw, 0);
+            let r = an.push_rtp(black_box(&packets[i]), Codec::Pcmu, 0);
             while an.poll_event().is_some() {}
             i += 1;
             black_box(r)
@@ -147,7 +148,7 @@ fn packet_path(c: &mut Criterion) {
                 an.reset();
                 *pos = 0;
             }
-            let r = an.push_rtp(black_box(&packets[*pos]), G711::Ulaw, 0);
+            let r = an.push_rtp(black_box(&packets[*pos]), Codec::Pcmu, 0);
             while an.poll_event().is_some() {}
             *pos += 1;
             black_box(r)

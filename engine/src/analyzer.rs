@@ -3,7 +3,7 @@
 //! one `Analyzer` per call.
 
 use crate::amd::{Amd, AmdEvent, AmdParams, FrameInput};
-use crate::codec::g711;
+use crate::codec::{g711, Codec};
 use crate::dtmf::{DtmfDetector, DtmfDigit};
 use crate::frame::Framer;
 use crate::rtp::{RtpError, RtpHeader};
@@ -14,18 +14,14 @@ use crate::{MediaTime, FRAME_SAMPLES};
 /// Largest G.711 payload decoded in one go (60 ms ptime at 8 kHz).
 const MAX_PAYLOAD: usize = 480;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum G711 {
-    Ulaw,
-    Alaw,
-}
-
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PacketError {
     #[error(transparent)]
     Rtp(#[from] RtpError),
     #[error("payload type {0} is not the negotiated G.711 type")]
     UnexpectedPayloadType(u8),
+    #[error("{0} is not G.711: decode it before analysis (MediaSession does)")]
+    NotG711(Codec),
 }
 
 /// Per-stream analysis state.
@@ -125,16 +121,19 @@ impl Analyzer {
 
     /// Feeds one G.711 RTP packet (the per-packet hot path). Loss and reordering are
     /// the jitter buffer's job, upstream of this.
-    pub fn push_rtp(&mut self, packet: &[u8], law: G711, payload_type: u8) -> Result<(), PacketError> {
+    pub fn push_rtp(&mut self, packet: &[u8], codec: Codec, payload_type: u8) -> Result<(), PacketError> {
+        if !codec.is_g711() {
+            return Err(PacketError::NotG711(codec));
+        }
         let (h, range) = RtpHeader::parse(packet)?;
         if h.payload_type != payload_type {
             return Err(PacketError::UnexpectedPayloadType(h.payload_type));
         }
         let mut pcm = [0i16; MAX_PAYLOAD];
         for chunk in packet[range].chunks(MAX_PAYLOAD) {
-            let n = match law {
-                G711::Ulaw => g711::ulaw_decode_into(chunk, &mut pcm),
-                G711::Alaw => g711::alaw_decode_into(chunk, &mut pcm),
+            let n = match codec {
+                Codec::Pcma => g711::alaw_decode_into(chunk, &mut pcm),
+                _ => g711::ulaw_decode_into(chunk, &mut pcm),
             };
             self.push_pcm(&pcm[..n]);
         }
@@ -182,12 +181,12 @@ mod tests {
         let mut a = Analyzer::new(AmdParams::default());
         let mut pkt = Vec::new();
         crate::rtp::RtpBuild { payload_type: 8, ..Default::default() }.write(&[0xd5; 160], &mut pkt).expect("build");
-        assert_eq!(a.push_rtp(&pkt, G711::Ulaw, 0), Err(PacketError::UnexpectedPayloadType(8)));
+        assert_eq!(a.push_rtp(&pkt, Codec::Pcmu, 0), Err(PacketError::UnexpectedPayloadType(8)));
         assert_eq!(
-            a.push_rtp(&pkt[..5], G711::Ulaw, 0),
+            a.push_rtp(&pkt[..5], Codec::Pcmu, 0),
             Err(PacketError::Rtp(RtpError::TooShort { len: 5, need: 12 }))
         );
-        assert_eq!(a.push_rtp(&pkt, G711::Alaw, 8), Ok(()));
+        assert_eq!(a.push_rtp(&pkt, Codec::Pcma, 8), Ok(()));
         assert_eq!(a.media_time().as_ms(), 20);
     }
 }

@@ -5,8 +5,8 @@
 
 use crate::amd::{AmdEvent, AmdParams};
 use crate::analyzer::Analyzer;
-use crate::codec::g711;
 use crate::codec::opus::{OpusDecoder, OpusError};
+use crate::codec::{g711, Codec};
 use crate::dtmf::{DtmfDetector, TelephoneEvent};
 use crate::frame::Framer;
 use crate::jitter::{JitterBuffer, JitterError, Pushed, Released};
@@ -22,6 +22,17 @@ pub struct PayloadMap {
     pub pcma: Option<u8>,
     pub opus: Option<u8>,
     pub telephone_event: Option<u8>,
+}
+
+impl PayloadMap {
+    /// The codec payload type `pt` carries under this map; None for one not negotiated
+    /// (and for telephone-event, which is no audio codec).
+    pub fn codec_of(&self, pt: u8) -> Option<Codec> {
+        [(self.pcmu, Codec::Pcmu), (self.pcma, Codec::Pcma), (self.opus, Codec::Opus)]
+            .into_iter()
+            .find(|(p, _)| *p == Some(pt))
+            .map(|(_, c)| c)
+    }
 }
 
 impl Default for PayloadMap {
@@ -149,6 +160,11 @@ impl MediaSession {
 
     /// New payload types from an SDP answer or a re-INVITE: what arrives and what we send
     /// follow them from now on.
+    /// The payload types in force.
+    pub fn payloads(&self) -> PayloadMap {
+        self.payloads
+    }
+
     pub fn set_payloads(&mut self, payloads: PayloadMap) -> Result<(), SessionError> {
         if payloads.opus.is_some() && self.opus.is_none() {
             self.opus = Some(OpusDecoder::new(8000)?);
@@ -172,17 +188,12 @@ impl MediaSession {
     }
 
     /// The codec a payload type stands for in this session.
-    pub fn codec_of(&self, pt: u8) -> Option<crate::codec::Codec> {
-        use crate::codec::Codec;
-        let p = self.payloads;
-        [(p.pcmu, Codec::Pcmu), (p.pcma, Codec::Pcma), (p.opus, Codec::Opus)]
-            .into_iter()
-            .find_map(|(t, c)| (t == Some(pt)).then_some(c))
+    pub fn codec_of(&self, pt: u8) -> Option<Codec> {
+        self.payloads.codec_of(pt)
     }
 
     /// The codec and payload type we send with: the first negotiated of PCMU, PCMA, Opus.
-    pub fn send_codec(&self) -> Option<(crate::codec::Codec, u8)> {
-        use crate::codec::Codec;
+    pub fn send_codec(&self) -> Option<(Codec, u8)> {
         let p = self.payloads;
         [(p.pcmu, Codec::Pcmu), (p.pcma, Codec::Pcma), (p.opus, Codec::Opus)]
             .into_iter()

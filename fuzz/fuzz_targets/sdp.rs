@@ -3,13 +3,13 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use waihu_sip::sdp::{self, AudioCodec, Direction, LocalMedia};
+use waihu_sip::sdp::{self, Codec, Direction, LocalMedia};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let local = LocalMedia {
         address: "127.0.0.1:20000".parse().expect("addr"),
-        codecs: vec![AudioCodec::Pcmu, AudioCodec::Pcma, AudioCodec::Opus],
+        codecs: vec![Codec::Pcmu, Codec::Pcma, Codec::Opus],
         telephone_event: true,
         ptime: 20,
         direction: Direction::SendRecv,

@@ -7,7 +7,8 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use waihu_engine::analyzer::{Analyzer, G711};
+use waihu_engine::analyzer::Analyzer;
+use waihu_engine::codec::Codec;
 use waihu_engine::AmdParams;
 
 /// Bare glommio: one task per socket doing `recv_from` and nothing else.
@@ -107,7 +108,7 @@ pub fn recvmmsg_analyze(
                             break;
                         }
                         for (m, b) in msgs.iter().zip(&bufs).take(got as usize) {
-                            let _ = analyzers[i].push_rtp(&b[..m.msg_len as usize], G711::Ulaw, 0);
+                            let _ = analyzers[i].push_rtp(&b[..m.msg_len as usize], Codec::Pcmu, 0);
                             while analyzers[i].poll_event().is_some() {}
                             if analyzers[i].amd().is_done() {
                                 analyzers[i].reset();

@@ -1,11 +1,13 @@
-//! Types every plane shares (one concept, one type): the control plane's call id, who or
-//! what answered, and how an attempt ended. No IO, no clock.
+//! Types every plane shares (one concept, one type): the control plane's call id, the
+//! audio codec, who or what answered, how an attempt ended, and its record. No IO, no clock.
 
 mod answered_by;
+mod codec;
 mod disposition;
 mod record;
 
 pub use answered_by::AnsweredBy;
+pub use codec::Codec;
 pub use disposition::Disposition;
 pub use record::{CallRecord, EndedBy, HangupReason};
 

@@ -342,12 +342,12 @@ impl Call {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sdp::{AudioCodec, Direction};
+    use crate::sdp::{Codec, Direction};
 
     fn local() -> LocalMedia {
         LocalMedia {
             address: "127.0.0.1:20000".parse().expect("addr"),
-            codecs: vec![AudioCodec::Pcmu, AudioCodec::Pcma],
+            codecs: vec![Codec::Pcmu, Codec::Pcma],
             telephone_event: true,
             ptime: 20,
             direction: Direction::SendRecv,

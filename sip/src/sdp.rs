@@ -25,23 +25,8 @@ pub enum SdpError {
     NoCommonCodec(Vec<u8>),
 }
 
-/// Audio codecs we speak.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AudioCodec {
-    Pcmu,
-    Pcma,
-    Opus,
-}
-
-impl AudioCodec {
-    fn rtpmap(self) -> &'static str {
-        match self {
-            AudioCodec::Pcmu => "PCMU/8000",
-            AudioCodec::Pcma => "PCMA/8000",
-            AudioCodec::Opus => "opus/48000/2",
-        }
-    }
-}
+/// The codec type SDP negotiates (the one every plane shares).
+pub use waihu_model::Codec;
 
 /// Media direction (hold is `SendOnly` from the holder, RFC 3264 §8.4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -99,7 +84,7 @@ pub struct AudioDescription {
 pub struct Negotiated {
     /// Where to send RTP.
     pub remote: SocketAddr,
-    pub codec: AudioCodec,
+    pub codec: Codec,
     pub payload_type: u8,
     pub telephone_event: Option<u8>,
     pub ptime: u32,
@@ -113,7 +98,7 @@ pub struct Negotiated {
 pub struct LocalMedia {
     pub address: SocketAddr,
     /// In order of preference.
-    pub codecs: Vec<AudioCodec>,
+    pub codecs: Vec<Codec>,
     pub telephone_event: bool,
     pub ptime: u32,
     pub direction: Direction,
@@ -125,11 +110,11 @@ pub struct LocalMedia {
 const PT_OPUS: u8 = 111;
 const PT_TE: u8 = 101;
 
-fn static_pt(c: AudioCodec) -> u8 {
+fn static_pt(c: Codec) -> u8 {
     match c {
-        AudioCodec::Pcmu => 0,
-        AudioCodec::Pcma => 8,
-        AudioCodec::Opus => PT_OPUS,
+        Codec::Pcmu => 0,
+        Codec::Pcma => 8,
+        Codec::Opus => PT_OPUS,
     }
 }
 
@@ -155,11 +140,11 @@ fn write_sdp(local: &LocalMedia, fmts: &[(u8, String, Option<String>)]) -> Strin
     s
 }
 
-fn our_formats(codecs: &[AudioCodec], te: Option<u8>) -> Vec<(u8, String, Option<String>)> {
+fn our_formats(codecs: &[Codec], te: Option<u8>) -> Vec<(u8, String, Option<String>)> {
     let mut v: Vec<(u8, String, Option<String>)> = codecs
         .iter()
         .map(|&c| {
-            let fmtp = (c == AudioCodec::Opus).then(|| "useinbandfec=1; maxplaybackrate=16000".to_string());
+            let fmtp = (c == Codec::Opus).then(|| "useinbandfec=1; maxplaybackrate=16000".to_string());
             (static_pt(c), c.rtpmap().to_string(), fmtp)
         })
         .collect();
@@ -174,18 +159,18 @@ pub fn offer(local: &LocalMedia) -> String {
     write_sdp(local, &our_formats(&local.codecs, local.telephone_event.then_some(PT_TE)))
 }
 
-fn codec_of(f: &Format) -> Option<AudioCodec> {
+fn codec_of(f: &Format) -> Option<Codec> {
     match (f.name.as_str(), f.clock_rate) {
-        ("pcmu", 8000) => Some(AudioCodec::Pcmu),
-        ("pcma", 8000) => Some(AudioCodec::Pcma),
-        ("opus", 48000) => Some(AudioCodec::Opus),
+        ("pcmu", 8000) => Some(Codec::Pcmu),
+        ("pcma", 8000) => Some(Codec::Pcma),
+        ("opus", 48000) => Some(Codec::Opus),
         _ => None,
     }
 }
 
 fn negotiate(
     remote: &AudioDescription,
-    ours: &[AudioCodec],
+    ours: &[Codec],
     want_te: bool,
     direction: Direction,
     ptime: u32,
@@ -385,7 +370,7 @@ pub fn parse(sdp: &str) -> Result<AudioDescription, SdpError> {
 mod tests {
     use super::*;
 
-    fn local(codecs: Vec<AudioCodec>) -> LocalMedia {
+    fn local(codecs: Vec<Codec>) -> LocalMedia {
         LocalMedia {
             address: "192.0.2.10:20000".parse().expect("addr"),
             codecs,
@@ -399,7 +384,7 @@ mod tests {
 
     #[test]
     fn our_offer_parses_back() {
-        let o = offer(&local(vec![AudioCodec::Pcmu, AudioCodec::Pcma, AudioCodec::Opus]));
+        let o = offer(&local(vec![Codec::Pcmu, Codec::Pcma, Codec::Opus]));
         assert!(o.contains("m=audio 20000 RTP/AVP 0 8 111 101\r\n"), "{o}");
         let d = parse(&o).expect("parse");
         assert_eq!(d.address, "192.0.2.10:20000".parse().expect("addr"));
@@ -416,8 +401,8 @@ mod tests {
 
     #[test]
     fn answer_picks_the_offerers_first_common_codec_and_keeps_its_numbers() {
-        let (ans, n) = answer(CARRIER_OFFER, &local(vec![AudioCodec::Pcmu, AudioCodec::Pcma])).expect("answer");
-        assert_eq!((n.codec, n.payload_type, n.telephone_event, n.ptime), (AudioCodec::Pcma, 8, Some(96), 30));
+        let (ans, n) = answer(CARRIER_OFFER, &local(vec![Codec::Pcmu, Codec::Pcma])).expect("answer");
+        assert_eq!((n.codec, n.payload_type, n.telephone_event, n.ptime), (Codec::Pcma, 8, Some(96), 30));
         assert_eq!(n.remote, "198.51.100.7:31000".parse().expect("addr"));
         assert!(ans.contains("m=audio 20000 RTP/AVP 8 96\r\n"), "{ans}");
         assert!(ans.contains("a=rtpmap:96 telephone-event/8000"), "{ans}");
@@ -426,24 +411,24 @@ mod tests {
     #[test]
     fn hold_directions_mirror_in_the_answer() {
         let held = CARRIER_OFFER.replace("a=sendrecv", "a=sendonly");
-        let (ans, n) = answer(&held, &local(vec![AudioCodec::Pcmu, AudioCodec::Pcma])).expect("answer");
+        let (ans, n) = answer(&held, &local(vec![Codec::Pcmu, Codec::Pcma])).expect("answer");
         assert_eq!(n.direction, Direction::RecvOnly);
         assert!(ans.contains("a=recvonly"), "{ans}");
         let off = CARRIER_OFFER.replace("a=sendrecv", "a=inactive");
-        assert_eq!(answer(&off, &local(vec![AudioCodec::Pcma])).expect("answer").1.direction, Direction::Inactive);
+        assert_eq!(answer(&off, &local(vec![Codec::Pcma])).expect("answer").1.direction, Direction::Inactive);
     }
 
     #[test]
     fn accepting_an_answer_gives_the_media_to_use() {
         let ans = "v=0\r\no=- 1 1 IN IP4 203.0.113.5\r\ns=-\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0 101\r\nc=IN IP4 203.0.113.5\r\na=rtpmap:101 telephone-event/8000\r\na=rtcp-mux\r\n";
-        let n = accept_answer(ans, &local(vec![AudioCodec::Opus, AudioCodec::Pcmu])).expect("accept");
-        assert_eq!((n.codec, n.payload_type, n.telephone_event, n.rtcp_mux), (AudioCodec::Pcmu, 0, Some(101), true));
+        let n = accept_answer(ans, &local(vec![Codec::Opus, Codec::Pcmu])).expect("accept");
+        assert_eq!((n.codec, n.payload_type, n.telephone_event, n.rtcp_mux), (Codec::Pcmu, 0, Some(101), true));
         assert_eq!(n.remote, "203.0.113.5:40000".parse().expect("addr"));
     }
 
     #[test]
     fn unusable_descriptions_are_clear_errors() {
-        let l = local(vec![AudioCodec::Pcmu]);
+        let l = local(vec![Codec::Pcmu]);
         assert_eq!(parse("v=0\r\nm=video 5000 RTP/AVP 96\r\n"), Err(SdpError::NoAudio));
         assert_eq!(parse("v=0\r\nm=audio 5000 RTP/AVP 0\r\n"), Err(SdpError::NoConnection));
         assert_eq!(accept_answer(&CARRIER_OFFER.replace("31000", "0"), &l), Err(SdpError::Rejected));
@@ -484,7 +469,7 @@ mod tests {
             let s = String::from_utf8_lossy(&b);
             let _ = parse(&s);
             // Whatever we answer must itself be a valid description of what we negotiated.
-            if let Ok((ans, n)) = answer(&s, &local(vec![AudioCodec::Pcmu, AudioCodec::Opus])) {
+            if let Ok((ans, n)) = answer(&s, &local(vec![Codec::Pcmu, Codec::Opus])) {
                 let back = parse(&ans).expect("our answer parses");
                 assert_eq!(back.formats[0].pt, n.payload_type);
                 assert_eq!(back.direction, n.direction);

@@ -2,8 +2,9 @@
 //! PCM at 8, 16 and 48 kHz), runnable on a fresh clone.
 
 use waihu_engine::amd_eval::score;
-use waihu_engine::analyzer::{Analyzer, G711};
+use waihu_engine::analyzer::Analyzer;
 use waihu_engine::codec::g711;
+use waihu_engine::codec::Codec;
 use waihu_engine::{offline, resample, wav, AmdParams};
 use waihu_tests::{predict_dir, read_labels, samples_dir};
 
@@ -51,7 +52,7 @@ fn rtp_packet_path_matches_the_offline_path() {
         let mut an = Analyzer::new(AmdParams::default());
         let mut decision = None;
         for pkt in waihu_tests::g711_packets(&ulaw, 0, 0, 0, 7) {
-            an.push_rtp(&pkt, G711::Ulaw, 0).expect("valid packet");
+            an.push_rtp(&pkt, Codec::Pcmu, 0).expect("valid packet");
             while let Some(e) = an.poll_event() {
                 if let waihu_engine::amd::AmdEvent::Decided(d) = e {
                     decision = Some(d);

@@ -2,8 +2,9 @@
 //! payloads, Opus packets and WAV files (a deterministic fuzz sweep; the proper fuzz
 //! targets come with the SIP/SDP parsers).
 
-use waihu_engine::analyzer::{Analyzer, G711};
+use waihu_engine::analyzer::Analyzer;
 use waihu_engine::codec::opus::OpusDecoder;
+use waihu_engine::codec::Codec;
 use waihu_engine::dtmf::TelephoneEvent;
 use waihu_engine::rtp::{RtpBuild, RtpHeader, RtpPacket};
 use waihu_engine::{wav, AmdParams};
@@ -72,7 +73,7 @@ fn malformed_rtp_storm_never_panics_and_valid_packets_still_flow() {
         };
         let _ = RtpHeader::parse(&pkt);
         let _ = RtpPacket::parse(bytes::Bytes::from(pkt.clone()));
-        match an.push_rtp(&pkt, G711::Ulaw, 0) {
+        match an.push_rtp(&pkt, Codec::Pcmu, 0) {
             Ok(()) => {
                 ok += 1;
                 samples += RtpHeader::parse(&pkt).map(|(_, r)| r.len() as u64).expect("accepted packets parse");

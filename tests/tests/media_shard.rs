@@ -599,3 +599,44 @@ fn without_rtcp_mux_reports_go_to_the_rtp_port_plus_one() {
     assert!(!on_rtp_port.iter().any(|d| waihu_engine::rtcp::is_rtcp(d)), "no RTCP on the RTP port without mux");
     sh.shutdown();
 }
+
+#[test]
+fn each_leg_reports_to_its_owner_and_a_full_owner_channel_drops_events_but_never_closed() {
+    // The shard ticks every 250 ms with this media timeout: a Stats event per leg per tick.
+    let sh = shard(1_000);
+    let (a_tx, a_rx) = waihu_engine::worker::owner_channel();
+    // A far too small channel nobody reads: the shard must neither block nor lose Closed.
+    let (b_tx, b_rx) = flume::bounded(2);
+    let allocate = |call, owner| {
+        sh.begin_allocate_for(call, PayloadMap::default(), owner).expect("allocate").recv().expect("reply")
+    };
+    let la = allocate(81, a_tx).expect("leg a");
+    allocate(82, b_tx).expect("leg b");
+    let tx = UdpSocket::bind("127.0.0.1:0").expect("sender");
+    sh.send(Command::SetRemote { call: 81, remote: tx.local_addr().expect("addr"), symmetric: false }).expect("remote");
+    std::thread::sleep(Duration::from_millis(50));
+    for p in packets(&sample_ulaw("call_01.wav"), 1, 0).iter().take(10) {
+        tx.send_to(p, la).expect("send");
+    }
+    let first = a_rx.recv_timeout(Duration::from_secs(5)).expect("leg a hears of its first packet");
+    assert!(matches!(first, Event::FirstPacket { call: 81, .. }), "{first:?}");
+    // Six ticks: leg b's channel of two overflows.
+    std::thread::sleep(Duration::from_millis(1500));
+    sh.send(Command::Close { call: 82 }).expect("close b");
+    let mut b_events = Vec::new();
+    while let Ok(e) = b_rx.recv_timeout(Duration::from_secs(2)) {
+        let closed = matches!(e, Event::Closed { .. });
+        b_events.push(e);
+        if closed {
+            break;
+        }
+    }
+    let Some(Event::Closed { call: 82, stats }) = b_events.last() else {
+        panic!("leg b's Closed was lost: {b_events:?}");
+    };
+    assert!(stats.events_dropped >= 2, "overflow is counted: {stats:?}");
+    assert!(b_events.iter().all(|e| matches!(e, Event::Stats { call: 82, .. } | Event::Closed { call: 82, .. })));
+    assert!(a_rx.try_iter().all(|e| !matches!(e, Event::Stats { call: 82, .. })), "no leg hears another's events");
+    assert!(sh.events.try_recv().is_err(), "owned legs' events do not reach the shard's channel");
+    sh.shutdown();
+}

@@ -2,7 +2,8 @@
 //! the heap in steady state. A counting global allocator proves it.
 
 use std::cell::Cell;
-use waihu_engine::analyzer::{Analyzer, G711};
+use waihu_engine::analyzer::Analyzer;
+use waihu_engine::codec::Codec;
 use waihu_engine::AmdParams;
 use waihu_tests::CountingAlloc;
 
@@ -28,12 +29,12 @@ fn per_packet_path_allocates_nothing() {
     let mut an = Analyzer::new(AmdParams { max_listen_after_decision_ms: 60_000, ..AmdParams::default() }).with_dtmf();
     // Warm-up: the first packets may touch lazily initialised state.
     for p in &packets[..10] {
-        an.push_rtp(p, G711::Alaw, 8).expect("packet");
+        an.push_rtp(p, Codec::Pcma, 8).expect("packet");
     }
     let before = ALLOCS.with(Cell::get);
     let mut events = 0;
     for p in &packets[10..] {
-        an.push_rtp(p, G711::Alaw, 8).expect("packet");
+        an.push_rtp(p, Codec::Pcma, 8).expect("packet");
         while an.poll_event().is_some() {
             events += 1;
         }

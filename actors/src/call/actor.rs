@@ -15,7 +15,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use waihu_engine::session::PayloadMap;
 use waihu_engine::worker::{self, Command as ShardCommand, Event as MediaEvent, MediaPlane, WorkerError};
 use waihu_model::{CallId, CallRecord};
-use waihu_sip::sdp::{AudioCodec, Direction, LocalMedia, Negotiated};
+use waihu_sip::sdp::{Codec, Direction, LocalMedia, Negotiated};
 use waihu_sip::trunk::TrunkConfig;
 use waihu_sip::{OutboundCall, SipAgent, SipCommand, SipEvent};
 
@@ -109,7 +109,7 @@ impl CallActor {
         let local_rtp: SocketAddr = reply.recv_async().await.map_err(|_| StartError::ShardGone)??;
         let local = LocalMedia {
             address: local_rtp,
-            codecs: vec![AudioCodec::Pcmu, AudioCodec::Pcma, AudioCodec::Opus],
+            codecs: vec![Codec::Pcmu, Codec::Pcma, Codec::Opus],
             telephone_event: true,
             ptime: 20,
             direction: Direction::SendRecv,
@@ -230,9 +230,9 @@ impl CallActor {
 fn follow(call: CallId, n: &Negotiated) -> Vec<ShardCommand> {
     let mut p = PayloadMap { pcmu: None, pcma: None, opus: None, telephone_event: n.telephone_event };
     match n.codec {
-        AudioCodec::Pcmu => p.pcmu = Some(n.payload_type),
-        AudioCodec::Pcma => p.pcma = Some(n.payload_type),
-        AudioCodec::Opus => p.opus = Some(n.payload_type),
+        Codec::Pcmu => p.pcmu = Some(n.payload_type),
+        Codec::Pcma => p.pcma = Some(n.payload_type),
+        Codec::Opus => p.opus = Some(n.payload_type),
     }
     vec![
         ShardCommand::SetPayloads { call, payloads: p },

@@ -14,7 +14,7 @@ use waihu_engine::{AmdCause, Decision, MediaTime};
 use waihu_model::{AnsweredBy, CallRecord, Disposition, EndedBy, HangupReason};
 use waihu_sip::agent::{Request, SipCommand, SipEvent};
 use waihu_sip::call::Failure;
-use waihu_sip::sdp::{AudioCodec, Direction, LocalMedia};
+use waihu_sip::sdp::{Codec, Direction, LocalMedia};
 
 const ANSWER: &str =
     "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\n";
@@ -26,7 +26,7 @@ fn offer(direction: &str) -> String {
 fn local() -> LocalMedia {
     LocalMedia {
         address: "127.0.0.1:20000".parse().expect("addr"),
-        codecs: vec![AudioCodec::Pcmu, AudioCodec::Pcma],
+        codecs: vec![Codec::Pcmu, Codec::Pcma],
         telephone_event: true,
         ptime: 20,
         direction: Direction::SendRecv,

@@ -14,7 +14,6 @@ mod fasthash;
 mod ports;
 
 use crate::amd::AmdParams;
-use crate::codec::Codec;
 use crate::sender::RtpSender;
 use crate::session::{Frame, MediaSession, PayloadMap, SessionEvent, SessionStats};
 use crate::source::{Admit, Latch, SourceFilter};
@@ -1090,6 +1089,7 @@ fn on_datagram(
         let peer = if s.held { None } else { s.bridge };
         let peer = peer.and_then(|p| sessions.borrow().get(&p).map(|p| (p.state.clone(), p.socket.clone())));
         let arrival = now.duration_since(s.origin).as_micros() as u64 * s.media.clock_rate() as u64 / 1_000_000;
+        let payloads = s.media.payloads();
         let mut peer_state = peer.as_ref().map(|(p, _)| p.borrow_mut());
         let recording = &mut s.recording;
         let mut sink = |f: Frame<'_>| {
@@ -1106,7 +1106,8 @@ fn on_datagram(
             }
             let out = &mut outgoing[used];
             out.clear();
-            if !f.lost && codec_of_pt(f.payload_type, tx.codec()) {
+            // Same codec on both legs (by each one's negotiated payload map): relay as is.
+            if !f.lost && payloads.codec_of(f.payload_type) == Some(tx.codec()) {
                 tx.pack(f.payload, f.pcm.len() as u32, out);
             } else if tx.pack_pcm(f.pcm, out).is_err() {
                 return;
@@ -1133,16 +1134,6 @@ fn on_datagram(
                 }),
             }
         }
-    }
-}
-
-/// Whether a received payload type carries `codec`, so it can be relayed unchanged.
-/// Static types name their codec; a dynamic type is taken as Opus, our only dynamic codec.
-fn codec_of_pt(pt: u8, codec: Codec) -> bool {
-    match codec {
-        Codec::Pcmu => pt == 0,
-        Codec::Pcma => pt == 8,
-        Codec::Opus => pt >= 96,
     }
 }
 
