@@ -1,0 +1,130 @@
+//! Timed work: paced playback (prompts, music on hold), RTCP reports, media timeouts and
+//! periodic statistics.
+#![allow(clippy::disallowed_methods)]
+
+use super::*;
+
+/// Plays prompts and music: one 20 ms packet per playing session per tick, on an
+/// absolute schedule so the pace does not drift. Sends each session's RTCP when due.
+pub(super) async fn pace(cfg: ShardConfig, sessions: Sessions, events: flume::Sender<Event>) {
+    let period = Duration::from_millis(20);
+    let mut next = Instant::now() + period;
+    let mut pcm = [0i16; PTIME_SAMPLES];
+    let mut out: Vec<u8> = Vec::with_capacity(1500);
+    let mut rtcp: Vec<u8> = Vec::with_capacity(64);
+    let mut timer = Timer::new(period);
+    loop {
+        let now = Instant::now();
+        if next > now {
+            timer.reset(next - now);
+            (&mut timer).await;
+        }
+        next += period;
+        let _audit = ShardCode::enter();
+        for sess in sessions.borrow().iter() {
+            let (&call, sess) = sess;
+            let mut guard = sess.state.borrow_mut();
+            let st = &mut *guard;
+            if now >= st.next_rtcp {
+                st.next_rtcp = now + cfg.rtcp_interval;
+                send_rtcp(st, &sess.socket, &mut rtcp);
+            }
+            let (Some(play), Some(tx), Some(remote)) = (st.play.as_mut(), st.sender.as_mut(), st.remote) else {
+                continue;
+            };
+            let mut filled = 0;
+            while filled < PTIME_SAMPLES {
+                if play.pos >= play.audio.len() {
+                    if play.looped && !play.audio.is_empty() {
+                        play.pos = 0;
+                    } else {
+                        break;
+                    }
+                }
+                let take = (PTIME_SAMPLES - filled).min(play.audio.len() - play.pos);
+                pcm[filled..filled + take].copy_from_slice(&play.audio[play.pos..play.pos + take]);
+                play.pos += take;
+                filled += take;
+            }
+            if filled == 0 {
+                st.play = None;
+                st.emit(&events, Event::PlayDone { call });
+                continue;
+            }
+            pcm[filled..].fill(0);
+            out.clear();
+            if tx.pack_pcm(&pcm, &mut out).is_ok() {
+                let _ = sess.socket.send_to(&out, remote);
+            }
+        }
+    }
+}
+
+/// Wall-clock time as an NTP timestamp (RFC 3550 §4), for sender reports.
+pub(super) fn ntp_now() -> u64 {
+    const UNIX_TO_NTP: u64 = 2_208_988_800;
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let frac = ((d.subsec_nanos() as u64) << 32) / 1_000_000_000;
+    ((d.as_secs() + UNIX_TO_NTP) << 32) | frac
+}
+
+/// Media timeouts and periodic statistics for every session of the shard.
+pub(super) async fn tick(cfg: ShardConfig, sessions: Sessions, events: flume::Sender<Event>) {
+    let period = (cfg.media_timeout / 4).clamp(Duration::from_millis(20), Duration::from_millis(500));
+    let mut last_stats = Instant::now();
+    let mut timer = Timer::new(period);
+    loop {
+        timer.reset(period);
+        (&mut timer).await;
+        let _audit = ShardCode::enter();
+        let now = Instant::now();
+        let stats_due = cfg.stats_interval.is_some_and(|i| now.duration_since(last_stats) >= i);
+        if stats_due {
+            last_stats = now;
+        }
+        for (&call, s) in sessions.borrow().iter() {
+            let mut st = s.state.borrow_mut();
+            if let Some(last) = st.last_packet {
+                let idle = now.duration_since(last);
+                if idle >= cfg.media_timeout && !st.timeout_reported {
+                    st.timeout_reported = true;
+                    st.emit(&events, Event::MediaTimeout { call, idle });
+                }
+            }
+            if stats_due {
+                st.emit(&events, Event::Stats { call, stats: leg_stats(&st) });
+            }
+        }
+    }
+}
+
+/// First RTCP report for `call`: somewhere in [0.5, 1.5) × the interval, as RFC 3550 §6.2
+/// randomises it, so sessions opened together do not report together.
+pub(super) fn rtcp_phase(interval: Duration, call: CallId) -> Duration {
+    let h = call.wrapping_add(0x51).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40; // 24 bits
+    interval.mul_f64(0.5 + h as f64 / (1u64 << 24) as f64)
+}
+
+/// A sender report once we have sent media, a receiver report otherwise: on the RTP port
+/// when the far end accepted rtcp-mux (RFC 5761), else on its RTP port + 1, so carriers'
+/// session monitoring sees us as well-behaved.
+pub(super) fn send_rtcp(st: &mut SessionState, socket: &UdpSocket, buf: &mut Vec<u8>) {
+    let (Some(remote), Some(tx)) = (st.remote, st.sender.as_ref()) else { return };
+    let info = crate::rtcp::SenderInfo {
+        ntp: ntp_now(),
+        rtp_ts: tx.timestamp(),
+        packets: tx.packets as u32,
+        octets: tx.octets as u32,
+    };
+    let block = st.media.report_block();
+    buf.clear();
+    if tx.packets > 0 {
+        crate::rtcp::write_sr(tx.ssrc(), &info, block.as_ref(), buf);
+    } else if block.is_some() {
+        crate::rtcp::write_rr(tx.ssrc(), block.as_ref(), buf);
+    }
+    if !buf.is_empty() {
+        let to = if st.rtcp_mux { remote } else { SocketAddr::new(remote.ip(), remote.port().wrapping_add(1)) };
+        let _ = socket.send_to(buf, to);
+    }
+}
