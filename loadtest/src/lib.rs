@@ -97,21 +97,13 @@ pub fn set_recv_buffer(sock: &std::net::UdpSocket, bytes: usize) -> std::io::Res
 }
 
 /// Datagrams queued for one `sendmmsg` call: the generator sends a whole slice of streams
-/// per system call instead of one `sendto` each.
-#[derive(Debug)]
+/// per system call instead of one `sendto` each. The engine's own send batch, flushed in
+/// batches of [`MmsgSender::BATCH`] and waiting for room rather than dropping.
+#[derive(Debug, Default)]
 pub struct MmsgSender {
     /// Datagrams the kernel has taken so far.
     pub sent: u64,
-    bufs: Vec<Vec<u8>>,
-    addrs: Vec<libc::sockaddr_storage>,
-    lens: Vec<libc::socklen_t>,
-    len: usize,
-}
-
-impl Default for MmsgSender {
-    fn default() -> Self {
-        Self::new()
-    }
+    batch: waihu_engine::worker::SendBatch,
 }
 
 impl MmsgSender {
@@ -119,79 +111,21 @@ impl MmsgSender {
     pub const BATCH: usize = 64;
 
     pub fn new() -> Self {
-        // SAFETY: all-zero is a valid sockaddr_storage.
-        let zero: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-        MmsgSender {
-            sent: 0,
-            bufs: (0..Self::BATCH).map(|_| Vec::with_capacity(1500)).collect(),
-            addrs: vec![zero; Self::BATCH],
-            lens: vec![0; Self::BATCH],
-            len: 0,
-        }
+        Self::default()
     }
 
     /// The next datagram's buffer (cleared) for `to`; flushes first when the batch is full.
     pub fn next(&mut self, sock: &std::net::UdpSocket, to: std::net::SocketAddr) -> &mut Vec<u8> {
-        if self.len == Self::BATCH {
+        if self.batch.len() == Self::BATCH {
             self.flush(sock);
         }
-        let i = self.len;
-        self.len += 1;
-        // SAFETY: all-zero is a valid sockaddr_storage; the writes below fit inside it.
-        self.addrs[i] = unsafe { std::mem::zeroed() };
-        self.lens[i] = match to {
-            std::net::SocketAddr::V4(a) => {
-                // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in.
-                let s: &mut libc::sockaddr_in =
-                    unsafe { &mut *(&mut self.addrs[i] as *mut libc::sockaddr_storage).cast() };
-                s.sin_family = libc::AF_INET as libc::sa_family_t;
-                s.sin_port = a.port().to_be();
-                s.sin_addr = libc::in_addr { s_addr: u32::from(*a.ip()).to_be() };
-                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t
-            }
-            std::net::SocketAddr::V6(a) => {
-                // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in6.
-                let s: &mut libc::sockaddr_in6 =
-                    unsafe { &mut *(&mut self.addrs[i] as *mut libc::sockaddr_storage).cast() };
-                s.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-                s.sin6_port = a.port().to_be();
-                s.sin6_addr = libc::in6_addr { s6_addr: a.ip().octets() };
-                std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t
-            }
-        };
-        let b = &mut self.bufs[i];
-        b.clear();
-        b
+        self.batch.next(to)
     }
 
     /// Sends what is queued; returns how many datagrams the kernel took.
     pub fn flush(&mut self, sock: &std::net::UdpSocket) -> usize {
         use std::os::fd::AsRawFd;
-        if self.len == 0 {
-            return 0;
-        }
-        let mut iovs: [libc::iovec; Self::BATCH] =
-            [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; Self::BATCH];
-        // SAFETY: all-zero is a valid mmsghdr.
-        let mut msgs: [libc::mmsghdr; Self::BATCH] = unsafe { std::mem::zeroed() };
-        for i in 0..self.len {
-            iovs[i] = libc::iovec { iov_base: self.bufs[i].as_mut_ptr().cast(), iov_len: self.bufs[i].len() };
-            let m = &mut msgs[i].msg_hdr;
-            m.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
-            m.msg_namelen = self.lens[i];
-            m.msg_iov = &mut iovs[i];
-            m.msg_iovlen = 1;
-        }
-        let mut done = 0;
-        while done < self.len {
-            // SAFETY: every message points at buffers owned by `self` or this frame.
-            let n = unsafe { libc::sendmmsg(sock.as_raw_fd(), msgs[done..].as_mut_ptr(), (self.len - done) as u32, 0) };
-            if n <= 0 {
-                break;
-            }
-            done += n as usize;
-        }
-        self.len = 0;
+        let done = self.batch.flush_blocking(sock.as_raw_fd());
         self.sent += done as u64;
         done
     }

@@ -202,8 +202,9 @@ fn sockaddr(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
 }
 
 /// Datagrams to many destinations from one socket, sent with one `sendmmsg` (shared-port
-/// mode's relays). Buffers are reused; nothing allocates once they have grown.
-pub(crate) struct SendBatch {
+/// mode's relays, and the load generator's streams). Buffers are reused; nothing allocates
+/// once they have grown.
+pub struct SendBatch {
     bufs: Vec<Vec<u8>>,
     addrs: Vec<libc::sockaddr_storage>,
     lens: Vec<libc::socklen_t>,
@@ -218,13 +219,33 @@ impl std::fmt::Debug for SendBatch {
     }
 }
 
+impl Default for SendBatch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl SendBatch {
-    pub(crate) fn new() -> Self {
+    pub fn new() -> Self {
         SendBatch { bufs: Vec::new(), addrs: Vec::new(), lens: Vec::new(), iovs: Vec::new(), msgs: Vec::new(), len: 0 }
     }
 
+    /// Datagrams queued.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     /// Queues a copy of `data` for `to`.
-    pub(crate) fn push(&mut self, data: &[u8], to: SocketAddr) {
+    pub fn push(&mut self, data: &[u8], to: SocketAddr) {
+        self.next(to).extend_from_slice(data);
+    }
+
+    /// Queues a datagram for `to` and returns its buffer (empty) to write it in place.
+    pub fn next(&mut self, to: SocketAddr) -> &mut Vec<u8> {
         if self.len == self.bufs.len() {
             self.bufs.push(Vec::with_capacity(MAX_DATAGRAM));
             // SAFETY: all-zero is a valid sockaddr_storage.
@@ -234,7 +255,6 @@ impl SendBatch {
         let i = self.len;
         self.len += 1;
         self.bufs[i].clear();
-        self.bufs[i].extend_from_slice(data);
         let sa: socket2::SockAddr = to.into();
         // SAFETY: a SockAddr's storage is a sockaddr_storage of `len` valid bytes.
         unsafe {
@@ -245,13 +265,24 @@ impl SendBatch {
             );
         }
         self.lens[i] = sa.len();
+        &mut self.bufs[i]
     }
 
     /// Sends everything queued from `fd` (non-blocking: a full buffer drops the rest, as
-    /// the network would) and empties the batch.
-    pub(crate) fn flush(&mut self, fd: RawFd) {
+    /// the network would) and empties the batch. Returns how many the kernel took.
+    pub fn flush(&mut self, fd: RawFd) -> usize {
+        self.send(fd, libc::MSG_DONTWAIT)
+    }
+
+    /// As [`SendBatch::flush`], waiting for room when `fd` is a blocking socket (a load
+    /// generator that must not drop its own streams).
+    pub fn flush_blocking(&mut self, fd: RawFd) -> usize {
+        self.send(fd, 0)
+    }
+
+    fn send(&mut self, fd: RawFd, flags: libc::c_int) -> usize {
         if self.len == 0 {
-            return;
+            return 0;
         }
         self.iovs.clear();
         self.msgs.clear();
@@ -270,15 +301,14 @@ impl SendBatch {
         let mut done = 0;
         while done < self.len {
             // SAFETY: every message points at buffers owned by `self` that outlive the call.
-            let n = unsafe {
-                libc::sendmmsg(fd, self.msgs[done..].as_mut_ptr(), (self.len - done) as u32, libc::MSG_DONTWAIT)
-            };
+            let n = unsafe { libc::sendmmsg(fd, self.msgs[done..].as_mut_ptr(), (self.len - done) as u32, flags) };
             if n <= 0 {
                 break;
             }
             done += n as usize;
         }
         self.len = 0;
+        done
     }
 }
 

@@ -27,6 +27,7 @@ use crate::sender::RtpSender;
 use crate::session::{Frame, MediaSession, PayloadMap, SessionEvent, SessionStats};
 use crate::source::{Admit, Latch, SourceFilter};
 use crate::wav;
+pub use batch::SendBatch;
 use batch::{Batch, Poller};
 use fasthash::FastMap;
 use glommio::timer::Timer;
