@@ -6,6 +6,8 @@
 # (its -trace_stat CSV is kept in target/sip-bench/).
 #   scripts/sip-bench.sh                 # 31,200 calls at 520/s, each held 4 s: ~2,100 live
 #   CALLS=5000 CPS=250 HOLD=8 scripts/sip-bench.sh
+#   T1=100 CPS=1000 CALLS=60000 scripts/sip-bench.sh   # SIP T1 100 ms: Timer M 6.4 s
+#   WRAP="heaptrack -o target/sip-bench/heap" CALLS=5200 scripts/sip-bench.sh   # heap profile
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CALLS=${CALLS:-31200}
@@ -14,6 +16,7 @@ HOLD=${HOLD:-4}
 PORT=${PORT:-25100}
 MPORT=${MPORT:-26300}
 AMD=${AMD:---amd}
+T1=${T1:-500}
 ./scripts/deps.sh
 cargo build --release --bin waihu
 dir=target/sip-bench
@@ -28,8 +31,8 @@ sipp_pid=$(pgrep -n -f "uas_load.xml -i 127.0.0.1 -p $PORT" || true)
 [ -n "$sipp_pid" ] || { echo "SIPp did not start: $(cat "$dir/sipp.out")" >&2; exit 1; }
 trap 'kill "$sipp_pid" 2>/dev/null || true' EXIT
 set +e
-timeout "$limit" ./target/release/waihu dial "sip:load@127.0.0.1:$PORT" --calls "$CALLS" --cps "$CPS" \
-  --channels $(( CPS * HOLD * 2 + 100 )) --hold "$HOLD" $AMD | tee "$dir/dial.txt"
+timeout "$limit" ${WRAP:-} ./target/release/waihu dial "sip:load@127.0.0.1:$PORT" --calls "$CALLS" --cps "$CPS" \
+  --channels $(( CPS * HOLD * 2 + 100 )) --hold "$HOLD" --sip-t1-ms "$T1" $AMD | tee "$dir/dial.txt"
 rc=${PIPESTATUS[0]}
 set -e
 echo "SIPp (pid $sipp_pid): CPU $(ps -o cputime= -p "$sipp_pid" | tr -d ' ') (hh:mm:ss), RSS $(( $(ps -o rss= -p "$sipp_pid") / 1024 )) MiB"

@@ -52,6 +52,11 @@ pub struct CallArgs {
     /// Our SIP address (UDP; TCP too with --tcp).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub sip_bind: SocketAddr,
+    /// SIP timer T1 in ms (RFC 3261: 500 on the open Internet; smaller on a link with a
+    /// known small round trip). The 64×T1 timers follow it, among them Timer M, which
+    /// decides how long each answered INVITE's transaction is kept (its memory with it).
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(10..=5000))]
+    pub sip_t1_ms: u64,
     /// Listen for SIP over TCP as well (on by itself when the trunk's transport is tcp).
     #[arg(long)]
     pub tcp: bool,
@@ -126,7 +131,12 @@ pub fn run(a: CallArgs) -> Result<ExitCode> {
     };
     let media = ShardConfig { bind_ip: a.rtp_ip, ports: port_range(&a.rtp_ports)?, ..ShardConfig::default() };
     let tcp_trunk = trunk.transport == waihu_sip::trunk::Transport::Tcp;
-    let sip = AgentConfig { bind: a.sip_bind, tcp: a.tcp || tcp_trunk, ..AgentConfig::default() };
+    let sip = AgentConfig {
+        bind: a.sip_bind,
+        tcp: a.tcp || tcp_trunk,
+        t1: Duration::from_millis(a.sip_t1_ms),
+        ..AgentConfig::default()
+    };
     let (sip_rt, env) = crate::platform::start(sip, media, 1, 1)?;
     let mut stop = crate::platform::signals(&sip_rt)?;
     eprintln!("waihu: SIP on {}", env.sip.local_addr());

@@ -51,6 +51,11 @@ pub struct DialArgs {
     pub shards: usize,
     #[arg(long, default_value = "127.0.0.1:0")]
     pub sip_bind: SocketAddr,
+    /// SIP timer T1 in ms (RFC 3261: 500 on the open Internet; smaller on a link with a
+    /// known small round trip). The 64×T1 timers follow it, among them Timer M, which
+    /// decides how long each answered INVITE's transaction is kept (its memory with it).
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(10..=5000))]
+    pub sip_t1_ms: u64,
     #[arg(long, default_value = "127.0.0.1")]
     pub rtp_ip: IpAddr,
     #[arg(long, default_value = "20000-39999")]
@@ -98,7 +103,7 @@ pub fn run(a: DialArgs) -> Result<ExitCode> {
         ..FlowConfig::default()
     };
     let media = ShardConfig { bind_ip: a.rtp_ip, ports: port_range(&a.rtp_ports)?, ..ShardConfig::default() };
-    let sip = AgentConfig { bind: a.sip_bind, ..AgentConfig::default() };
+    let sip = AgentConfig { bind: a.sip_bind, t1: Duration::from_millis(a.sip_t1_ms), ..AgentConfig::default() };
     let cpu0 = process_cpu();
     let (sip_rt, env) = crate::platform::start(sip, media, a.shards, a.threads)?;
     let stop = crate::platform::signals(&sip_rt)?;

@@ -14,7 +14,7 @@ use rsipstack::dialog::dialog_layer::DialogLayer;
 use rsipstack::dialog::invitation::InviteOption;
 use rsipstack::dialog::invite_dialog::InviteDialog;
 use rsipstack::sip::{Header, HostWithPort, Method, StatusCode, Uri};
-use rsipstack::transaction::endpoint::EndpointInnerRef;
+use rsipstack::transaction::endpoint::{EndpointInnerRef, EndpointOption};
 use rsipstack::transaction::TransactionReceiver;
 use rsipstack::transport::tcp_listener::TcpListenerConnection;
 use rsipstack::transport::udp::UdpConnection;
@@ -35,6 +35,12 @@ pub struct AgentConfig {
     pub user_agent: String,
     /// Domain part of our Call-IDs.
     pub call_id_domain: String,
+    /// SIP timer T1, the round-trip estimate (RFC 3261 §17.1.1.1: 500 ms on the open
+    /// Internet, smaller where the RTT is known to be small, e.g. a carrier interconnect).
+    /// Retransmissions start at T1, and the 64×T1 timers follow it: B and F (no answer at
+    /// all) and M (RFC 6026: how long an answered INVITE's transaction, and the memory it
+    /// holds, is kept to absorb retransmitted 2xx).
+    pub t1: std::time::Duration,
 }
 
 impl Default for AgentConfig {
@@ -44,6 +50,7 @@ impl Default for AgentConfig {
             tcp: false,
             user_agent: concat!("waihu/", env!("CARGO_PKG_VERSION")).into(),
             call_id_domain: "waihu.invalid".into(),
+            t1: std::time::Duration::from_millis(500),
         }
     }
 }
@@ -162,6 +169,57 @@ struct Inner {
     seq: AtomicU64,
     /// The runtime the agent was started on: every call's work runs there.
     rt: tokio::runtime::Handle,
+    /// One dialog-state channel for every call, routed by Call-ID to each call's own
+    /// small channel. A channel of `DialogState` costs about 10 KiB (its first block), and
+    /// the stack keeps the sender as long as the INVITE transaction (Timer M, 32 s after
+    /// the answer): one per call cost 10 KiB × the calls of the last 32 s.
+    states: rsipstack::dialog::dialog::DialogStateSender,
+    routes: Routes,
+}
+
+type Routes = Arc<std::sync::Mutex<HashMap<String, mpsc::UnboundedSender<Box<DialogState>>>>>;
+
+fn state_call_id(s: &DialogState) -> &str {
+    match s {
+        DialogState::Calling(id)
+        | DialogState::Trying(id)
+        | DialogState::Early(id, _)
+        | DialogState::WaitAck(id, _)
+        | DialogState::Confirmed(id, _)
+        | DialogState::Updated(id, _, _)
+        | DialogState::Publish(id, _, _)
+        | DialogState::Notify(id, _, _)
+        | DialogState::Refer(id, _, _)
+        | DialogState::Message(id, _, _)
+        | DialogState::Info(id, _, _)
+        | DialogState::Options(id, _, _)
+        | DialogState::Terminated(id, _) => &id.call_id,
+    }
+}
+
+/// Routes the shared dialog states to their calls. A state for a call that is gone is
+/// dropped (an in-dialog request in it then gets the stack's own error answer).
+async fn route_states(mut rx: rsipstack::dialog::dialog::DialogStateReceiver, routes: Routes) {
+    while let Some(s) = rx.recv().await {
+        let tx = routes.lock().ok().and_then(|r| r.get(state_call_id(&s)).cloned());
+        if let Some(tx) = tx {
+            let _ = tx.send(Box::new(s));
+        }
+    }
+}
+
+/// Takes a call's route out when its follow task ends, however it ends.
+struct RouteGuard {
+    routes: Routes,
+    call_id: String,
+}
+
+impl Drop for RouteGuard {
+    fn drop(&mut self) {
+        if let Ok(mut r) = self.routes.lock() {
+            r.remove(&self.call_id);
+        }
+    }
 }
 
 impl std::fmt::Debug for SipAgent {
@@ -192,7 +250,9 @@ impl SipAgent {
                 .map_err(|e| SipError::Transport(format!("bind TCP {local}: {e}")))?;
             transports.add_transport(tcp.into());
         }
+        let timers = EndpointOption { t1: cfg.t1, t1x64: cfg.t1 * 64, ..EndpointOption::default() };
         let endpoint = EndpointBuilder::new()
+            .with_option(timers)
             .with_cancel_token(cancel.clone())
             .with_transport_layer(transports)
             .with_user_agent(&cfg.user_agent)
@@ -204,6 +264,9 @@ impl SipAgent {
             let _ = serving.serve().await;
         });
         tokio::spawn(serve_incoming(dialogs.clone(), incoming));
+        let (states, states_rx) = dialogs.new_dialog_state_channel();
+        let routes = Routes::default();
+        tokio::spawn(route_states(states_rx, routes.clone()));
         Ok(SipAgent {
             inner: Arc::new(Inner {
                 endpoint: endpoint.inner.clone(),
@@ -213,6 +276,8 @@ impl SipAgent {
                 cfg,
                 seq: AtomicU64::new(1),
                 rt: tokio::runtime::Handle::current(),
+                states,
+                routes,
             }),
         })
     }
@@ -285,10 +350,17 @@ impl SipAgent {
         // The stack spawns the INVITE's tasks on the current runtime: make that ours, not
         // the caller's (an actix thread has its own).
         let _rt = self.inner.rt.enter();
-        let (state_tx, state_rx) = self.inner.dialogs.new_dialog_state_channel();
-        let (dialog, handle) = self.inner.dialogs.do_invite_async(opt, state_tx).map_err(stack)?;
+        let (state_tx, state_rx) = mpsc::unbounded_channel();
+        let routes = self.inner.routes.clone();
+        routes.lock().map_err(|_| stack("route table poisoned"))?.insert(call_id.clone(), state_tx);
+        let route = RouteGuard { routes, call_id: call_id.clone() };
+        let (dialog, handle) = self.inner.dialogs.do_invite_async(opt, self.inner.states.clone()).map_err(stack)?;
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
-        self.inner.rt.spawn(follow(self.inner.dialogs.clone(), dialog, state_rx, handle, cmd_rx, sink));
+        let follow = follow(self.inner.dialogs.clone(), dialog, state_rx, handle, cmd_rx, sink);
+        self.inner.rt.spawn(async move {
+            let _route = route;
+            follow.await
+        });
         Ok(OutboundCall { call_id, commands: cmd_tx })
     }
 
@@ -339,7 +411,7 @@ async fn options_once(endpoint: EndpointInnerRef, target: String, transport: Tra
 async fn follow(
     dialogs: Arc<DialogLayer>,
     dialog: InviteDialog,
-    mut states: rsipstack::dialog::dialog::DialogStateReceiver,
+    mut states: mpsc::UnboundedReceiver<Box<DialogState>>,
     handle: rsipstack::platform::JoinHandle<rsipstack::dialog::invitation::InviteAsyncResult>,
     mut commands: mpsc::UnboundedReceiver<SipCommand>,
     sink: EventSink,
@@ -379,7 +451,7 @@ async fn follow(
                     }
                 }
             },
-            state = states.recv() => match state {
+            state = states.recv() => match state.map(|s| *s) {
                 Some(DialogState::Early(_, resp)) => {
                     let status = resp.status_code.code();
                     if status > 100 {
