@@ -7,6 +7,7 @@
 #   scripts/sip-bench.sh                 # 31,200 calls at 520/s, each held 4 s: ~2,100 live
 #   CALLS=5000 CPS=250 HOLD=8 scripts/sip-bench.sh
 #   T1=100 CPS=1000 CALLS=60000 scripts/sip-bench.sh   # SIP T1 100 ms: Timer M 6.4 s
+#   SCENARIO=uas_load_nomedia.xml AMD= CPS=1000 CALLS=60000 scripts/sip-bench.sh   # SIP only
 #   WRAP="heaptrack -o target/sip-bench/heap" CALLS=5200 scripts/sip-bench.sh   # heap profile
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,13 +16,14 @@ CPS=${CPS:-520}
 HOLD=${HOLD:-4}
 PORT=${PORT:-25100}
 MPORT=${MPORT:-26300}
-AMD=${AMD:---amd}
+AMD=${AMD---amd}  # AMD= (empty) turns AMD off
 T1=${T1:-500}
 ./scripts/deps.sh
 cargo build --release --bin waihu
 dir=target/sip-bench
 rm -rf "$dir" && mkdir -p "$dir"
-cp tests/sipp/uas_load.xml "$dir/"
+SCENARIO=${SCENARIO:-uas_load.xml}
+cp "tests/sipp/$SCENARIO" "$dir/uas_load.xml"
 ./target/release/waihu to-ulaw samples/call_04.wav "$dir/answer.ulaw"
 limit=$(( CALLS / CPS + HOLD + 120 ))
 (cd "$dir" && sipp -sf uas_load.xml -i 127.0.0.1 -p "$PORT" -mi 127.0.0.1 -mp "$MPORT" -nostdin -bg \
