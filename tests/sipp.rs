@@ -569,3 +569,96 @@ fn sigterm_mid_call_sends_bye_and_writes_the_record() {
     assert_eq!((field(&r, "disposition"), field(&r, "ended_by")), (&Value::from("answered"), &Value::from("local")));
     assert!(sipp_ok, "SIPp expected our BYE before the call ended:\n{sipp_log}");
 }
+
+/// An OPTIONS from a stranger to our SIP port.
+fn options(port: u16, n: usize, version: &str) -> Vec<u8> {
+    format!(
+        "OPTIONS sip:waihu@127.0.0.1:{port} {version}\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKflood{n}\r\n\
+         From: <sip:probe@127.0.0.1>;tag=f{n}\r\nTo: <sip:waihu@127.0.0.1>\r\nCall-ID: flood-{n}\r\n\
+         CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+#[test]
+fn options_flood_and_an_unknown_sip_version_leave_the_live_call_untouched() {
+    let far = FarEnd::start("uas_answer.xml", Some(&answer_audio("call_04.wav")));
+    let target = far.target();
+    let args = ["call", &target, "--amd", "--hangup-on", "never", "--max-duration", "6", "--rtp-ports", "47300-47319"];
+    let live = Live::start(&args);
+    let port = live
+        .wait_line(Duration::from_secs(10), |l| {
+            l.strip_prefix("waihu: SIP on ")?.rsplit(':').next()?.parse::<u16>().ok()
+        })
+        .expect("waihu printed its SIP address");
+    live.wait_line(Duration::from_secs(10), |l| l.contains("answered after").then_some(())).expect("answered");
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("socket");
+    sock.set_read_timeout(Some(Duration::from_millis(500))).expect("timeout");
+    let mut buf = [0u8; 4096];
+    sock.send_to(&options(port, 0, "SIP/7.0"), ("127.0.0.1", port)).expect("send");
+    let first = sock.recv(&mut buf).map(|n| String::from_utf8_lossy(&buf[..n]).to_string()).unwrap_or_default();
+    assert!(first.starts_with("SIP/2.0 505"), "a SIP/7.0 request gets 505: {first:?}");
+    assert!(first.contains("flood-0"), "the 505 answers that request: {first}");
+
+    // 5,000 OPTIONS within one second, while AMD listens to the call.
+    let reader = sock.try_clone().expect("clone");
+    let counter = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        let mut ok = 0;
+        while let Ok(n) = reader.recv(&mut buf) {
+            ok += usize::from(buf[..n].starts_with(b"SIP/2.0 200"));
+        }
+        ok
+    });
+    let start = Instant::now();
+    for n in 1..=5000 {
+        let _ = sock.send_to(&options(port, n, "SIP/2.0"), ("127.0.0.1", port));
+        if n % 50 == 0 {
+            std::thread::sleep(Duration::from_millis(9));
+        }
+    }
+    let spent = start.elapsed();
+    let answered = counter.join().expect("counter");
+    let (code, stdout, log) = live.finish(Duration::from_secs(30));
+    let (sipp_ok, sipp_log) = far.finish();
+    assert!(spent < Duration::from_millis(1500), "the flood took {spent:?}");
+    assert_eq!(code, Some(0), "{stdout}\n{log}");
+    let r: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("the call record");
+    assert_eq!(field(&r, "answered_by"), "human", "the flood must not change the verdict: {r}\n{log}");
+    assert_eq!(field(&r, "hangup_reason"), "max_duration", "{r}");
+    assert_eq!(field(&r, "rtp_lost"), 0, "nor cost the call audio: {r}");
+    assert!(answered >= 4500, "the agent kept answering: {answered} of 5,000 OPTIONS got 200");
+    assert!(sipp_ok, "SIPp judged the call bad:\n{sipp_log}");
+}
+
+#[test]
+fn tcp_connections_over_the_per_source_cap_are_closed_and_the_call_goes_on() {
+    use std::io::Read;
+    let far = FarEnd::start("uas_answer.xml", Some(&answer_audio("call_04.wav")));
+    let target = far.target();
+    let args = ["call", &target, "--tcp", "--amd", "--hangup-on", "never", "--max-duration", "5"];
+    let live = Live::start(&[&args[..], &["--rtp-ports", "47320-47339"]].concat());
+    let port = live
+        .wait_line(Duration::from_secs(10), |l| {
+            l.strip_prefix("waihu: SIP on ")?.rsplit(':').next()?.parse::<u16>().ok()
+        })
+        .expect("waihu printed its SIP address");
+    // The default cap is 32 connections from one source address.
+    let mut conns: Vec<std::net::TcpStream> =
+        (0..40).filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).ok()).collect();
+    assert_eq!(conns.len(), 40, "the kernel accepts the connections");
+    std::thread::sleep(Duration::from_millis(800));
+    let mut closed = 0;
+    for c in &mut conns {
+        c.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
+        let mut b = [0u8; 16];
+        closed += usize::from(matches!(c.read(&mut b), Ok(0)));
+    }
+    let (code, stdout, log) = live.finish(Duration::from_secs(30));
+    let (sipp_ok, sipp_log) = far.finish();
+    assert_eq!(closed, 8, "the connections over the cap of 32 were closed, and only those");
+    assert_eq!(code, Some(0), "{stdout}\n{log}");
+    let r: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("the call record");
+    assert_eq!(field(&r, "disposition"), "answered", "{r}\n{log}");
+    assert!(sipp_ok, "SIPp judged the call bad:\n{sipp_log}");
+}

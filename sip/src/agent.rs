@@ -7,18 +7,19 @@
 //! the early dialog handle (`InviteDialog::cancel`) rather than a lookup by early id.
 
 use crate::call::Failure;
+use crate::guard::{version_supported, TcpAdmission, TcpLimits};
 use crate::trunk::{Transport, TrunkConfig};
 use rsipstack::dialog::authenticate::Credential;
 use rsipstack::dialog::dialog::{DialogState, TerminatedReason, TransactionHandle};
 use rsipstack::dialog::dialog_layer::DialogLayer;
 use rsipstack::dialog::invitation::InviteOption;
 use rsipstack::dialog::invite_dialog::InviteDialog;
-use rsipstack::sip::{Header, HostWithPort, Method, StatusCode, Uri};
-use rsipstack::transaction::endpoint::{EndpointInnerRef, EndpointOption};
+use rsipstack::sip::{Header, HostWithPort, Method, SipMessage, StatusCode, Uri, Version};
+use rsipstack::transaction::endpoint::{EndpointInnerRef, EndpointOption, TransportEventInspector};
 use rsipstack::transaction::TransactionReceiver;
 use rsipstack::transport::tcp_listener::TcpListenerConnection;
 use rsipstack::transport::udp::UdpConnection;
-use rsipstack::transport::{SipAddr, TransportLayer};
+use rsipstack::transport::{SipAddr, SipConnection, TransportEvent, TransportLayer};
 use rsipstack::EndpointBuilder;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -41,6 +42,11 @@ pub struct AgentConfig {
     /// all) and M (RFC 6026: how long an answered INVITE's transaction, and the memory it
     /// holds, is kept to absorb retransmitted 2xx).
     pub t1: std::time::Duration,
+    /// Caps on inbound TCP connections (total and per source IP).
+    pub tcp_limits: TcpLimits,
+    /// A TCP connection that carries nothing for this long is closed (the stack's own
+    /// stream idle timeout; zero turns it off).
+    pub tcp_idle: std::time::Duration,
 }
 
 impl Default for AgentConfig {
@@ -51,6 +57,8 @@ impl Default for AgentConfig {
             user_agent: concat!("waihu/", env!("CARGO_PKG_VERSION")).into(),
             call_id_domain: "waihu.invalid".into(),
             t1: std::time::Duration::from_millis(500),
+            tcp_limits: TcpLimits::default(),
+            tcp_idle: std::time::Duration::from_secs(120),
         }
     }
 }
@@ -239,6 +247,7 @@ impl SipAgent {
     pub async fn start(cfg: AgentConfig) -> Result<SipAgent, SipError> {
         let cancel = CancellationToken::new();
         let transports = TransportLayer::new(cancel.clone());
+        transports.set_stream_idle_timeout(cfg.tcp_idle);
         let udp = UdpConnection::create_connection(cfg.bind, None, Some(cancel.child_token()))
             .await
             .map_err(|e| SipError::Transport(format!("bind UDP {}: {e}", cfg.bind)))?;
@@ -251,8 +260,14 @@ impl SipAgent {
             transports.add_transport(tcp.into());
         }
         let timers = EndpointOption { t1: cfg.t1, t1x64: cfg.t1 * 64, ..EndpointOption::default() };
+        let inspector = Inspector {
+            listen: local,
+            user_agent: cfg.user_agent.clone(),
+            tcp: std::sync::Mutex::new(TcpAdmission::new(cfg.tcp_limits)),
+        };
         let endpoint = EndpointBuilder::new()
             .with_option(timers)
+            .with_transport_inspector(Box::new(inspector))
             .with_cancel_token(cancel.clone())
             .with_transport_layer(transports)
             .with_user_agent(&cfg.user_agent)
@@ -671,6 +686,75 @@ fn session_expires(v: &str) -> Option<(u32, bool)> {
     let secs: u32 = parts.next()?.trim().parse().ok()?;
     let uac = parts.any(|p| p.trim().eq_ignore_ascii_case("refresher=uac"));
     (secs > 0).then_some((secs, uac))
+}
+
+/// Sees every transport event before the stack does: answers requests in a SIP version we
+/// do not speak with 505, and closes inbound TCP connections over the caps.
+struct Inspector {
+    listen: SocketAddr,
+    user_agent: String,
+    tcp: std::sync::Mutex<TcpAdmission<String>>,
+}
+
+impl Inspector {
+    /// An inbound TCP connection (accepted on our listener), by its remote address.
+    fn inbound(&self, c: &SipConnection) -> Option<(String, std::net::IpAddr)> {
+        if !matches!(c, SipConnection::Tcp(_)) || c.get_addr().get_socketaddr().ok() != Some(self.listen) {
+            return None;
+        }
+        let remote = c.get_remote_addr()?.get_socketaddr().ok()?;
+        Some((remote.to_string(), remote.ip()))
+    }
+}
+
+#[async_trait::async_trait]
+impl TransportEventInspector for Inspector {
+    async fn handle(&self, event: TransportEvent) -> Option<TransportEvent> {
+        match &event {
+            TransportEvent::Incoming(SipMessage::Request(req), conn, from) => {
+                if let Version::V(major, minor) = req.version {
+                    if !version_supported(major, minor) {
+                        let reply = SipMessage::Response(version_not_supported(req, &self.user_agent));
+                        let _ = conn.send(reply, Some(from)).await;
+                        return None;
+                    }
+                }
+            }
+            TransportEvent::New(conn) => {
+                if let Some((key, ip)) = self.inbound(conn) {
+                    let admitted = self.tcp.lock().map(|mut t| t.admit(key, ip)).unwrap_or(false);
+                    if !admitted {
+                        let _ = conn.close().await;
+                        return None;
+                    }
+                }
+            }
+            TransportEvent::Closed(conn) => {
+                if let (Some((key, _)), Ok(mut t)) = (self.inbound(conn), self.tcp.lock()) {
+                    t.closed(&key);
+                }
+            }
+            _ => {}
+        }
+        Some(event)
+    }
+}
+
+/// `505 Version Not Supported` to `req`, in SIP/2.0 (RFC 3261 §21.5.7).
+fn version_not_supported(req: &rsipstack::sip::Request, user_agent: &str) -> rsipstack::sip::Response {
+    let mut headers = req.headers.clone();
+    headers.retain(|h| {
+        matches!(h, Header::Via(_) | Header::CallId(_) | Header::From(_) | Header::To(_) | Header::CSeq(_))
+    });
+    headers.push(Header::ContentLength(0u32.into()));
+    headers.push(Header::UserAgent(user_agent.to_string().into()));
+    rsipstack::sip::Response {
+        status_code: StatusCode::from(505),
+        wire_reason: None,
+        version: Version::V2,
+        headers,
+        body: Vec::new(),
+    }
 }
 
 /// Requests that arrive for us: in-dialog ones (BYE from the callee, re-INVITE, REFER,

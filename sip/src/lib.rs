@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod call;
+pub mod guard;
 pub mod sdp;
 pub mod trunk;
 
