@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-use waihu_actors::call::{CallActor, CallCommand, CallSpec, Command, FlowConfig, HangupOn, Progress};
+use waihu_actors::call::{CallActor, CallCommand, CallSpec, Command, FlowConfig, HangupOn, KeepaliveMode, Progress};
 use waihu_engine::worker::ShardConfig;
 use waihu_model::CallId;
 use waihu_sip::trunk::TrunkConfig;
@@ -46,6 +46,11 @@ pub struct CallArgs {
     pub transfer_to: Option<String>,
     #[arg(long, default_value_t = 1.0)]
     pub transfer_after: f64,
+    /// What the answered call sends while it plays nothing, so carriers' NAT and no-RTP
+    /// timers see us: auto (RFC 3389 comfort noise once a second when the far end accepts
+    /// CN, else silence every 20 ms), silence, or off.
+    #[arg(long, default_value = "auto")]
+    pub keepalive: KeepaliveMode,
     /// Ring this many seconds before CANCEL (overrides the trunk's ring_timeout_secs).
     #[arg(long)]
     pub ring_timeout: Option<u64>,
@@ -127,6 +132,7 @@ pub fn run(a: CallArgs) -> Result<ExitCode> {
         hangup_on: a.hangup_on,
         wait_for_beep: a.wait_for_beep,
         max_duration: secs("max-duration", a.max_duration)?,
+        keepalive: a.keepalive,
         ..FlowConfig::default()
     };
     let media = ShardConfig { bind_ip: a.rtp_ip, ports: port_range(&a.rtp_ports)?, ..ShardConfig::default() };

@@ -643,7 +643,13 @@ fn tcp_connections_over_the_per_source_cap_are_closed_and_the_call_goes_on() {
             l.strip_prefix("waihu: SIP on ")?.rsplit(':').next()?.parse::<u16>().ok()
         })
         .expect("waihu printed its SIP address");
-    // The default cap is 32 connections from one source address.
+    // The listener starts a moment after the agent says where it is.
+    let end = Instant::now() + Duration::from_secs(3);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200)); // that probe's close is counted first
+                                                    // The default cap is 32 connections from one source address.
     let mut conns: Vec<std::net::TcpStream> =
         (0..40).filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).ok()).collect();
     assert_eq!(conns.len(), 40, "the kernel accepts the connections");

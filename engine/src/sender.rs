@@ -81,9 +81,15 @@ impl RtpSender {
     /// Packs an already-encoded payload of `samples` 8 kHz samples (same-codec relay:
     /// the bytes go out exactly as they came in).
     pub fn pack(&mut self, payload: &[u8], samples: u32, out: &mut Vec<u8>) {
+        self.pack_as(self.payload_type, payload, samples, out);
+    }
+
+    /// A packet of another payload type on this stream (RFC 3389 comfort noise), in
+    /// sequence with the audio.
+    pub fn pack_as(&mut self, payload_type: u8, payload: &[u8], samples: u32, out: &mut Vec<u8>) {
         let b = RtpBuild {
             marker: std::mem::take(&mut self.marker_next),
-            payload_type: self.payload_type,
+            payload_type,
             sequence: self.seq,
             timestamp: self.ts,
             ssrc: self.ssrc,
@@ -100,6 +106,11 @@ impl RtpSender {
     /// RTP timestamp of the next packet (for a sender report).
     pub fn timestamp(&self) -> u32 {
         self.ts
+    }
+
+    /// `samples` of time pass with nothing sent: the stream's clock keeps running.
+    pub fn skip(&mut self, samples: u32) {
+        self.ts = self.ts.wrapping_add(samples * self.ts_per_sample);
     }
 
     /// The next packet starts a talkspurt (after silence or a source change).

@@ -349,6 +349,7 @@ mod tests {
             address: "127.0.0.1:20000".parse().expect("addr"),
             codecs: vec![Codec::Pcmu, Codec::Pcma],
             telephone_event: true,
+            comfort_noise: true,
             ptime: 20,
             direction: Direction::SendRecv,
             session_id: 1,

@@ -87,6 +87,8 @@ pub struct Negotiated {
     pub codec: Codec,
     pub payload_type: u8,
     pub telephone_event: Option<u8>,
+    /// RFC 3389 comfort noise, when both sides offered it: its payload type.
+    pub comfort_noise: Option<u8>,
     pub ptime: u32,
     /// Our direction.
     pub direction: Direction,
@@ -100,6 +102,8 @@ pub struct LocalMedia {
     /// In order of preference.
     pub codecs: Vec<Codec>,
     pub telephone_event: bool,
+    /// Offer RFC 3389 comfort noise (CN/8000, payload type 13).
+    pub comfort_noise: bool,
     pub ptime: u32,
     pub direction: Direction,
     /// o= session id and version (bump the version on every re-offer).
@@ -109,6 +113,7 @@ pub struct LocalMedia {
 
 const PT_OPUS: u8 = 111;
 const PT_TE: u8 = 101;
+const PT_CN: u8 = 13;
 
 fn static_pt(c: Codec) -> u8 {
     match c {
@@ -156,7 +161,11 @@ fn our_formats(codecs: &[Codec], te: Option<u8>) -> Vec<(u8, String, Option<Stri
 
 /// Writes our offer.
 pub fn offer(local: &LocalMedia) -> String {
-    write_sdp(local, &our_formats(&local.codecs, local.telephone_event.then_some(PT_TE)))
+    let mut fmts = our_formats(&local.codecs, local.telephone_event.then_some(PT_TE));
+    if local.comfort_noise {
+        fmts.push((PT_CN, "CN/8000".into(), None));
+    }
+    write_sdp(local, &fmts)
 }
 
 fn codec_of(f: &Format) -> Option<Codec> {
@@ -172,6 +181,7 @@ fn negotiate(
     remote: &AudioDescription,
     ours: &[Codec],
     want_te: bool,
+    want_cn: bool,
     direction: Direction,
     ptime: u32,
 ) -> Result<Negotiated, SdpError> {
@@ -186,11 +196,14 @@ fn negotiate(
     let te = want_te
         .then(|| remote.formats.iter().find(|f| f.name == "telephone-event" && f.clock_rate == 8000).map(|f| f.pt))
         .flatten();
+    let cn =
+        want_cn.then(|| remote.formats.iter().find(|f| f.name == "cn" && f.clock_rate == 8000).map(|f| f.pt)).flatten();
     Ok(Negotiated {
         remote: remote.address,
         codec,
         payload_type: pt,
         telephone_event: te,
+        comfort_noise: cn,
         ptime: remote.ptime.unwrap_or(ptime),
         direction,
         rtcp_mux: remote.rtcp_mux,
@@ -208,10 +221,13 @@ pub fn answer(remote_offer: &str, local: &LocalMedia) -> Result<(String, Negotia
         (a, b) if a == b => a,
         _ => Direction::Inactive,
     };
-    let n = negotiate(&remote, &local.codecs, local.telephone_event, direction, local.ptime)?;
+    let n = negotiate(&remote, &local.codecs, local.telephone_event, local.comfort_noise, direction, local.ptime)?;
     let mut fmts = vec![(n.payload_type, n.codec.rtpmap().to_string(), None)];
     if let Some(te) = n.telephone_event {
         fmts.push((te, "telephone-event/8000".into(), Some("0-16".into())));
+    }
+    if let Some(cn) = n.comfort_noise {
+        fmts.push((cn, "CN/8000".into(), None));
     }
     let sdp = write_sdp(&LocalMedia { direction, ..local.clone() }, &fmts);
     Ok((sdp, n))
@@ -220,7 +236,8 @@ pub fn answer(remote_offer: &str, local: &LocalMedia) -> Result<(String, Negotia
 /// Reads the remote answer to our offer.
 pub fn accept_answer(remote_answer: &str, local: &LocalMedia) -> Result<Negotiated, SdpError> {
     let remote = parse(remote_answer)?;
-    negotiate(&remote, &local.codecs, local.telephone_event, remote.direction.reversed(), local.ptime)
+    let direction = remote.direction.reversed();
+    negotiate(&remote, &local.codecs, local.telephone_event, local.comfort_noise, direction, local.ptime)
 }
 
 fn static_name(pt: u8) -> Option<(&'static str, u32)> {
@@ -375,6 +392,7 @@ mod tests {
             address: "192.0.2.10:20000".parse().expect("addr"),
             codecs,
             telephone_event: true,
+            comfort_noise: true,
             ptime: 20,
             direction: Direction::SendRecv,
             session_id: 42,

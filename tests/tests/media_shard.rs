@@ -640,3 +640,43 @@ fn each_leg_reports_to_its_owner_and_a_full_owner_channel_drops_events_but_never
     assert!(sh.events.try_recv().is_err(), "owned legs' events do not reach the shard's channel");
     sh.shutdown();
 }
+
+#[test]
+fn a_quiet_leg_keeps_the_far_end_fed_with_comfort_noise_or_silence() {
+    use waihu_engine::rtp::RtpHeader;
+    use waihu_engine::worker::Keepalive;
+    let sh = shard(60_000);
+    let far = UdpSocket::bind("127.0.0.1:0").expect("far end");
+    far.set_read_timeout(Some(Duration::from_millis(100))).expect("timeout");
+    let to = far.local_addr().expect("addr");
+    sh.allocate(91, PayloadMap::default()).expect("leg");
+    sh.send(Command::SetRemote { call: 91, remote: to, symmetric: false }).expect("remote");
+    let collect = |for_: Duration| {
+        let end = Instant::now() + for_;
+        let mut got = Vec::new();
+        let mut b = [0u8; 1500];
+        while Instant::now() < end {
+            if let Ok(n) = far.recv(&mut b) {
+                if let Ok((h, payload)) = RtpHeader::parse(&b[..n]) {
+                    got.push((h.payload_type, h.timestamp, b[payload].to_vec()));
+                }
+            }
+        }
+        got
+    };
+    assert!(collect(Duration::from_millis(300)).iter().all(|p| p.0 != 0 && p.0 != 13), "off by default");
+
+    sh.send(Command::Keepalive { call: 91, mode: Keepalive::ComfortNoise { pt: 13 } }).expect("cn");
+    let cn: Vec<_> = collect(Duration::from_millis(2300)).into_iter().filter(|p| p.0 == 13).collect();
+    assert!((2..=4).contains(&cn.len()), "about one CN packet a second: {}", cn.len());
+    assert!(cn.iter().all(|p| p.2 == [70]), "one noise-level byte, -70 dBov");
+    let step = cn[1].1.wrapping_sub(cn[0].1);
+    assert!((7_000..=9_000).contains(&step), "the RTP clock runs between CN packets: {step}");
+
+    sh.send(Command::Keepalive { call: 91, mode: Keepalive::Silence }).expect("silence");
+    let _ = collect(Duration::from_millis(100));
+    let silence: Vec<_> = collect(Duration::from_millis(1000)).into_iter().filter(|p| p.0 == 0).collect();
+    assert!(silence.len() >= 40, "a packet every 20 ms: {}", silence.len());
+    assert!(silence.iter().all(|p| p.2.len() == 160 && p.2.iter().all(|&b| b == 0xff)), "µ-law silence");
+    sh.shutdown();
+}

@@ -17,7 +17,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use waihu_engine::amd::AmdEvent;
 use waihu_engine::session::{SessionEvent, SessionStats};
-use waihu_engine::worker::Event as MediaEvent;
+use waihu_engine::worker::{Event as MediaEvent, Keepalive};
 use waihu_engine::AmdParams;
 use waihu_model::{AnsweredBy, CallId, CallRecord, EndedBy, HangupReason};
 use waihu_sip::agent::{Request, SipCommand, SipEvent};
@@ -67,6 +67,57 @@ impl FromStr for HangupOn {
     }
 }
 
+/// What an answered call sends while it has nothing to say (so carriers' NAT and no-RTP
+/// timers see it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum KeepaliveMode {
+    /// RFC 3389 comfort noise when the far end accepted it, else a stream of silence.
+    #[default]
+    Auto,
+    /// Always a stream of silence (a packet every 20 ms).
+    Silence,
+    /// Nothing.
+    Off,
+}
+
+impl KeepaliveMode {
+    pub const ALL: [KeepaliveMode; 3] = [KeepaliveMode::Auto, KeepaliveMode::Silence, KeepaliveMode::Off];
+
+    pub const fn label(self) -> &'static str {
+        match self {
+            KeepaliveMode::Auto => "auto",
+            KeepaliveMode::Silence => "silence",
+            KeepaliveMode::Off => "off",
+        }
+    }
+
+    /// What the shard sends, given what the SDP exchange settled.
+    pub fn for_media(self, n: &Negotiated) -> Keepalive {
+        match (self, n.comfort_noise) {
+            (KeepaliveMode::Off, _) => Keepalive::Off,
+            (KeepaliveMode::Auto, Some(pt)) => Keepalive::ComfortNoise { pt },
+            (KeepaliveMode::Auto | KeepaliveMode::Silence, _) => Keepalive::Silence,
+        }
+    }
+}
+
+impl fmt::Display for KeepaliveMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+impl FromStr for KeepaliveMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        KeepaliveMode::ALL
+            .into_iter()
+            .find(|k| k.label().eq_ignore_ascii_case(s))
+            .ok_or_else(|| format!("{s:?} is not one of auto, silence, off"))
+    }
+}
+
 /// What one call does, fixed when it starts.
 #[derive(Debug, Clone)]
 pub struct FlowConfig {
@@ -103,6 +154,8 @@ pub struct FlowConfig {
     /// After the call has ended, how long to wait for the BYE's response and the media
     /// statistics before writing the record without them.
     pub linger: Duration,
+    /// What the answered call sends while it plays nothing.
+    pub keepalive: KeepaliveMode,
     /// Wall-clock time of the start (Unix ms): the record's timestamps are this plus the
     /// monotonic offsets, so a wall-clock jump mid-call cannot bend them.
     pub started_unix_ms: u64,
@@ -128,6 +181,7 @@ impl Default for FlowConfig {
             transfer_wait: Duration::from_secs(5),
             request_timeout: Duration::from_secs(34),
             linger: Duration::from_secs(2),
+            keepalive: KeepaliveMode::Auto,
             started_unix_ms: 0,
         }
     }
@@ -180,6 +234,8 @@ pub enum MediaCommand {
     Follow(Negotiated),
     StartAmd(AmdParams),
     StopAmd,
+    /// What to send while nothing plays (from the answer on).
+    Keepalive(Keepalive),
     /// Play this to the far end, looped, and mute its bridged peer (music on hold).
     Hold {
         music: Arc<[i16]>,
@@ -357,6 +413,9 @@ pub struct CallFlow {
     bye_pending: bool,
     media_closed: bool,
     done: bool,
+    /// The media the last offer/answer settled.
+    negotiated: Option<Negotiated>,
+    keepalive_sent: bool,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -405,6 +464,8 @@ impl CallFlow {
             bye_pending: false,
             media_closed: false,
             done: false,
+            negotiated: None,
+            keepalive_sent: false,
             cfg,
         };
         flow.pump(now);
@@ -944,6 +1005,7 @@ impl CallFlow {
                     self.out.push_back(Output::Sip(SipCommand::Bye));
                 }
                 sip_call::Output::Media(n) => {
+                    self.negotiated = Some(n.clone());
                     self.media(MediaCommand::Follow(n));
                     if self.answered.is_none() && !self.early_analysis {
                         // Early media: listen for SIT tones before the answer.
@@ -958,6 +1020,15 @@ impl CallFlow {
                     self.in_flight = None;
                     self.set(Timer::Linger, Some(now + self.cfg.linger));
                     self.media(MediaCommand::Close);
+                }
+            }
+        }
+        if self.live() && !self.keepalive_sent {
+            if let Some(n) = &self.negotiated {
+                self.keepalive_sent = true;
+                let k = self.cfg.keepalive.for_media(n);
+                if k != Keepalive::Off {
+                    self.media(MediaCommand::Keepalive(k));
                 }
             }
         }

@@ -7,4 +7,4 @@ pub mod flow;
 mod sim;
 
 pub use actor::{CallActor, CallCommand, CallEnv, CallSpec, ProgressSink, RecordSink, StartError};
-pub use flow::{CallFlow, Command, FlowConfig, HangupOn, Input, MediaCommand, Output, Progress, Timer};
+pub use flow::{CallFlow, Command, FlowConfig, HangupOn, Input, KeepaliveMode, MediaCommand, Output, Progress, Timer};

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use waihu_engine::amd::{AmdEvent, Verdict};
 use waihu_engine::session::{SessionEvent, SessionStats};
-use waihu_engine::worker::Event as MediaEvent;
+use waihu_engine::worker::{Event as MediaEvent, Keepalive};
 use waihu_engine::{AmdCause, Decision, MediaTime};
 use waihu_model::{AnsweredBy, CallRecord, Disposition, EndedBy, HangupReason};
 use waihu_sip::agent::{Request, SipCommand, SipEvent};
@@ -28,6 +28,7 @@ fn local() -> LocalMedia {
         address: "127.0.0.1:20000".parse().expect("addr"),
         codecs: vec![Codec::Pcmu, Codec::Pcma],
         telephone_event: true,
+        comfort_noise: true,
         ptime: 20,
         direction: Direction::SendRecv,
         session_id: 1,
@@ -684,4 +685,31 @@ fn the_whole_set_runs_in_simulated_time() {
     let r = sim.progress();
     assert_eq!(r.session_refreshes, 13);
     assert!(sim.steps < 100, "{} steps", sim.steps);
+}
+
+#[test]
+fn keepalive_starts_at_the_answer_as_comfort_noise_when_accepted_else_silence() {
+    let with_cn = format!("{ANSWER}a=rtpmap:13 CN/8000\r\n").replace("RTP/AVP 0", "RTP/AVP 0 13");
+    for (answer, mode, want) in [
+        (ANSWER.to_string(), KeepaliveMode::Auto, Some(Keepalive::Silence)),
+        (with_cn.clone(), KeepaliveMode::Auto, Some(Keepalive::ComfortNoise { pt: 13 })),
+        (with_cn, KeepaliveMode::Silence, Some(Keepalive::Silence)),
+        (ANSWER.to_string(), KeepaliveMode::Off, None),
+    ] {
+        let cfg = FlowConfig { amd: false, max_duration: secs(3), keepalive: mode, ..FlowConfig::default() };
+        let mut sim = Sim::new(cfg, Far::default());
+        // Early media first: no keepalive before the answer.
+        sim.sip_at(100, SipEvent::Provisional { status: 183, sdp: Some(answer.clone()) });
+        sim.sip_at(1000, SipEvent::Final { status: 200, sdp: Some(answer) });
+        sim.progress();
+        let sent: Vec<(Duration, Keepalive)> = sim
+            .log
+            .iter()
+            .filter_map(|(t, o)| match o {
+                Output::Media(MediaCommand::Keepalive(k)) => Some((*t, *k)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sent, want.map(|k| (secs(1), k)).into_iter().collect::<Vec<_>>(), "{mode}");
+    }
 }

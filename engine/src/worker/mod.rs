@@ -169,6 +169,11 @@ pub enum Command {
         a: CallId,
         b: CallId,
     },
+    /// What the leg sends while it has nothing to play (see [`Keepalive`]).
+    Keepalive {
+        call: CallId,
+        mode: Keepalive,
+    },
     /// Disconnect a leg from its bridge (both directions).
     Unbridge {
         call: CallId,
@@ -238,6 +243,23 @@ pub enum Event {
     },
 }
 
+/// What a leg sends while it plays nothing and relays nothing, so that the far end's NAT
+/// binding and its no-RTP timer see us (carriers and SBCs drop calls with no inbound RTP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Keepalive {
+    #[default]
+    Off,
+    /// RFC 3389 comfort noise on payload type `pt` (when the far end accepted it): one packet
+    /// when the leg falls silent, then one a second. The stream's timestamps keep running.
+    ComfortNoise { pt: u8 },
+    /// Encoded silence every 20 ms: a continuous stream, for far ends without CN. Costs a
+    /// packet per leg per 20 ms.
+    Silence,
+}
+
+/// Comfort noise level sent: -70 dBov (RFC 3389 §3), a quiet line.
+const CN_LEVEL: u8 = 70;
+
 /// The owner's bounded channel size: a call's events come a few per second at most.
 pub const OWNER_CHANNEL: usize = 256;
 
@@ -289,6 +311,9 @@ struct SessionState {
     /// shard's reports spread over the interval instead of leaving in one burst.
     next_rtcp: Instant,
     owner: Option<Owner>,
+    keepalive: Keepalive,
+    /// When the next comfort-noise packet is due.
+    next_keepalive: Instant,
 }
 
 impl SessionState {

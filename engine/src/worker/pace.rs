@@ -29,6 +29,10 @@ pub(super) async fn pace(cfg: ShardConfig, sessions: Sessions, events: flume::Se
                 st.next_rtcp = now + cfg.rtcp_interval;
                 send_rtcp(st, &sess.socket, &mut rtcp);
             }
+            if st.play.is_none() {
+                keepalive(st, &sess.socket, now, &mut out);
+                continue;
+            }
             let (Some(play), Some(tx), Some(remote)) = (st.play.as_mut(), st.sender.as_mut(), st.remote) else {
                 continue;
             };
@@ -58,6 +62,33 @@ pub(super) async fn pace(cfg: ShardConfig, sessions: Sessions, events: flume::Se
             }
         }
     }
+}
+
+/// One pacer tick of a leg that plays nothing: comfort noise once a second, or silence, or
+/// nothing. A bridged leg carries its peer's audio instead.
+fn keepalive(st: &mut SessionState, socket: &UdpSocket, now: Instant, out: &mut Vec<u8>) {
+    if st.keepalive == Keepalive::Off || (st.bridge.is_some() && !st.held) {
+        return;
+    }
+    let (Some(tx), Some(remote)) = (st.sender.as_mut(), st.remote) else { return };
+    out.clear();
+    match st.keepalive {
+        Keepalive::Off => return,
+        Keepalive::Silence => {
+            if tx.pack_pcm(&[0; PTIME_SAMPLES], out).is_err() {
+                return;
+            }
+        }
+        Keepalive::ComfortNoise { pt } => {
+            if now < st.next_keepalive {
+                tx.skip(PTIME_SAMPLES as u32);
+                return;
+            }
+            st.next_keepalive = now + Duration::from_secs(1);
+            tx.pack_as(pt, &[CN_LEVEL], PTIME_SAMPLES as u32, out);
+        }
+    }
+    let _ = socket.send_to(out, remote);
 }
 
 /// Wall-clock time as an NTP timestamp (RFC 3550 §4), for sender reports.

@@ -134,6 +134,11 @@ pub(super) fn handle(
             s.play = None;
             Ok(())
         }),
+        Command::Keepalive { call, mode } => with_session(sessions, call, |s| {
+            s.keepalive = mode;
+            s.next_keepalive = Instant::now();
+            Ok(())
+        }),
         Command::Bridge { a, b } => bridge(sessions, &mut poller.borrow_mut(), a, b),
         Command::Unbridge { call } => {
             unbridge(sessions, &mut poller.borrow_mut(), call);
@@ -304,6 +309,8 @@ pub(super) fn allocate(
         recording: None,
         next_rtcp: Instant::now() + rtcp_phase(cfg.rtcp_interval, call),
         owner,
+        keepalive: Keepalive::Off,
+        next_keepalive: Instant::now(),
     }));
     let fd = socket.as_raw_fd();
     sessions.borrow_mut().insert(call, Session { state, socket, fd, port });
