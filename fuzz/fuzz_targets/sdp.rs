@@ -11,7 +11,7 @@ fuzz_target!(|data: &[u8]| {
         address: "127.0.0.1:20000".parse().expect("addr"),
         codecs: vec![Codec::Pcmu, Codec::Pcma, Codec::Opus],
         telephone_event: true,
-            comfort_noise: true,
+        comfort_noise: true,
         ptime: 20,
         direction: Direction::SendRecv,
         session_id: 1,

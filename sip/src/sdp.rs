@@ -403,13 +403,20 @@ mod tests {
     #[test]
     fn our_offer_parses_back() {
         let o = offer(&local(vec![Codec::Pcmu, Codec::Pcma, Codec::Opus]));
-        assert!(o.contains("m=audio 20000 RTP/AVP 0 8 111 101\r\n"), "{o}");
+        assert!(o.contains("m=audio 20000 RTP/AVP 0 8 111 101 13\r\n"), "{o}");
+        assert!(o.contains("a=rtpmap:13 CN/8000\r\n"), "comfort noise is offered: {o}");
         let d = parse(&o).expect("parse");
         assert_eq!(d.address, "192.0.2.10:20000".parse().expect("addr"));
         let names: Vec<_> = d.formats.iter().map(|f| (f.pt, f.name.as_str(), f.clock_rate)).collect();
         assert_eq!(
             names,
-            vec![(0, "pcmu", 8000), (8, "pcma", 8000), (111, "opus", 48000), (101, "telephone-event", 8000)]
+            vec![
+                (0, "pcmu", 8000),
+                (8, "pcma", 8000),
+                (111, "opus", 48000),
+                (101, "telephone-event", 8000),
+                (13, "cn", 8000)
+            ]
         );
         assert_eq!((d.ptime, d.direction, d.rtcp_mux), (Some(20), Direction::SendRecv, true));
     }
@@ -442,6 +449,21 @@ mod tests {
         let n = accept_answer(ans, &local(vec![Codec::Opus, Codec::Pcmu])).expect("accept");
         assert_eq!((n.codec, n.payload_type, n.telephone_event, n.rtcp_mux), (Codec::Pcmu, 0, Some(101), true));
         assert_eq!(n.remote, "203.0.113.5:40000".parse().expect("addr"));
+    }
+
+    #[test]
+    fn comfort_noise_is_used_only_when_both_sides_offer_it() {
+        let ours = local(vec![Codec::Pcmu]);
+        let base = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n";
+        let with = format!("{base}m=audio 6000 RTP/AVP 0 13\r\n");
+        let without = format!("{base}m=audio 6000 RTP/AVP 0\r\n");
+        assert_eq!(accept_answer(&with, &ours).expect("cn").comfort_noise, Some(13));
+        assert_eq!(accept_answer(&without, &ours).expect("no cn").comfort_noise, None);
+        let (ans, n) = answer(&with, &ours).expect("answer");
+        assert_eq!(n.comfort_noise, Some(13));
+        assert!(ans.contains("RTP/AVP 0 13\r\n"), "our answer keeps CN: {ans}");
+        let no_cn = LocalMedia { comfort_noise: false, ..ours };
+        assert_eq!(accept_answer(&with, &no_cn).expect("cn").comfort_noise, None, "not asked for, not used");
     }
 
     #[test]
