@@ -11,6 +11,7 @@ pub mod codec;
 pub mod dtmf;
 pub mod frame;
 pub mod jitter;
+pub mod leg;
 pub mod offline;
 pub mod resample;
 pub mod rtcp;

@@ -23,6 +23,7 @@ mod run;
 mod sockets;
 
 use crate::amd::AmdParams;
+use crate::leg;
 use crate::sender::RtpSender;
 use crate::session::{Frame, MediaSession, PayloadMap, SessionEvent, SessionStats};
 use crate::source::{Admit, Latch, SourceFilter};
@@ -243,22 +244,7 @@ pub enum Event {
     },
 }
 
-/// What a leg sends while it plays nothing and relays nothing, so that the far end's NAT
-/// binding and its no-RTP timer see us (carriers and SBCs drop calls with no inbound RTP).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Keepalive {
-    #[default]
-    Off,
-    /// RFC 3389 comfort noise on payload type `pt` (when the far end accepted it): one packet
-    /// when the leg falls silent, then one a second. The stream's timestamps keep running.
-    ComfortNoise { pt: u8 },
-    /// Encoded silence every 20 ms: a continuous stream, for far ends without CN. Costs a
-    /// packet per leg per 20 ms.
-    Silence,
-}
-
-/// Comfort noise level sent: -70 dBov (RFC 3389 §3), a quiet line.
-const CN_LEVEL: u8 = 70;
+pub use crate::leg::Keepalive;
 
 /// The owner's bounded channel size: a call's events come a few per second at most.
 pub const OWNER_CHANNEL: usize = 256;

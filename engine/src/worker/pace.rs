@@ -67,25 +67,26 @@ pub(super) async fn pace(cfg: ShardConfig, sessions: Sessions, events: flume::Se
 /// One pacer tick of a leg that plays nothing: comfort noise once a second, or silence, or
 /// nothing. A bridged leg carries its peer's audio instead.
 fn keepalive(st: &mut SessionState, socket: &UdpSocket, now: Instant, out: &mut Vec<u8>) {
-    if st.keepalive == Keepalive::Off || (st.bridge.is_some() && !st.held) {
+    if st.keepalive == Keepalive::Off {
         return;
     }
+    let tick = leg::quiet_tick(st.keepalive, st.bridge.is_some(), st.held, now, st.next_keepalive);
     let (Some(tx), Some(remote)) = (st.sender.as_mut(), st.remote) else { return };
     out.clear();
-    match st.keepalive {
-        Keepalive::Off => return,
-        Keepalive::Silence => {
+    match tick {
+        leg::QuietTick::Nothing => return,
+        leg::QuietTick::Skip => {
+            tx.skip(PTIME_SAMPLES as u32);
+            return;
+        }
+        leg::QuietTick::SendSilence => {
             if tx.pack_pcm(&[0; PTIME_SAMPLES], out).is_err() {
                 return;
             }
         }
-        Keepalive::ComfortNoise { pt } => {
-            if now < st.next_keepalive {
-                tx.skip(PTIME_SAMPLES as u32);
-                return;
-            }
-            st.next_keepalive = now + Duration::from_secs(1);
-            tx.pack_as(pt, &[CN_LEVEL], PTIME_SAMPLES as u32, out);
+        leg::QuietTick::SendCn { pt, next } => {
+            st.next_keepalive = next;
+            tx.pack_as(pt, &[leg::CN_LEVEL], PTIME_SAMPLES as u32, out);
         }
     }
     let _ = socket.send_to(out, remote);
@@ -115,25 +116,15 @@ pub(super) async fn tick(cfg: ShardConfig, sessions: Sessions, events: flume::Se
         }
         for (&call, s) in sessions.borrow().iter() {
             let mut st = s.state.borrow_mut();
-            if let Some(last) = st.last_packet {
-                let idle = now.duration_since(last);
-                if idle >= cfg.media_timeout && !st.timeout_reported {
-                    st.timeout_reported = true;
-                    st.emit(&events, Event::MediaTimeout { call, idle });
-                }
+            if let Some(idle) = leg::media_timeout(st.last_packet, now, cfg.media_timeout, st.timeout_reported) {
+                st.timeout_reported = true;
+                st.emit(&events, Event::MediaTimeout { call, idle });
             }
             if stats_due {
                 st.emit(&events, Event::Stats { call, stats: leg_stats(&st) });
             }
         }
     }
-}
-
-/// First RTCP report for `call`: somewhere in [0.5, 1.5) × the interval, as RFC 3550 §6.2
-/// randomises it, so sessions opened together do not report together.
-pub(super) fn rtcp_phase(interval: Duration, call: CallId) -> Duration {
-    let h = call.wrapping_add(0x51).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40; // 24 bits
-    interval.mul_f64(0.5 + h as f64 / (1u64 << 24) as f64)
 }
 
 /// A sender report once we have sent media, a receiver report otherwise: on the RTP port

@@ -173,7 +173,7 @@ pub(super) fn on_datagram(
         }
         s.last_packet = Some(now);
         s.timeout_reported = false;
-        let peer = if s.held { None } else { s.bridge };
+        let peer = leg::hears_me(s.held, s.bridge);
         let peer = peer.and_then(|p| sessions.borrow().get(&p).map(|p| (p.state.clone(), p.socket.clone())));
         let arrival = now.duration_since(s.origin).as_micros() as u64 * s.media.clock_rate() as u64 / 1_000_000;
         let payloads = s.media.payloads();
@@ -193,8 +193,7 @@ pub(super) fn on_datagram(
             }
             let out = &mut outgoing[used];
             out.clear();
-            // Same codec on both legs (by each one's negotiated payload map): relay as is.
-            if !f.lost && payloads.codec_of(f.payload_type) == Some(tx.codec()) {
+            if leg::relays_as_is(&payloads, f.payload_type, f.lost, tx.codec()) {
                 tx.pack(f.payload, f.pcm.len() as u32, out);
             } else if tx.pack_pcm(f.pcm, out).is_err() {
                 return;

@@ -307,7 +307,7 @@ pub(super) fn allocate(
         held: false,
         play: None,
         recording: None,
-        next_rtcp: Instant::now() + rtcp_phase(cfg.rtcp_interval, call),
+        next_rtcp: Instant::now() + leg::rtcp_phase(cfg.rtcp_interval, call),
         owner,
         keepalive: Keepalive::Off,
         next_keepalive: Instant::now(),
