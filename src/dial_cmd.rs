@@ -9,21 +9,16 @@
 
 use crate::call_cmd::{host_port, port_range};
 use anyhow::{bail, Result};
-use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use waihu_actors::call::{
-    CallActor, CallCommand, CallEnv, CallSpec, Command, FlowConfig, HangupOn, KeepaliveMode, Progress,
-};
+use waihu_actors::call::{FlowConfig, HangupOn, KeepaliveMode};
+use waihu_actors::dial::{BulkDial, Report};
 use waihu_engine::worker::ShardConfig;
-use waihu_model::{CallId, CallRecord, Disposition};
-use waihu_sip::trunk::{Admission, Admit, TrunkConfig, TrunkHealth, TrunkState};
+use waihu_sip::trunk::{TrunkConfig, TrunkHealth, TrunkState};
 use waihu_sip::AgentConfig;
 
 #[derive(clap::Args, Debug)]
@@ -70,16 +65,6 @@ pub struct DialArgs {
     /// Runtime worker threads for signaling.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
-}
-
-#[derive(Default)]
-struct Tally {
-    dispositions: BTreeMap<String, u64>,
-    answered_by: BTreeMap<String, u64>,
-    setup_ms: Vec<u64>,
-    errors: BTreeMap<String, u64>,
-    rtp_packets: u64,
-    rtp_lost: u64,
 }
 
 pub fn run(a: DialArgs) -> Result<ExitCode> {
@@ -144,214 +129,49 @@ pub fn run(a: DialArgs) -> Result<ExitCode> {
             }
         });
     }
-    let dial = Dial { env: env.clone(), trunk, flow, calls: a.calls, trunk_up, stop };
+    let dial = BulkDial { env: env.clone(), trunk, flow, calls: a.calls, trunk_up, stop };
     let report = actix::System::new().block_on(dial.run());
-    let code = report.print(env.sip.dialog_count(), process_cpu().saturating_sub(cpu0));
+    let code = print(report, env.sip.dialog_count(), process_cpu().saturating_sub(cpu0));
     drop(sip_rt);
     Ok(code)
 }
 
-/// The benchmark's driver: admits calls at the trunk's rate and channel caps, starts each
-/// as a [`CallActor`], and tallies the records.
-struct Dial {
-    env: CallEnv,
-    trunk: Arc<TrunkConfig>,
-    flow: FlowConfig,
-    calls: u64,
-    trunk_up: Arc<std::sync::atomic::AtomicBool>,
-    stop: tokio::sync::watch::Receiver<bool>,
-}
-
-/// Shared by the driver and the calls' sinks, on the actix thread.
-#[derive(Default)]
-struct Shared {
-    tally: RefCell<Tally>,
-    live_calls: RefCell<HashMap<CallId, actix::Addr<CallActor>>>,
-    outstanding: Cell<u64>,
-    answered_now: Cell<u64>,
-    peak: Cell<u64>,
-    ended: tokio::sync::Notify,
-}
-
-struct Report {
-    placed: u64,
-    span: Duration,
-    wall: Duration,
-    peak: u64,
-    tally: Tally,
-}
-
-impl Dial {
-    #[allow(clippy::disallowed_methods)] // the driver keeps real time; the calls' flows do not
-    async fn run(self) -> Report {
-        let admission = Rc::new(RefCell::new(Admission::for_trunk(&self.trunk)));
-        let shared = Rc::new(Shared::default());
-        let started = Instant::now();
-        let mut first_start = None;
-        let mut last_start = started;
-        let mut placed = 0;
-        let mut report_at = started + Duration::from_secs(5);
-        let stopping = |s: &tokio::sync::watch::Receiver<bool>| *s.borrow();
-        while placed < self.calls {
-            if stopping(&self.stop) {
-                eprintln!("waihu dial: stopping: {placed} calls placed, ending the live ones");
-                break;
-            }
-            let now = Instant::now();
-            if now >= report_at {
-                report_at += Duration::from_secs(5);
-                eprintln!(
-                    "waihu dial: {:>5.1} s: {placed} placed, {} answered now (peak {})",
-                    (now - started).as_secs_f64(),
-                    shared.answered_now.get(),
-                    shared.peak.get()
-                );
-            }
-            if !self.trunk_up.load(Ordering::Relaxed) {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-            let admit = admission.borrow_mut().try_admit(now);
-            match admit {
-                Admit::WaitUntil(t) => {
-                    tokio::time::sleep_until(t.into()).await;
-                    continue;
-                }
-                Admit::ChannelsFull => {
-                    let _ = tokio::time::timeout(Duration::from_millis(20), shared.ended.notified()).await;
-                    continue;
-                }
-                Admit::Go => {}
-            }
-            placed += 1;
-            first_start.get_or_insert(now);
-            last_start = now;
-            let spec = CallSpec {
-                flow: FlowConfig { id: placed, ..self.flow.clone() },
-                trunk: self.trunk.clone(),
-                shard: None,
-            };
-            shared.outstanding.set(shared.outstanding.get() + 1);
-            actix::spawn(start_call(self.env.clone(), spec, shared.clone(), admission.clone()));
-        }
-        if stopping(&self.stop) {
-            for call in shared.live_calls.borrow().values() {
-                call.do_send(CallCommand(Command::Shutdown));
-            }
-        } else {
-            // A signal while the last calls run ends them too.
-            let (s, stop) = (shared.clone(), self.stop.clone());
-            actix::spawn(async move {
-                let mut stop = stop;
-                crate::platform::stopped(&mut stop).await;
-                for call in s.live_calls.borrow().values() {
-                    call.do_send(CallCommand(Command::Shutdown));
-                }
-            });
-        }
-        while shared.outstanding.get() > 0 {
-            let _ = tokio::time::timeout(Duration::from_millis(100), shared.ended.notified()).await;
-        }
-        let wall = started.elapsed();
-        let span = last_start.duration_since(first_start.unwrap_or(started));
-        let tally = std::mem::take(&mut *shared.tally.borrow_mut());
-        Report { placed, span, wall, peak: shared.peak.get(), tally }
+/// Prints a run's report; the exit code says whether every call was answered.
+fn print(mut r: Report, dialogs_left: usize, cpu: Duration) -> ExitCode {
+    let (t, placed) = (&mut r.tally, r.placed);
+    t.setup_ms.sort_unstable();
+    let setup = &t.setup_ms;
+    let q = |p: f64| setup.get(((setup.len().max(1) - 1) as f64 * p) as usize).copied().unwrap_or(0);
+    // An answer is an answer whoever (or whatever, by AMD) picked up.
+    let answered = ["answered", "machine"].iter().filter_map(|k| t.dispositions.get(*k)).sum::<u64>();
+    let failed = placed.saturating_sub(answered);
+    println!(
+        "waihu dial: {} calls placed over {:.1} s ({:.1} calls/s between the first and last INVITE)",
+        placed,
+        r.span.as_secs_f64(),
+        (placed.saturating_sub(1)) as f64 / r.span.as_secs_f64().max(1e-9)
+    );
+    println!("  dispositions: {:?}", t.dispositions);
+    println!("  answered by (AMD): {:?}", t.answered_by);
+    println!("  failed calls (not answered): {failed}");
+    println!("  setup latency INVITE->200: p50 {} ms, p99 {} ms, max {} ms", q(0.5), q(0.99), q(1.0));
+    println!("  peak concurrent answered calls: {}", r.peak);
+    println!("  RTP received: {} packets, {} lost", t.rtp_packets, t.rtp_lost);
+    if !t.errors.is_empty() {
+        println!("  errors: {:?}", t.errors);
     }
-}
-
-/// Starts one call and wires its progress and record into the tally.
-async fn start_call(env: CallEnv, spec: CallSpec, shared: Rc<Shared>, admission: Rc<RefCell<Admission>>) {
-    let id = spec.flow.id;
-    let s = shared.clone();
-    let progress = Box::new(move |_: CallId, p: &Progress| {
-        if let Progress::Answered { .. } = p {
-            let n = s.answered_now.get() + 1;
-            s.answered_now.set(n);
-            s.peak.set(s.peak.get().max(n));
-        }
-    });
-    let (s, adm) = (shared.clone(), admission.clone());
-    let record = Box::new(move |r: CallRecord| {
-        if r.answer_ms.is_some() {
-            s.answered_now.set(s.answered_now.get().saturating_sub(1));
-        }
-        s.live_calls.borrow_mut().remove(&r.id);
-        s.tally.borrow_mut().add(&r);
-        done(&s, &adm);
-    });
-    match CallActor::start(env, spec, progress, record).await {
-        // The actor starts running once this task yields: its record comes after this.
-        Ok(addr) => {
-            shared.live_calls.borrow_mut().insert(id, addr);
-        }
-        Err(e) => {
-            *shared.tally.borrow_mut().errors.entry(e.to_string()).or_default() += 1;
-            *shared.tally.borrow_mut().dispositions.entry(Disposition::LocalFailure.to_string()).or_default() += 1;
-            done(&shared, &admission);
-        }
-    }
-}
-
-fn done(s: &Shared, admission: &RefCell<Admission>) {
-    admission.borrow_mut().release();
-    s.outstanding.set(s.outstanding.get().saturating_sub(1));
-    s.ended.notify_one();
-}
-
-impl Tally {
-    fn add(&mut self, c: &CallRecord) {
-        *self.dispositions.entry(c.disposition.to_string()).or_default() += 1;
-        if let Some(by) = c.answered_by {
-            *self.answered_by.entry(by.to_string()).or_default() += 1;
-        }
-        if let Some(ms) = c.answer_ms {
-            self.setup_ms.push(ms);
-        }
-        for e in [&c.sip_error, &c.media_error].into_iter().flatten() {
-            *self.errors.entry(e.clone()).or_default() += 1;
-        }
-        self.rtp_packets += c.rtp_packets;
-        self.rtp_lost += c.rtp_lost;
-    }
-}
-
-impl Report {
-    fn print(mut self, dialogs_left: usize, cpu: Duration) -> ExitCode {
-        let (t, placed) = (&mut self.tally, self.placed);
-        t.setup_ms.sort_unstable();
-        let setup = &t.setup_ms;
-        let q = |p: f64| setup.get(((setup.len().max(1) - 1) as f64 * p) as usize).copied().unwrap_or(0);
-        // An answer is an answer whoever (or whatever, by AMD) picked up.
-        let answered = ["answered", "machine"].iter().filter_map(|k| t.dispositions.get(*k)).sum::<u64>();
-        let failed = placed.saturating_sub(answered);
-        println!(
-            "waihu dial: {} calls placed over {:.1} s ({:.1} calls/s between the first and last INVITE)",
-            placed,
-            self.span.as_secs_f64(),
-            (placed.saturating_sub(1)) as f64 / self.span.as_secs_f64().max(1e-9)
-        );
-        println!("  dispositions: {:?}", t.dispositions);
-        println!("  answered by (AMD): {:?}", t.answered_by);
-        println!("  failed calls (not answered): {failed}");
-        println!("  setup latency INVITE->200: p50 {} ms, p99 {} ms, max {} ms", q(0.5), q(0.99), q(1.0));
-        println!("  peak concurrent answered calls: {}", self.peak);
-        println!("  RTP received: {} packets, {} lost", t.rtp_packets, t.rtp_lost);
-        if !t.errors.is_empty() {
-            println!("  errors: {:?}", t.errors);
-        }
-        println!("  SIP dialogs left in the stack: {dialogs_left}");
-        println!(
-            "  wall {:.1} s, process CPU {:.1} s ({:.0}% of one core), peak RSS {:.1} MiB",
-            self.wall.as_secs_f64(),
-            cpu.as_secs_f64(),
-            100.0 * cpu.as_secs_f64() / self.wall.as_secs_f64(),
-            peak_rss_kib() as f64 / 1024.0
-        );
-        if failed == 0 {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::from(1)
-        }
+    println!("  SIP dialogs left in the stack: {dialogs_left}");
+    println!(
+        "  wall {:.1} s, process CPU {:.1} s ({:.0}% of one core), peak RSS {:.1} MiB",
+        r.wall.as_secs_f64(),
+        cpu.as_secs_f64(),
+        100.0 * cpu.as_secs_f64() / r.wall.as_secs_f64(),
+        peak_rss_kib() as f64 / 1024.0
+    );
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 

@@ -668,3 +668,39 @@ fn tcp_connections_over_the_per_source_cap_are_closed_and_the_call_goes_on() {
     assert_eq!(field(&r, "disposition"), "answered", "{r}\n{log}");
     assert!(sipp_ok, "SIPp judged the call bad:\n{sipp_log}");
 }
+
+#[test]
+fn dial_places_every_call_under_the_rate_cap_with_amd_and_leaves_nothing_behind() {
+    let far = FarEnd::start_with("uas_load.xml", Some(&answer_audio("call_04.wav")), &["-m", "150"]);
+    let target = far.target();
+    let args = [
+        "dial",
+        &target,
+        "--calls",
+        "150",
+        "--cps",
+        "50",
+        "--channels",
+        "400",
+        "--hold",
+        "4",
+        "--amd",
+        "--rtp-ports",
+        "47400-47999",
+    ];
+    let out = Command::new(WAIHU).args(args).output().expect("waihu dial runs");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let (sipp_ok, sipp_log) = far.finish();
+    assert!(out.status.success(), "every call answered: {stdout}\n{stderr}");
+    let rate: f64 = stdout
+        .split(" calls/s between")
+        .next()
+        .and_then(|l| l.rsplit('(').next())
+        .and_then(|r| r.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no rate in {stdout}"));
+    assert!((40.0..=50.5).contains(&rate), "the 50/s cap holds and is used: {rate}\n{stdout}");
+    assert!(stdout.contains("failed calls (not answered): 0"), "{stdout}");
+    assert!(stdout.contains(r#"answered by (AMD): {"human": 150}"#), "AMD decided on every call: {stdout}");
+    assert!(stdout.contains("SIP dialogs left in the stack: 0"), "{stdout}");
+    assert!(sipp_ok, "SIPp judged the calls bad:\n{sipp_log}");
+}

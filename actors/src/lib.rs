@@ -4,3 +4,4 @@
 //! outputs. Only the actors read the clock.
 
 pub mod call;
+pub mod dial;
