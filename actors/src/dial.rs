@@ -43,6 +43,8 @@ pub struct BulkDial {
 struct Shared {
     tally: RefCell<Tally>,
     live_calls: RefCell<HashMap<CallId, actix::Addr<CallActor>>>,
+    /// Shutdown has begun: a call that finishes starting after it is ended at once.
+    stopping: Cell<bool>,
     outstanding: Cell<u64>,
     answered_now: Cell<u64>,
     peak: Cell<u64>,
@@ -113,6 +115,7 @@ impl BulkDial {
             actix::spawn(start_call(self.env.clone(), spec, shared.clone(), admission.clone()));
         }
         if stopping(&self.stop) {
+            shared.stopping.set(true);
             for call in shared.live_calls.borrow().values() {
                 call.do_send(CallCommand(Command::Shutdown));
             }
@@ -122,6 +125,7 @@ impl BulkDial {
             actix::spawn(async move {
                 let mut stop = stop;
                 stopped(&mut stop).await;
+                s.stopping.set(true);
                 for call in s.live_calls.borrow().values() {
                     call.do_send(CallCommand(Command::Shutdown));
                 }
@@ -160,6 +164,9 @@ async fn start_call(env: CallEnv, spec: CallSpec, shared: Rc<Shared>, admission:
     match CallActor::start(env, spec, progress, record).await {
         // The actor starts running once this task yields: its record comes after this.
         Ok(addr) => {
+            if shared.stopping.get() {
+                addr.do_send(CallCommand(Command::Shutdown));
+            }
             shared.live_calls.borrow_mut().insert(id, addr);
         }
         Err(e) => {

@@ -442,6 +442,9 @@ async fn follow(
     // send it twice.
     let (mut cancel_sent, mut bye_sent) = (false, false);
     let mut notify_held: Option<Option<u16>> = None;
+    // The dialog can end before the INVITE's result reaches us (the select is biased to
+    // states; a CANCEL crossing the 200, or a BYE right after it): kept until the result.
+    let mut terminated_early: Option<TerminatedReason> = None;
     loop {
         tokio::select! {
             biased;
@@ -481,6 +484,7 @@ async fn follow(
                     if final_seen {
                         break;
                     }
+                    terminated_early = Some(reason);
                 }
                 Some(DialogState::Updated(_, req, h)) => {
                     let id = next_id;
@@ -536,6 +540,14 @@ async fn follow(
                             });
                             if let Some((secs, we_refresh)) = se.and_then(|h| session_expires(h.value())) {
                                 sink(SipEvent::SessionTimer { secs, we_refresh });
+                            }
+                            if let Some(reason) = terminated_early.take() {
+                                // No second Terminated will come: the stack ignores late
+                                // transitions. Report what ended it and stop here.
+                                if matches!(reason, TerminatedReason::UasBye) {
+                                    sink(SipEvent::Bye);
+                                }
+                                break;
                             }
                             if owner_gone && !bye_sent {
                                 bye_sent = true;
