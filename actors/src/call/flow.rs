@@ -50,6 +50,14 @@ impl HangupOn {
     }
 }
 
+/// The variant of `all` whose label is `s` (any case), or an error naming the choices.
+fn parse_label<T: Copy>(all: &[T], label: fn(T) -> &'static str, s: &str) -> Result<T, String> {
+    all.iter().copied().find(|v| label(*v).eq_ignore_ascii_case(s)).ok_or_else(|| {
+        let choices: Vec<&str> = all.iter().map(|v| label(*v)).collect();
+        format!("{s:?} is not one of {}", choices.join(", "))
+    })
+}
+
 impl fmt::Display for HangupOn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.label())
@@ -60,10 +68,7 @@ impl FromStr for HangupOn {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        HangupOn::ALL
-            .into_iter()
-            .find(|h| h.label().eq_ignore_ascii_case(s))
-            .ok_or_else(|| format!("{s:?} is not one of machine, human, any, never"))
+        parse_label(&HangupOn::ALL, HangupOn::label, s)
     }
 }
 
@@ -111,10 +116,7 @@ impl FromStr for KeepaliveMode {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        KeepaliveMode::ALL
-            .into_iter()
-            .find(|k| k.label().eq_ignore_ascii_case(s))
-            .ok_or_else(|| format!("{s:?} is not one of auto, silence, off"))
+        parse_label(&KeepaliveMode::ALL, KeepaliveMode::label, s)
     }
 }
 

@@ -24,6 +24,7 @@ mod sockets;
 
 use crate::amd::AmdParams;
 use crate::leg;
+pub use crate::leg::Keepalive;
 use crate::sender::RtpSender;
 use crate::session::{Frame, MediaSession, PayloadMap, SessionEvent, SessionStats};
 use crate::source::{Admit, Latch, SourceFilter};
@@ -243,8 +244,6 @@ pub enum Event {
         error: String,
     },
 }
-
-pub use crate::leg::Keepalive;
 
 /// The owner's bounded channel size: a call's events come a few per second at most.
 pub const OWNER_CHANNEL: usize = 256;

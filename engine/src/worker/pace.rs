@@ -67,9 +67,6 @@ pub(super) async fn pace(cfg: ShardConfig, sessions: Sessions, events: flume::Se
 /// One pacer tick of a leg that plays nothing: comfort noise once a second, or silence, or
 /// nothing. A bridged leg carries its peer's audio instead.
 fn keepalive(st: &mut SessionState, socket: &UdpSocket, now: Instant, out: &mut Vec<u8>) {
-    if st.keepalive == Keepalive::Off {
-        return;
-    }
     let tick = leg::quiet_tick(st.keepalive, st.bridge.is_some(), st.held, now, st.next_keepalive);
     let (Some(tx), Some(remote)) = (st.sender.as_mut(), st.remote) else { return };
     out.clear();
