@@ -134,7 +134,8 @@ pub fn run(a: CallArgs) -> Result<ExitCode> {
         max_duration: secs("max-duration", a.max_duration)?,
         keepalive: a.keepalive,
         ..FlowConfig::default()
-    };
+    }
+    .with_sip_t1(Duration::from_millis(a.sip_t1_ms));
     let media = ShardConfig { bind_ip: a.rtp_ip, ports: port_range(&a.rtp_ports)?, ..ShardConfig::default() };
     let tcp_trunk = trunk.transport == waihu_sip::trunk::Transport::Tcp;
     let sip = AgentConfig {

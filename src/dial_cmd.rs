@@ -94,7 +94,8 @@ pub fn run(a: DialArgs) -> Result<ExitCode> {
         max_duration: Duration::from_secs_f64(a.hold),
         keepalive: a.keepalive,
         ..FlowConfig::default()
-    };
+    }
+    .with_sip_t1(Duration::from_millis(a.sip_t1_ms));
     let media = ShardConfig { bind_ip: a.rtp_ip, ports: port_range(&a.rtp_ports)?, ..ShardConfig::default() };
     let sip = AgentConfig { bind: a.sip_bind, t1: Duration::from_millis(a.sip_t1_ms), ..AgentConfig::default() };
     let cpu0 = process_cpu();

@@ -61,16 +61,14 @@ pub enum SessionError {
 /// What a session reports, in order.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum SessionEvent {
-    Amd(AmdEvent),
+    /// An AMD event of the analysis run numbered `run` (see `Command::StartAmd`): a
+    /// restarted analysis leaves events of the old run in flight, and the owner tells
+    /// them apart by this number.
+    Amd { run: u32, event: AmdEvent },
     /// A DTMF key (RFC 4733 event, or in-band when detection is on).
-    Dtmf {
-        digit: char,
-        at: MediaTime,
-    },
+    Dtmf { digit: char, at: MediaTime },
     /// The sender's SSRC changed: a new stream (re-INVITE, transfer, restart).
-    NewStream {
-        ssrc: u32,
-    },
+    NewStream { ssrc: u32 },
 }
 
 /// Receive-side counters (RFC 3550 plus what we dropped and why).
@@ -126,6 +124,7 @@ pub struct MediaSession {
     earlier: [u64; 6],
     jitter: JitterBuffer,
     analyzer: Option<Analyzer>,
+    amd_run: u32,
     /// In-band DTMF detection (IVR navigation), independent of AMD.
     dtmf: Option<(Framer, DtmfDetector)>,
     opus: Option<OpusDecoder>,
@@ -146,6 +145,7 @@ impl MediaSession {
             stats: RtpStats::default(),
             earlier: [0; 6],
             analyzer: None,
+            amd_run: 0,
             dtmf: None,
             received: MediaTime::ZERO,
             opus: payloads.opus.map(|_| OpusDecoder::new(8000)).transpose()?,
@@ -173,9 +173,11 @@ impl MediaSession {
         Ok(())
     }
 
-    /// Starts answering-machine detection from the current media time onwards.
-    pub fn start_amd(&mut self, params: AmdParams) {
+    /// Starts answering-machine detection from the current media time onwards, as run
+    /// number `run` (its events carry it).
+    pub fn start_amd(&mut self, params: AmdParams, run: u32) {
         self.analyzer = Some(Analyzer::new(params));
+        self.amd_run = run;
     }
 
     /// Turns in-band DTMF detection on or off (RFC 4733 events are always reported).
@@ -411,7 +413,7 @@ impl MediaSession {
                 if self.ev_len == EVENTS {
                     break;
                 }
-                self.events[self.ev_len] = Some(SessionEvent::Amd(e));
+                self.events[self.ev_len] = Some(SessionEvent::Amd { run: self.amd_run, event: e });
                 self.ev_len += 1;
             }
         }
@@ -441,7 +443,7 @@ mod tests {
     #[test]
     fn counts_loss_reordering_duplicates_and_keeps_the_media_clock() {
         let mut s = MediaSession::new(PayloadMap::default()).expect("session");
-        s.start_amd(AmdParams::default());
+        s.start_amd(AmdParams::default(), 0);
         let order = [0u16, 1, 3, 2, 2, 4, 6, 7, 8, 9];
         for (k, &seq) in order.iter().enumerate() {
             s.on_datagram(&packet(seq, 0, &[0xff; 160]), k as u64 * 160).expect("valid");

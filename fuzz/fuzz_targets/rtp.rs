@@ -9,7 +9,7 @@ use waihu_engine::AmdParams;
 fuzz_target!(|data: &[u8]| {
     let payloads = PayloadMap { opus: Some(111), ..PayloadMap::default() };
     let Ok(mut s) = MediaSession::new(payloads) else { return };
-    s.start_amd(AmdParams::default());
+    s.start_amd(AmdParams::default(), 0);
     s.detect_inband_dtmf(true);
     // The input split into datagrams at 0xFE bytes, so one run can carry many packets.
     for (i, d) in data.split(|&b| b == 0xfe).enumerate() {

@@ -33,6 +33,9 @@ pub enum HangupReason {
     Transferred,
     /// No RTP from the far end for the media timeout.
     MediaTimeout,
+    /// The media shard carrying the leg went away (the leg's channel closed without
+    /// `Closed`): no audio, no AMD, so the call is ended rather than left deaf.
+    MediaLost,
     /// The control plane asked (a supervisor, a campaign stopping, an API call).
     Command,
     /// We were shutting down (SIGINT/SIGTERM).
@@ -48,6 +51,7 @@ impl HangupReason {
             HangupReason::SessionRefreshFailed => "session_refresh_failed",
             HangupReason::Transferred => "transferred",
             HangupReason::MediaTimeout => "media_timeout",
+            HangupReason::MediaLost => "media_lost",
             HangupReason::Command => "command",
             HangupReason::Shutdown => "shutdown",
         }

@@ -700,6 +700,9 @@ fn session_expires(v: &str) -> Option<(u32, bool)> {
     (secs > 0).then_some((secs, uac))
 }
 
+/// How long a reply the inspector sends on its own may take.
+const REPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Sees every transport event before the stack does: answers requests in a SIP version we
 /// do not speak with 505, and closes inbound TCP connections over the caps.
 struct Inspector {
@@ -727,7 +730,12 @@ impl TransportEventInspector for Inspector {
                 if let Version::V(major, minor) = req.version {
                     if !version_supported(major, minor) {
                         let reply = SipMessage::Response(version_not_supported(req, &self.user_agent));
-                        let _ = conn.send(reply, Some(from)).await;
+                        // Not awaited here: this is the stack's transport loop, and a TCP
+                        // peer that does not read must not stall it.
+                        let (conn, from) = (conn.clone(), from.clone());
+                        tokio::spawn(async move {
+                            let _ = tokio::time::timeout(REPLY_TIMEOUT, conn.send(reply, Some(&from))).await;
+                        });
                         return None;
                     }
                 }
@@ -736,7 +744,13 @@ impl TransportEventInspector for Inspector {
                 if let Some((key, ip)) = self.inbound(conn) {
                     let admitted = self.tcp.lock().map(|mut t| t.admit(key, ip)).unwrap_or(false);
                     if !admitted {
-                        let _ = conn.close().await;
+                        // Our half is shut at once; a peer that ignores that is cut off by
+                        // the idle timeout (rsipstack's read loop cannot be cancelled from
+                        // here).
+                        let conn = conn.clone();
+                        tokio::spawn(async move {
+                            let _ = tokio::time::timeout(REPLY_TIMEOUT, conn.close()).await;
+                        });
                         return None;
                     }
                 }

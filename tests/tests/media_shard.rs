@@ -52,7 +52,7 @@ fn wait_for(shard: &Shard, deadline: Duration, mut want: impl FnMut(&Event) -> b
 
 fn decision_of(events: &[Event]) -> Option<Decision> {
     events.iter().find_map(|e| match e {
-        Event::Media { event: SessionEvent::Amd(AmdEvent::Decided(d)), .. } => Some(*d),
+        Event::Media { event: SessionEvent::Amd { event: AmdEvent::Decided(d), .. }, .. } => Some(*d),
         _ => None,
     })
 }
@@ -61,7 +61,7 @@ fn decision_of(events: &[Event]) -> Option<Decision> {
 fn a_call_over_udp_decides_like_the_offline_analysis_and_survives_garbage() {
     let sh = shard(2_000);
     let local = sh.allocate(1, PayloadMap::default()).expect("allocate");
-    sh.send(Command::StartAmd { call: 1, params: AmdParams::default() }).expect("amd");
+    sh.send(Command::StartAmd { call: 1, params: AmdParams::default(), run: 0 }).expect("amd");
     let ulaw = sample_ulaw("call_01.wav");
     let decoded: Vec<i16> = ulaw.iter().map(|&b| g711::ulaw_decode(b)).collect();
     let expect = offline::analyze_pcm(&decoded, AmdParams::default());
@@ -98,7 +98,7 @@ fn a_call_over_udp_decides_like_the_offline_analysis_and_survives_garbage() {
 fn reordering_duplicates_loss_and_wraps_are_handled_and_counted() {
     let sh = shard(2_000);
     let local = sh.allocate(7, PayloadMap::default()).expect("allocate");
-    sh.send(Command::StartAmd { call: 7, params: AmdParams::default() }).expect("amd");
+    sh.send(Command::StartAmd { call: 7, params: AmdParams::default(), run: 0 }).expect("amd");
     let ulaw = sample_ulaw("call_04.wav");
     // Sequence numbers and timestamps both wrap early in the call.
     let mut pk = packets(&ulaw, 65_500, u32::MAX - 40 * 160);

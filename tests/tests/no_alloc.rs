@@ -54,7 +54,7 @@ fn media_session_receive_path_allocates_nothing() {
         packets.swap(i, i + 1);
     }
     let mut s = MediaSession::new(PayloadMap::default()).expect("session");
-    s.start_amd(AmdParams::default());
+    s.start_amd(AmdParams::default(), 0);
     for (k, p) in packets[..10].iter().enumerate() {
         s.on_datagram(p, k as u64 * 160).expect("packet");
     }

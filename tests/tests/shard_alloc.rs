@@ -58,7 +58,7 @@ fn a_live_shard_allocates_nothing_per_packet() {
         // drops what overflows, as a slow far end would.
         let remote = if call >= 8 { sink.local_addr().expect("addr") } else { tx.local_addr().expect("addr") };
         shard.send(Command::SetRemote { call, remote, symmetric: false }).expect("remote");
-        shard.send(Command::StartAmd { call, params: AmdParams::default() }).expect("amd");
+        shard.send(Command::StartAmd { call, params: AmdParams::default(), run: 0 }).expect("amd");
         let packets = waihu_tests::g711_packets(&ulaw, 0, call as u16 * 1000, call as u32 * 7, 0x5000 + call as u32);
         senders.push((tx, local, packets));
     }

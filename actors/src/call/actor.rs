@@ -200,7 +200,7 @@ impl CallActor {
         let call = self.flow.id();
         let cmds: Vec<ShardCommand> = match m {
             MediaCommand::Follow(n) => follow(call, &n),
-            MediaCommand::StartAmd(params) => vec![ShardCommand::StartAmd { call, params }],
+            MediaCommand::StartAmd { params, run } => vec![ShardCommand::StartAmd { call, params, run }],
             MediaCommand::StopAmd => vec![ShardCommand::StopAmd { call }],
             MediaCommand::Keepalive(mode) => vec![ShardCommand::Keepalive { call, mode }],
             MediaCommand::Hold { music } => vec![ShardCommand::Hold { call, music }],
@@ -272,6 +272,18 @@ impl StreamHandler<MediaEvent> for CallActor {
         self.feed(Input::Media(ev), ctx);
     }
 
-    /// The shard dropped the leg's channel (after `Closed`): the call goes on to its record.
-    fn finished(&mut self, _ctx: &mut Context<Self>) {}
+    /// The shard dropped the leg's channel. After `Closed` that is the normal end; without
+    /// it the shard died, and the flow hears so (it ends the call and writes the record
+    /// without media statistics) instead of waiting for a `Closed` that never comes.
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        if self.flow.media_closed() {
+            return;
+        }
+        let call = self.flow.id();
+        let now = Instant::now();
+        let gone = MediaEvent::ShardError { error: "the media shard closed the leg's channel".into() };
+        self.flow.handle_input(Input::Media(gone), now);
+        self.flow.handle_input(Input::Media(MediaEvent::Closed { call, stats: Default::default() }), now);
+        self.drive(ctx);
+    }
 }

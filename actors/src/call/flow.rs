@@ -163,6 +163,15 @@ pub struct FlowConfig {
     pub started_unix_ms: u64,
 }
 
+impl FlowConfig {
+    /// The INVITE and request timeouts that go with the SIP stack's T1: the stack gives a
+    /// transaction up after 64·T1 (timers B and F), and the flow waits that long for the
+    /// INVITE's final answer, and 2 s more for any other request's result.
+    pub fn with_sip_t1(self, t1: Duration) -> Self {
+        FlowConfig { invite_timeout: t1 * 64, request_timeout: t1 * 64 + Duration::from_secs(2), ..self }
+    }
+}
+
 impl Default for FlowConfig {
     fn default() -> Self {
         FlowConfig {
@@ -234,7 +243,11 @@ pub enum MediaCommand {
     /// Point the session at what an offer/answer settled: payload types, rtcp-mux, and the
     /// far end's address (strict source: only it is heard).
     Follow(Negotiated),
-    StartAmd(AmdParams),
+    /// Start (or restart) AMD as analysis run `run`; events of other runs are stale.
+    StartAmd {
+        params: AmdParams,
+        run: u32,
+    },
     StopAmd,
     /// What to send while nothing plays (from the answer on).
     Keepalive(Keepalive),
@@ -410,6 +423,8 @@ pub struct CallFlow {
     refresh_secs: Option<u32>,
     transfer_to: Option<String>,
     transfer_accepted: bool,
+    /// A final NOTIFY that overtook our REFER's 202 (UDP reorders): applied when it lands.
+    early_notify: Option<u16>,
     /// The SIP call's own record, once it has ended.
     ended: Option<sip_call::CallRecord>,
     bye_pending: bool,
@@ -418,6 +433,8 @@ pub struct CallFlow {
     /// The media the last offer/answer settled.
     negotiated: Option<Negotiated>,
     keepalive_sent: bool,
+    /// The AMD run whose events count (bumped by every start and stop).
+    amd_run: u32,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -462,12 +479,14 @@ impl CallFlow {
             refresh_secs: None,
             transfer_to: cfg.transfer_to.clone(),
             transfer_accepted: false,
+            early_notify: None,
             ended: None,
             bye_pending: false,
             media_closed: false,
             done: false,
             negotiated: None,
             keepalive_sent: false,
+            amd_run: 0,
             cfg,
         };
         flow.pump(now);
@@ -602,6 +621,11 @@ impl CallFlow {
     }
 
     /// Answered and not ending.
+    /// Whether the media leg is closed (or given up on).
+    pub fn media_closed(&self) -> bool {
+        self.media_closed
+    }
+
     fn live(&self) -> bool {
         self.answered.is_some() && !self.hung_up && self.ended.is_none()
     }
@@ -783,7 +807,7 @@ impl CallFlow {
 
     fn on_answer(&mut self, now: Instant) {
         if self.early_analysis && !self.cfg.amd {
-            self.media(MediaCommand::StopAmd);
+            self.stop_amd();
         }
         self.set(Timer::MaxDuration, Some(now + self.cfg.max_duration));
         if let Some(after) = self.cfg.hold_after {
@@ -849,6 +873,9 @@ impl CallFlow {
                 if ok {
                     self.transfer_accepted = true;
                     self.set(Timer::TransferWait, Some(now + self.cfg.transfer_wait));
+                    if let Some(status) = self.early_notify.take() {
+                        self.on_notify(Some(status), now);
+                    }
                 }
             }
         }
@@ -867,6 +894,10 @@ impl CallFlow {
 
     fn on_notify(&mut self, status: Option<u16>, now: Instant) {
         let Some(status) = status.filter(|&s| s >= 200) else { return };
+        if !self.transfer_accepted && matches!(self.in_flight, Some(InFlight::Refer { .. })) {
+            self.early_notify = Some(status);
+            return;
+        }
         if !self.transfer_accepted || self.rec.transfer_status.is_some() {
             return;
         }
@@ -881,7 +912,11 @@ impl CallFlow {
 
     fn on_media(&mut self, ev: MediaEvent, now: Instant) {
         match ev {
-            MediaEvent::Media { event: SessionEvent::Amd(e), .. } => self.on_amd(e, now),
+            // A restarted or stopped analysis can leave its events in flight.
+            MediaEvent::Media { event: SessionEvent::Amd { run, event }, .. } if run == self.amd_run => {
+                self.on_amd(event, now)
+            }
+            MediaEvent::Media { event: SessionEvent::Amd { .. }, .. } => {}
             MediaEvent::Media { event: SessionEvent::Dtmf { digit, .. }, .. } => {
                 self.progress(Progress::Dtmf { digit })
             }
@@ -890,9 +925,15 @@ impl CallFlow {
                     self.hang_up(HangupReason::MediaTimeout, now);
                 }
             }
+            MediaEvent::Closed { .. } if self.media_closed => {}
             MediaEvent::Closed { stats, .. } => {
                 self.take_stats(&stats);
                 self.media_closed = true;
+                if self.ended.is_none() {
+                    // We did not ask for it: the shard is gone from under a live call.
+                    self.rec.media_error.get_or_insert_with(|| "the media leg closed under a live call".into());
+                    self.hang_up(HangupReason::MediaLost, now);
+                }
                 self.try_finish();
             }
             MediaEvent::Error { error, .. } | MediaEvent::ShardError { error } => {
@@ -923,7 +964,7 @@ impl CallFlow {
                     self.progress(Progress::EarlySit { media_ms: dec.at.as_ms() });
                     self.call.handle_input(sip_call::Input::Amd(AnsweredBy::Sit), now);
                 } else if self.ended.is_none() {
-                    self.media(MediaCommand::StartAmd(self.cfg.amd_params));
+                    self.start_amd();
                 }
             }
             return;
@@ -973,6 +1014,16 @@ impl CallFlow {
         }
     }
 
+    fn start_amd(&mut self) {
+        self.amd_run += 1;
+        self.media(MediaCommand::StartAmd { params: self.cfg.amd_params, run: self.amd_run });
+    }
+
+    fn stop_amd(&mut self) {
+        self.amd_run += 1;
+        self.media(MediaCommand::StopAmd);
+    }
+
     fn hang_up(&mut self, reason: HangupReason, now: Instant) {
         self.end(reason, sip_call::Input::Hangup, now);
     }
@@ -1012,10 +1063,10 @@ impl CallFlow {
                     if self.answered.is_none() && !self.early_analysis {
                         // Early media: listen for SIT tones before the answer.
                         self.early_analysis = true;
-                        self.media(MediaCommand::StartAmd(self.cfg.amd_params));
+                        self.start_amd();
                     }
                 }
-                sip_call::Output::StartAmd => self.media(MediaCommand::StartAmd(self.cfg.amd_params)),
+                sip_call::Output::StartAmd => self.start_amd(),
                 sip_call::Output::Finished(r) => {
                     self.ended = Some(r);
                     self.timers = [None; TIMERS.len()];

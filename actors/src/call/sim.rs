@@ -48,6 +48,8 @@ struct Far {
     refer_status: Option<u16>,
     /// The NOTIFY that follows an accepted REFER (None: none comes).
     notify: Option<u16>,
+    /// The final NOTIFY overtakes the REFER's 202.
+    notify_first: bool,
     /// The BYE's result never comes (a dead trunk).
     bye_lost: bool,
     /// Our commands cannot reach the SIP side (its task is gone).
@@ -63,6 +65,7 @@ impl Default for Far {
             refresh_status: Some(200),
             refer_status: Some(202),
             notify: Some(200),
+            notify_first: false,
             bye_lost: false,
             send_fails: false,
         }
@@ -81,7 +84,12 @@ struct Sim {
     log: Vec<(Duration, Output)>,
     record: Option<CallRecord>,
     steps: usize,
+    /// The shard's AMD run: what an analysis event scripted with `CURRENT_RUN` carries.
+    media_run: u32,
 }
+
+/// Scripted AMD events with this run take the shard's current run when delivered.
+const CURRENT_RUN: u32 = u32::MAX;
 
 impl Sim {
     fn new(cfg: FlowConfig, far: Far) -> Sim {
@@ -98,6 +106,7 @@ impl Sim {
             log: Vec::new(),
             record: None,
             steps: 0,
+            media_run: 0,
         };
         s.drain();
         s
@@ -160,8 +169,11 @@ impl Sim {
             }
             Output::Sip(SipCommand::Refer { .. }) => {
                 let status = self.far.refer_status;
+                if status == Some(202) && self.far.notify_first {
+                    self.later(Input::Sip(SipEvent::Notify { status: self.far.notify }));
+                }
                 self.later(resp(Request::Refer, status, None));
-                if status == Some(202) {
+                if status == Some(202) && !self.far.notify_first {
                     if let Some(n) = self.far.notify {
                         self.later(Input::Sip(SipEvent::Notify { status: Some(100) }));
                         let d = self.now - self.t0 + self.far.rtt * 10;
@@ -169,6 +181,7 @@ impl Sim {
                     }
                 }
             }
+            Output::Media(MediaCommand::StartAmd { run, .. }) => self.media_run = *run,
             Output::Media(MediaCommand::Close) => {
                 let stats = SessionStats { packets: 42, ..SessionStats::default() };
                 self.at(
@@ -202,8 +215,13 @@ impl Sim {
             (Some(t), Some((q, _))) if t < q => self.timeout(t),
             (Some(t), None) => self.timeout(t),
             (_, Some(key)) => {
-                if let Some(input) = self.queue.remove(&key) {
+                if let Some(mut input) = self.queue.remove(&key) {
                     self.now = self.now.max(key.0);
+                    if let Input::Media(MediaEvent::Media { event: SessionEvent::Amd { run, .. }, .. }) = &mut input {
+                        if *run == CURRENT_RUN {
+                            *run = self.media_run;
+                        }
+                    }
                     self.flow.handle_input(input, self.now);
                 }
             }
@@ -255,7 +273,14 @@ fn answered_at(sim: &mut Sim, ms: u64) {
 }
 
 fn amd(sim: &mut Sim, ms: u64, e: AmdEvent) {
-    sim.at(Duration::from_millis(ms), Input::Media(MediaEvent::Media { call: 1, event: SessionEvent::Amd(e) }));
+    amd_of_run(sim, ms, CURRENT_RUN, e);
+}
+
+fn amd_of_run(sim: &mut Sim, ms: u64, run: u32, e: AmdEvent) {
+    sim.at(
+        Duration::from_millis(ms),
+        Input::Media(MediaEvent::Media { call: 1, event: SessionEvent::Amd { run, event: e } }),
+    );
 }
 
 fn decided(verdict: Verdict, at_ms: u64) -> AmdEvent {
@@ -305,7 +330,7 @@ fn answer_racing_our_cancel_is_ended_with_a_bye_and_counted_cancelled() {
     assert_eq!((r.disposition, r.final_status), (Disposition::Cancelled, Some(200)));
     assert_eq!(r.hangup_reason, Some(HangupReason::Command));
     assert_eq!(r.ended_by, EndedBy::Local);
-    assert_eq!(sim.count(|o| matches!(o, Output::Media(MediaCommand::StartAmd(_)))), 0, "no AMD on a call we end");
+    assert_eq!(sim.count(|o| matches!(o, Output::Media(MediaCommand::StartAmd { .. }))), 0, "no AMD on a call we end");
 }
 
 #[test]
@@ -407,6 +432,21 @@ fn media_timeout_mid_call_hangs_up() {
 }
 
 #[test]
+fn shard_gone_mid_call_ends_the_call_instead_of_leaving_it_deaf() {
+    // What the actor feeds when the leg's channel closes without `Closed`.
+    let cfg = FlowConfig { amd: false, ..FlowConfig::default() };
+    let mut sim = Sim::new(cfg, Far::default());
+    answered_at(&mut sim, 1000);
+    sim.at(secs(5), Input::Media(MediaEvent::ShardError { error: "shard gone".into() }));
+    sim.at(secs(5), Input::Media(MediaEvent::Closed { call: 1, stats: SessionStats::default() }));
+    let r = sim.progress();
+    assert_eq!(sim.sent(is_bye), vec![secs(5)]);
+    assert_eq!(r.hangup_reason, Some(HangupReason::MediaLost));
+    assert_eq!(r.media_error.as_deref(), Some("shard gone"));
+    assert_eq!(r.rtp_packets, 0, "the later Closed of our own Close is not counted twice");
+}
+
+#[test]
 fn media_timeout_before_the_answer_changes_nothing() {
     let cfg = FlowConfig { amd: false, ring_timeout: secs(20), ..FlowConfig::default() };
     let mut sim = Sim::new(cfg, Far::default());
@@ -447,6 +487,18 @@ fn refer_accepted_then_notify_success_hangs_up_as_transferred() {
     assert_eq!(r.hangup_reason, Some(HangupReason::Transferred));
     // REFER at 2 s, its 202 at 2.02 s, the final NOTIFY 200 ms after the REFER.
     assert_eq!(sim.sent(is_bye), vec![Duration::from_millis(2200)]);
+}
+
+#[test]
+fn notify_that_overtakes_the_202_still_completes_the_transfer() {
+    let far = Far { notify_first: true, ..Far::default() };
+    let cfg = FlowConfig { amd: false, transfer_to: Some("sip:agent@127.0.0.1".into()), ..FlowConfig::default() };
+    let mut sim = Sim::new(cfg, far);
+    answered_at(&mut sim, 1000);
+    let r = sim.progress();
+    assert_eq!((r.refer_status, r.transfer_status), (Some(202), Some(200)));
+    assert_eq!(r.hangup_reason, Some(HangupReason::Transferred));
+    assert_eq!(sim.sent(is_bye), vec![Duration::from_millis(2020)], "at the 202, not after the wait");
 }
 
 #[test]
@@ -557,7 +609,7 @@ fn sit_in_early_media_cancels_as_intercept_and_ringback_restarts_listening() {
     amd(&mut sim, 2000, decided(Verdict::Machine { beep_at: None }, 1900));
     amd(&mut sim, 3000, decided(Verdict::Sit, 2900));
     let r = sim.progress();
-    let starts = sim.sent(|o| matches!(o, Output::Media(MediaCommand::StartAmd(_))));
+    let starts = sim.sent(|o| matches!(o, Output::Media(MediaCommand::StartAmd { .. })));
     assert_eq!(starts, vec![Duration::from_millis(100), secs(2)], "early analysis, then again after ringback");
     assert_eq!(sim.sent(is_cancel), vec![secs(3)]);
     assert_eq!((r.disposition, r.early_sit, r.early_media), (Disposition::Intercept, true, true));
@@ -572,6 +624,34 @@ fn early_analysis_stops_at_the_answer_when_amd_is_off() {
     sim.sip_at(1000, SipEvent::Final { status: 200, sdp: Some(ANSWER.into()) });
     sim.progress();
     assert_eq!(sim.sent(|o| matches!(o, Output::Media(MediaCommand::StopAmd))), vec![secs(1)]);
+}
+
+#[test]
+fn early_media_verdict_in_flight_at_the_answer_is_not_the_answered_verdict() {
+    // The early analysis (run 1) decided on the ringback just before the 200; its event
+    // reaches the flow after the answer restarted AMD (run 2).
+    let cfg = FlowConfig { hangup_on: HangupOn::Machine, max_duration: secs(20), ..FlowConfig::default() };
+    let mut sim = Sim::new(cfg, Far::default());
+    sim.sip_at(100, SipEvent::Provisional { status: 183, sdp: Some(ANSWER.into()) });
+    sim.sip_at(1000, SipEvent::Final { status: 200, sdp: Some(ANSWER.into()) });
+    amd_of_run(&mut sim, 1010, 1, decided(Verdict::Machine { beep_at: None }, 950));
+    amd(&mut sim, 4000, decided(Verdict::Human, 2900));
+    let r = sim.progress();
+    assert_eq!((r.disposition, r.answered_by), (Disposition::Answered, Some(AnsweredBy::Human)));
+    assert_eq!(r.amd_after_answer_ms, Some(3000));
+    assert_eq!(sim.sent(is_bye), vec![secs(21)], "the person is not hung up on as a machine");
+}
+
+#[test]
+fn early_media_verdict_after_the_answer_is_ignored_when_amd_is_off() {
+    let cfg = FlowConfig { amd: false, hangup_on: HangupOn::Any, max_duration: secs(5), ..FlowConfig::default() };
+    let mut sim = Sim::new(cfg, Far::default());
+    sim.sip_at(100, SipEvent::Provisional { status: 183, sdp: Some(ANSWER.into()) });
+    sim.sip_at(1000, SipEvent::Final { status: 200, sdp: Some(ANSWER.into()) });
+    amd_of_run(&mut sim, 1010, 1, decided(Verdict::Machine { beep_at: None }, 950));
+    let r = sim.progress();
+    assert_eq!(r.answered_by, None);
+    assert_eq!(sim.sent(is_bye), vec![secs(6)], "max duration ends it, not a stale verdict");
 }
 
 #[test]

@@ -143,9 +143,11 @@ pub enum Command {
         call: CallId,
         payloads: PayloadMap,
     },
+    /// Starts (or restarts) AMD; the session's AMD events carry `run`.
     StartAmd {
         call: CallId,
         params: AmdParams,
+        run: u32,
     },
     StopAmd {
         call: CallId,

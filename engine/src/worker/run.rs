@@ -111,8 +111,8 @@ pub(super) fn handle(
             }
             Ok(())
         }),
-        Command::StartAmd { call, params } => with_session(sessions, call, |s| {
-            s.media.start_amd(params);
+        Command::StartAmd { call, params, run } => with_session(sessions, call, |s| {
+            s.media.start_amd(params, run);
             Ok(())
         }),
         Command::StopAmd { call } => with_session(sessions, call, |s| {

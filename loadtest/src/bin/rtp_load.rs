@@ -302,7 +302,7 @@ fn engine(a: &Args, frames: &[Vec<u8>]) -> Result<f64> {
         };
         let local = shard.allocate(call, payloads)?;
         if !a.no_amd {
-            shard.send(Command::StartAmd { call, params: AmdParams::default() })?;
+            shard.send(Command::StartAmd { call, params: AmdParams::default(), run: 0 })?;
         }
         match &sink {
             // Even legs face the generator (symmetric: it learns the source), odd legs
@@ -377,12 +377,12 @@ fn engine(a: &Args, frames: &[Vec<u8>]) -> Result<f64> {
             if Instant::now() >= next_restart {
                 next_restart += restart;
                 for call in 0..a.streams as u64 {
-                    shard.send(Command::StartAmd { call, params: AmdParams::default() })?;
+                    shard.send(Command::StartAmd { call, params: AmdParams::default(), run: 0 })?;
                 }
             }
         } else {
             for call in (0..a.streams as u64).filter(|c| c % slots == tick % slots) {
-                shard.send(Command::StartAmd { call, params: AmdParams::default() })?;
+                shard.send(Command::StartAmd { call, params: AmdParams::default(), run: 0 })?;
             }
             tick += 1;
         }
