@@ -4,5 +4,6 @@
 //! outputs. Only the actors read the clock.
 
 pub mod call;
+pub mod compliance;
 pub mod dial;
 pub mod pacing;

@@ -70,6 +70,10 @@ pub struct PacerConfig {
     pub guard: f64,
     /// The share of that room the calls in flight may risk at once (no bursts).
     pub risk_share: f64,
+    /// Predictive waits (dialling progressively) until this many calls have resolved and
+    /// the first is older than the horizon: before that, the time-to-answer seen is only
+    /// that of the quick outcomes.
+    pub warmup_calls: u64,
     /// The legal window (rolling).
     pub window: Duration,
     /// Estimated share of machine verdicts that were people (counted as abandons).
@@ -101,6 +105,7 @@ impl Default for PacerConfig {
             abandon_target: 0.02,
             guard: 0.9,
             risk_share: 0.25,
+            warmup_calls: 300,
             window: Duration::from_secs(30 * 24 * 3600),
             amd_false_positive_rate: 0.0,
             patience: Duration::from_secs(2),
@@ -204,6 +209,8 @@ pub struct Pacer {
     out: Option<Output>,
     status: PacerStatus,
     started: bool,
+    resolved: u64,
+    first_dial: Option<Instant>,
 }
 
 /// The forecast at one decision: per horizon second, what is expected.
@@ -255,6 +262,8 @@ impl Pacer {
                 guarded: false,
             },
             started: false,
+            resolved: 0,
+            first_dial: None,
         }
     }
 
@@ -285,10 +294,12 @@ impl Pacer {
             Input::Dialled { call } => {
                 self.pending = self.pending.saturating_sub(1);
                 self.calls.insert(call, now);
+                self.first_dial.get_or_insert(now);
             }
             Input::NotDialled { count } => self.pending = self.pending.saturating_sub(count),
             Input::Resolved { call, outcome } => {
                 let Some(at) = self.calls.remove(&call) else { return };
+                self.resolved += 1;
                 let age = now.saturating_duration_since(at).as_millis() as u64;
                 let r = if outcome == Outcome::Human { Resolution::Human } else { Resolution::NoAgent };
                 self.outcomes.observe(age, r);
@@ -367,7 +378,9 @@ impl Pacer {
                 // The abandons the window still allows under guard × cap: below one, only
                 // progressive; otherwise the calls in flight may risk a share of it.
                 let room = totals.headroom(self.cfg.guard * self.cfg.abandon_cap);
-                guarded = room < 1.0;
+                let warm = self.resolved >= self.cfg.warmup_calls
+                    && self.first_dial.is_some_and(|t| now.saturating_duration_since(t) >= self.cfg.horizon);
+                guarded = room < 1.0 || !warm;
                 let f = self.forecast(now, idle);
                 let k = if guarded || logged_in == 0 { 0 } else { self.most_calls(&f, room * self.cfg.risk_share) };
                 fc = Some(f);
