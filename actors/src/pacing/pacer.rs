@@ -606,14 +606,15 @@ mod tests {
     fn predictive_over_dials_once_the_cap_has_room_and_stops_when_agents_are_busy() {
         let t0 = Instant::now();
         let mut p = pacer(DialMode::Predictive, 50, t0);
-        // 1000 calls, one in five a person after 10 s, no abandons: room at the guard.
+        // 1000 calls over 50 s, one in five a person after 10 s, no abandons: room at the guard.
         let mut now = t0;
         for c in 0..1000u64 {
             let outcome = if c % 5 == 0 { Outcome::Human } else { Outcome::NoConnect };
             p.handle_input(Input::Dialled { call: 10_000 + c }, now);
             p.handle_input(Input::Resolved { call: 10_000 + c, outcome }, now + secs(10));
             p.handle_input(Input::Connected { call: 10_000 + c }, now + secs(10));
-            now += Duration::from_millis(10);
+            // 50 s in all: past the warm-up.
+            now += Duration::from_millis(50);
         }
         let n = dial(&mut p, now);
         assert!(!p.status().guarded);

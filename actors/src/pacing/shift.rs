@@ -413,4 +413,17 @@ mod tests {
         assert!(b.busy_occupancy > a.busy_occupancy + 0.1, "{a:?} {b:?}");
         assert!(b.abandon_rate() <= 0.03, "{b:?}");
     }
+
+    #[test]
+    fn a_small_team_is_never_worse_off_with_predictive() {
+        let prog = Controller::Pacer(PacerConfig { mode: DialMode::Progressive, ..PacerConfig::default() });
+        let pred = Controller::Pacer(PacerConfig::default());
+        let cfg = ShiftConfig { length: Duration::from_secs(4 * 3600), ..ShiftConfig::standard(5) };
+        for seed in [11, 12] {
+            let a = run_shift(&cfg, &prog, seed);
+            let b = run_shift(&cfg, &pred, seed);
+            assert!(b.busy_occupancy >= a.busy_occupancy, "{a:?} {b:?}");
+            assert!(b.abandon_rate() <= 0.03, "{b:?}");
+        }
+    }
 }
