@@ -90,6 +90,18 @@ impl OutcomeModel {
         self.cum_all[AGE_BINS].max(1e-9)
     }
 
+    /// How many calls (and prior pseudo-calls) the estimate rests on.
+    pub fn sample_size(&self) -> f64 {
+        self.total()
+    }
+
+    /// The relative variance of the estimated live-person rate, (1 − p) / (p · n): what the
+    /// forecast adds for not knowing the rate exactly.
+    pub fn rate_rel_var(&self) -> f64 {
+        let p = self.human_rate().clamp(1e-3, 1.0);
+        (1.0 - p) / (p * self.total())
+    }
+
     /// The share of dialled calls that reach a live person.
     pub fn human_rate(&self) -> f64 {
         self.cum_human[AGE_BINS] / self.total()

@@ -13,7 +13,8 @@
 
 use super::ledger::{AbandonLedger, AbandonTotals};
 use super::model::{normal_cdf, DurationModel, LogNormal, OutcomeModel, Resolution};
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::time::{Duration, Instant};
 use waihu_model::CallId;
 
@@ -70,10 +71,16 @@ pub struct PacerConfig {
     pub guard: f64,
     /// The share of that room the calls in flight may risk at once (no bursts).
     pub risk_share: f64,
-    /// Predictive waits (dialling progressively) until this many calls have resolved and
-    /// the first is older than the horizon: before that, the time-to-answer seen is only
-    /// that of the quick outcomes.
+    /// A resolved call teaches the outcome model only once its dial is this old, when all
+    /// of its dial cohort has resolved too. Sooner, the sample would hold only the quick
+    /// outcomes (busy, failures, answers) and not yet the no-answers, and the live-person
+    /// rate and timing would come out wrong (it over-dialled by a third at a shift's start).
+    pub mature_after: Duration,
+    /// Predictive waits (dialling progressively) until this many matured calls taught it,
+    /// and at least `warmup_per_agent` per logged-in agent: a big team launches hundreds
+    /// of calls on the estimate at once, so the estimate must rest on more calls.
     pub warmup_calls: u64,
+    pub warmup_per_agent: u64,
     /// The legal window (rolling).
     pub window: Duration,
     /// Estimated share of machine verdicts that were people (counted as abandons).
@@ -105,7 +112,9 @@ impl Default for PacerConfig {
             abandon_target: 0.02,
             guard: 0.9,
             risk_share: 0.25,
-            warmup_calls: 300,
+            mature_after: Duration::from_secs(60),
+            warmup_calls: 200,
+            warmup_per_agent: 5,
             window: Duration::from_secs(30 * 24 * 3600),
             amd_false_positive_rate: 0.0,
             patience: Duration::from_secs(2),
@@ -209,8 +218,9 @@ pub struct Pacer {
     out: Option<Output>,
     status: PacerStatus,
     started: bool,
-    resolved: u64,
-    first_dial: Option<Instant>,
+    /// Resolved calls waiting to mature, by dial time: (dialled, age at resolution, how).
+    maturing: BinaryHeap<Reverse<(Instant, u64, bool)>>,
+    matured: u64,
 }
 
 /// The forecast at one decision: per horizon second, what is expected.
@@ -224,6 +234,23 @@ struct Forecast {
     free_var: Vec<f64>,
     /// P(a call dialled now yields a person by then).
     fresh: Vec<f64>,
+    /// The people expected from calls in flight (not those already waiting).
+    from_calls: Vec<f64>,
+    /// Relative variance of the estimated live-person rate: the calls' expected people are
+    /// all off together when it is off.
+    rate_rel_var: f64,
+}
+
+impl Forecast {
+    /// Mean and variance of people minus free agents by horizon second `j`, with `k` new
+    /// calls.
+    fn net(&self, j: usize, k: f64) -> (f64, f64) {
+        let g = self.fresh[j];
+        let calls = self.from_calls[j] + k * g;
+        let mu = self.people[j] + k * g - self.free[j];
+        let var = self.people_var[j] + self.free_var[j] + k * g * (1.0 - g) + calls * calls * self.rate_rel_var;
+        (mu, var)
+    }
 }
 
 impl Pacer {
@@ -262,8 +289,8 @@ impl Pacer {
                 guarded: false,
             },
             started: false,
-            resolved: 0,
-            first_dial: None,
+            maturing: BinaryHeap::new(),
+            matured: 0,
         }
     }
 
@@ -294,15 +321,12 @@ impl Pacer {
             Input::Dialled { call } => {
                 self.pending = self.pending.saturating_sub(1);
                 self.calls.insert(call, now);
-                self.first_dial.get_or_insert(now);
             }
             Input::NotDialled { count } => self.pending = self.pending.saturating_sub(count),
             Input::Resolved { call, outcome } => {
                 let Some(at) = self.calls.remove(&call) else { return };
-                self.resolved += 1;
                 let age = now.saturating_duration_since(at).as_millis() as u64;
-                let r = if outcome == Outcome::Human { Resolution::Human } else { Resolution::NoAgent };
-                self.outcomes.observe(age, r);
+                self.maturing.push(Reverse((at, age, outcome == Outcome::Human)));
                 match outcome {
                     Outcome::Human => {
                         self.ledger.live(now);
@@ -347,10 +371,24 @@ impl Pacer {
         self.started = true;
         self.next_tick = now + self.cfg.tick;
         self.ledger.expire(now);
+        self.mature(now);
         let count = self.decide(now);
         if count > 0 {
             self.pending += count;
             self.out = Some(Output::Dial { count });
+        }
+    }
+
+    /// Teaches the outcome model the calls whose whole dial cohort has resolved.
+    fn mature(&mut self, now: Instant) {
+        while let Some(Reverse((at, age, human))) = self.maturing.peek().copied() {
+            if now.saturating_duration_since(at) < self.cfg.mature_after {
+                break;
+            }
+            self.maturing.pop();
+            let r = if human { Resolution::Human } else { Resolution::NoAgent };
+            self.outcomes.observe(age, r);
+            self.matured += 1;
         }
     }
 
@@ -378,9 +416,8 @@ impl Pacer {
                 // The abandons the window still allows under guard × cap: below one, only
                 // progressive; otherwise the calls in flight may risk a share of it.
                 let room = totals.headroom(self.cfg.guard * self.cfg.abandon_cap);
-                let warm = self.resolved >= self.cfg.warmup_calls
-                    && self.first_dial.is_some_and(|t| now.saturating_duration_since(t) >= self.cfg.horizon);
-                guarded = room < 1.0 || !warm;
+                let warmup = self.cfg.warmup_calls.max(self.cfg.warmup_per_agent * logged_in as u64);
+                guarded = room < 1.0 || self.matured < warmup;
                 let f = self.forecast(now, idle);
                 let k = if guarded || logged_in == 0 { 0 } else { self.most_calls(&f, room * self.cfg.risk_share) };
                 fc = Some(f);
@@ -413,8 +450,7 @@ impl Pacer {
                 let fresh = added as f64 * last(&f.fresh);
                 let mut worst = 0.0f64;
                 for j in 0..f.people.len() {
-                    let mu = f.people[j] + added as f64 * f.fresh[j] - f.free[j];
-                    let var = f.people_var[j] + f.free_var[j] + added as f64 * f.fresh[j] * (1.0 - f.fresh[j]);
+                    let (mu, var) = f.net(j, added as f64);
                     worst = worst.max(expected_excess(mu, var));
                 }
                 (last(&f.free), last(&f.people) + fresh, worst)
@@ -451,6 +487,8 @@ impl Pacer {
             free: vec![idle as f64; steps],
             free_var: vec![0.0; steps],
             fresh: vec![0.0; steps],
+            from_calls: vec![0.0; steps],
+            rate_rel_var: self.outcomes.rate_rel_var(),
         };
         let at = |j: usize| (j as u64 + 1) * 1000;
         for (j, fresh) in f.fresh.iter_mut().enumerate() {
@@ -460,6 +498,7 @@ impl Pacer {
             for j in 0..steps {
                 let q = p(at(j));
                 f.people[j] += q;
+                f.from_calls[j] += q;
                 f.people_var[j] += q * (1.0 - q);
             }
         };
@@ -493,12 +532,10 @@ impl Pacer {
         let fits = |k: usize| {
             let k = k as f64;
             (0..f.people.len()).all(|j| {
-                let g = f.fresh[j];
-                if g < 1e-6 {
+                if f.fresh[j] < 1e-6 {
                     return true;
                 }
-                let mu = f.people[j] + k * g - f.free[j];
-                let var = f.people_var[j] + f.free_var[j] + k * g * (1.0 - g);
+                let (mu, var) = f.net(j, k);
                 mu + self.z * var.sqrt() <= 0.0 && expected_excess(mu, var) <= risk
             })
         };
@@ -613,9 +650,10 @@ mod tests {
             p.handle_input(Input::Dialled { call: 10_000 + c }, now);
             p.handle_input(Input::Resolved { call: 10_000 + c, outcome }, now + secs(10));
             p.handle_input(Input::Connected { call: 10_000 + c }, now + secs(10));
-            // 50 s in all: past the warm-up.
             now += Duration::from_millis(50);
         }
+        // A minute on, every one of those calls has matured: past the warm-up.
+        let now = now + secs(70);
         let n = dial(&mut p, now);
         assert!(!p.status().guarded);
         assert!(n > 100, "{n}: one call in five is a person, so more lines than the 50 idle agents");
