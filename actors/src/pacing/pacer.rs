@@ -66,8 +66,8 @@ pub struct PacerConfig {
     pub abandon_cap: f64,
     /// What predictive aims at, below the cap.
     pub abandon_target: f64,
-    /// Predictive falls back to progressive when one more abandon would take the window's
-    /// rate over `guard × cap`.
+    /// Predictive falls back to progressive when fewer than two more abandons would keep
+    /// the window's rate within `guard × cap`.
     pub guard: f64,
     /// The share of that room the calls in flight may risk at once (no bursts).
     pub risk_share: f64,
@@ -102,6 +102,18 @@ pub struct PacerConfig {
     pub prior_human_rate: f64,
     pub prior_talk: LogNormal,
     pub prior_wrap: LogNormal,
+}
+
+impl PacerConfig {
+    /// Predictive aiming at `target` abandons: a lower target starts with a wider margin
+    /// (1.5 standard deviations more per factor of ten below 2%), so the shift's first
+    /// minutes do not spend what the target allows.
+    pub fn for_target(target: f64) -> Self {
+        let d = PacerConfig::default();
+        let t = target.clamp(1e-5, d.abandon_cap);
+        let z = d.z_start + 1.5 * (d.abandon_target / t).log10().max(0.0);
+        PacerConfig { abandon_target: t, z_start: z, z_bounds: (d.z_bounds.0, d.z_bounds.1.max(z + 2.0)), ..d }
+    }
 }
 
 impl Default for PacerConfig {
@@ -199,7 +211,7 @@ pub struct PacerStatus {
     pub guarded: bool,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Pacer {
     cfg: PacerConfig,
     agents: HashMap<AgentId, (AgentPhase, Instant)>,
@@ -413,11 +425,12 @@ impl Pacer {
             }
             DialMode::Broadcast { lines } => (lines as usize).saturating_sub(in_flight),
             DialMode::Predictive => {
-                // The abandons the window still allows under guard × cap: below one, only
-                // progressive; otherwise the calls in flight may risk a share of it.
+                // The abandons the window still allows under guard × cap: below two, only
+                // progressive (a single burst must not cross the cap); otherwise the calls
+                // in flight may risk a share of it.
                 let room = totals.headroom(self.cfg.guard * self.cfg.abandon_cap);
                 let warmup = self.cfg.warmup_calls.max(self.cfg.warmup_per_agent * logged_in as u64);
-                guarded = room < 1.0 || self.matured < warmup;
+                guarded = room < 2.0 || self.matured < warmup;
                 let f = self.forecast(now, idle);
                 let k = if guarded || logged_in == 0 { 0 } else { self.most_calls(&f, room * self.cfg.risk_share) };
                 fc = Some(f);

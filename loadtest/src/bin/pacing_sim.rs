@@ -24,23 +24,39 @@ struct Args {
     /// Shift length, hours.
     #[arg(long, default_value_t = 8.0)]
     hours: f64,
+    /// Abandon targets for predictive, comma-separated: one row each (the cap stays 3%).
+    #[arg(long, value_delimiter = ',', default_value = "0.02")]
+    targets: Vec<f64>,
     /// Worker threads.
     #[arg(long, default_value_t = 2)]
     threads: usize,
 }
 
-fn controllers() -> Vec<Controller> {
-    vec![
+fn controllers(targets: &[f64]) -> Vec<Controller> {
+    let mut c = vec![
         Controller::Pacer(PacerConfig { mode: DialMode::Progressive, ..PacerConfig::default() }),
         Controller::Baseline(BaselineConfig::default()),
-        Controller::Pacer(PacerConfig::default()),
-    ]
+    ];
+    for &t in targets {
+        c.push(Controller::Pacer(PacerConfig::for_target(t)));
+    }
+    c
+}
+
+fn label(c: &Controller) -> String {
+    match c {
+        Controller::Pacer(p) if p.mode == DialMode::Predictive => {
+            format!("{} (target {}%)", c.label(), p.abandon_target * 100.0)
+        }
+        _ => c.label(),
+    }
 }
 
 fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     anyhow::ensure!(a.seeds > 0 && a.hours > 0.0 && a.threads > 0, "--seeds, --hours and --threads must be positive");
-    let ctls = controllers();
+    anyhow::ensure!(a.targets.iter().all(|t| *t > 0.0 && *t < 0.03), "--targets are fractions below the 3% cap");
+    let ctls = controllers(&a.targets);
     let mut jobs = Vec::new();
     for &agents in &a.agents {
         for c in 0..ctls.len() {
@@ -85,7 +101,7 @@ fn main() -> anyhow::Result<()> {
             let max = |f: &dyn Fn(&ShiftReport) -> f64| rs.iter().map(|r| f(r)).fold(0.0, f64::max);
             println!(
                 "| {agents} | {} | {:.1}% | {:.1}% | {:.1}% | {:.1}% | {:.2}% | {:.2}% | {:.2}% | {:.0} |",
-                ctl.label(),
+                label(ctl),
                 100.0 * mean(&|r| r.busy_occupancy),
                 100.0 * min(&|r| r.busy_occupancy),
                 100.0 * mean(&|r| r.talk_occupancy),
