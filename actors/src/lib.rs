@@ -4,6 +4,7 @@
 //! outputs. Only the actors read the clock.
 
 pub mod call;
+pub mod campaign;
 pub mod compliance;
 pub mod dial;
 pub mod pacing;

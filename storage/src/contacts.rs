@@ -42,9 +42,83 @@ struct Personal {
 
 #[derive(Debug, Serialize, Deserialize)]
 struct StoredContact {
+    /// The import that brought it: visible once that import is committed.
+    list: ListId,
     sealed: Vec<u8>,
+    /// The keyed hash of the number (to undo an import without opening the data).
+    phone_hash: [u8; 32],
     timezone: Option<String>,
     priority: i32,
+}
+
+pub type ListId = u64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ListState {
+    Importing,
+    Ready,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListRecord {
+    pub campaign: CampaignId,
+    pub state: ListState,
+    pub rows: u64,
+}
+
+impl Record for ListRecord {
+    const TREE: &'static str = "lists";
+    const VERSION: u8 = 1;
+}
+
+/// An import under way: its contacts are written as they come but stay invisible until
+/// [`ListImport::commit`]. Dropped, aborted or cut short by a crash, it leaves nothing
+/// (the store removes unfinished imports when it opens).
+#[derive(Debug)]
+pub struct ListImport<'a> {
+    store: &'a Store,
+    campaign: CampaignId,
+    list: ListId,
+    rows: u64,
+    done: bool,
+}
+
+impl ListImport<'_> {
+    pub fn list(&self) -> ListId {
+        self.list
+    }
+
+    /// Adds a batch, all or none; a number already in the campaign (or earlier in this
+    /// import) fails the batch, naming its position in `contacts`.
+    pub fn add(&mut self, contacts: &[NewContact]) -> Result<Vec<ContactId>, StoreError> {
+        let ids = self.store.write_contacts(self.campaign, self.list, contacts)?;
+        self.rows += ids.len() as u64;
+        Ok(ids)
+    }
+
+    /// Makes the import's contacts visible, durably.
+    pub fn commit(mut self) -> Result<ListId, StoreError> {
+        let rec = ListRecord { campaign: self.campaign, state: ListState::Ready, rows: self.rows };
+        self.store.lists.insert(self.list.to_be_bytes(), encode(&rec)?)?;
+        self.store.flush()?;
+        self.done = true;
+        Ok(self.list)
+    }
+
+    /// Removes everything the import wrote.
+    pub fn abort(mut self) -> Result<(), StoreError> {
+        self.done = true;
+        self.store.purge_list(self.campaign, self.list)
+    }
+}
+
+impl Drop for ListImport<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            // Best effort; what is left is removed when the store next opens.
+            let _ = self.store.purge_list(self.campaign, self.list);
+        }
+    }
 }
 
 impl Record for StoredContact {
@@ -67,9 +141,74 @@ fn phone_key(campaign: CampaignId, hash: &[u8; 32]) -> [u8; 40] {
 }
 
 impl Store {
-    /// Adds contacts to a campaign, all or none; a number already in the campaign is an
-    /// error naming its position in `contacts`.
+    /// Adds contacts to a campaign as one list, all or none; a number already in the
+    /// campaign is an error naming its position in `contacts`.
     pub fn add_contacts(&self, campaign: CampaignId, contacts: &[NewContact]) -> Result<Vec<ContactId>, StoreError> {
+        let mut import = self.begin_import(campaign)?;
+        let ids = import.add(contacts)?;
+        import.commit()?;
+        Ok(ids)
+    }
+
+    /// Starts an import into `campaign` (durably marked unfinished until committed).
+    pub fn begin_import(&self, campaign: CampaignId) -> Result<ListImport<'_>, StoreError> {
+        let list = self.db.generate_id()?;
+        let rec = ListRecord { campaign, state: ListState::Importing, rows: 0 };
+        self.lists.insert(list.to_be_bytes(), encode(&rec)?)?;
+        self.flush()?;
+        Ok(ListImport { store: self, campaign, list, rows: 0, done: false })
+    }
+
+    pub fn list(&self, list: ListId) -> Result<Option<ListRecord>, StoreError> {
+        self.lists.get(list.to_be_bytes())?.map(|v| decode(&v)).transpose()
+    }
+
+    /// Removes what unfinished imports left (a crash mid-import); returns how many.
+    pub(crate) fn purge_unfinished(&self) -> Result<usize, StoreError> {
+        let mut unfinished = Vec::new();
+        for kv in self.lists.iter() {
+            let (k, v) = kv?;
+            let rec: ListRecord = decode(&v)?;
+            if rec.state == ListState::Importing {
+                let id = <[u8; 8]>::try_from(k.as_ref())
+                    .map_err(|_| StoreError::Corrupt { tree: ListRecord::TREE, reason: "bad list id".into() })?;
+                unfinished.push((rec.campaign, u64::from_be_bytes(id)));
+            }
+        }
+        for &(campaign, list) in &unfinished {
+            self.purge_list(campaign, list)?;
+        }
+        Ok(unfinished.len())
+    }
+
+    fn purge_list(&self, campaign: CampaignId, list: ListId) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        let mut index = sled::Batch::default();
+        for kv in self.contacts.scan_prefix(campaign.to_be_bytes()) {
+            let (k, v) = kv?;
+            let stored: StoredContact = decode(&v)?;
+            if stored.list == list {
+                batch.remove(k);
+                index.remove(&phone_key(campaign, &stored.phone_hash)[..]);
+            }
+        }
+        // The index first: a number freed but still stored is invisible anyway.
+        self.by_phone.apply_batch(index)?;
+        self.contacts.apply_batch(batch)?;
+        self.lists.remove(list.to_be_bytes())?;
+        self.flush()
+    }
+
+    fn visible(&self, list: ListId) -> Result<bool, StoreError> {
+        Ok(self.list(list)?.is_some_and(|l| l.state == ListState::Ready))
+    }
+
+    fn write_contacts(
+        &self,
+        campaign: CampaignId,
+        list: ListId,
+        contacts: &[NewContact],
+    ) -> Result<Vec<ContactId>, StoreError> {
         let mut rows = Vec::with_capacity(contacts.len());
         for c in contacts {
             let id = self.db.generate_id()?;
@@ -82,12 +221,15 @@ impl Store {
             };
             let plain = postcard::to_stdvec(&personal)
                 .map_err(|e| StoreError::Encode { tree: StoredContact::TREE, reason: e.to_string() })?;
+            let phone_hash = self.sealer.lookup_hash(&c.phone);
             let stored = StoredContact {
+                list,
                 sealed: self.sealer.seal(&plain, &aad(&k))?,
+                phone_hash,
                 timezone: c.timezone.clone(),
                 priority: c.priority,
             };
-            rows.push((id, k, encode(&stored)?, phone_key(campaign, &self.sealer.lookup_hash(&c.phone))));
+            rows.push((id, k, encode(&stored)?, phone_key(campaign, &phone_hash)));
         }
         let result = (&self.contacts, &self.by_phone).transaction(|(contacts, by_phone)| {
             for (i, (id, k, value, pk)) in rows.iter().enumerate() {
@@ -109,6 +251,9 @@ impl Store {
         let k = key(campaign, id);
         let Some(v) = self.contacts.get(k)? else { return Ok(None) };
         let stored: StoredContact = decode(&v)?;
+        if !self.visible(stored.list)? {
+            return Ok(None);
+        }
         let plain = self.sealer.open(&stored.sealed, &aad(&k))?;
         let p: Personal = postcard::from_bytes(&plain)
             .map_err(|e| StoreError::Corrupt { tree: StoredContact::TREE, reason: e.to_string() })?;
@@ -135,8 +280,15 @@ impl Store {
         self.contact(campaign, u64::from_be_bytes(id))
     }
 
-    pub fn contact_count(&self, campaign: CampaignId) -> usize {
-        self.contacts.scan_prefix(campaign.to_be_bytes()).count()
+    /// The campaign's contacts in committed lists.
+    pub fn contact_count(&self, campaign: CampaignId) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for kv in self.contacts.scan_prefix(campaign.to_be_bytes()) {
+            let (_, v) = kv?;
+            let stored: StoredContact = decode(&v)?;
+            n += usize::from(self.visible(stored.list)?);
+        }
+        Ok(n)
     }
 }
 

@@ -7,7 +7,7 @@ pub mod contacts;
 pub mod key;
 mod seal;
 
-pub use contacts::{CampaignId, Contact, ContactId, NewContact};
+pub use contacts::{CampaignId, Contact, ContactId, ListId, ListImport, ListRecord, ListState, NewContact};
 pub use key::{KeySource, KEY_ENV};
 
 use std::path::Path;
@@ -36,6 +36,7 @@ pub struct Store {
     db: sled::Db,
     contacts: sled::Tree,
     by_phone: sled::Tree,
+    lists: sled::Tree,
     sealer: std::sync::Arc<seal::Sealer>,
 }
 
@@ -45,12 +46,15 @@ impl Store {
         std::fs::create_dir_all(dir)?;
         let keys = key::load(&key)?;
         let db = sled::Config::new().path(dir.join("db")).open()?;
-        Ok(Store {
+        let store = Store {
             contacts: db.open_tree("contacts")?,
             by_phone: db.open_tree("contact_by_phone")?,
+            lists: db.open_tree("lists")?,
             db,
             sealer: std::sync::Arc::new(seal::Sealer::new(&keys)),
-        })
+        };
+        store.purge_unfinished()?;
+        Ok(store)
     }
 
     /// Makes everything written so far durable.

@@ -76,7 +76,7 @@ fn a_duplicate_number_writes_nothing_and_a_wrong_key_does_not_open_the_data() {
     batch.push(batch[1].clone());
     let e = store.add_contacts(1, &batch).expect_err("duplicate");
     assert!(e.to_string().contains("row 3"), "{e}");
-    assert_eq!(store.contact_count(1), 0, "all or nothing");
+    assert_eq!(store.contact_count(1).expect("count"), 0, "all or nothing");
     let ids = store.add_contacts(1, &batch[..3]).expect("add");
     store.flush().expect("flush");
     drop(store);
@@ -84,4 +84,34 @@ fn a_duplicate_number_writes_nothing_and_a_wrong_key_does_not_open_the_data() {
     assert!(other.find_by_phone(1, &batch[0].phone).expect("lookup").is_none(), "the hash is keyed");
     let e = other.contact(1, ids[0]).expect_err("sealed under the other key");
     assert!(e.to_string().contains("key"), "{e}");
+}
+
+#[test]
+fn an_unfinished_import_leaves_nothing_after_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = KeySource::Hex("33".repeat(32));
+    let all = people();
+    {
+        let store = Store::open(dir.path(), key.clone()).expect("open");
+        store.add_contacts(1, &all[..10]).expect("a committed list");
+        let mut import = store.begin_import(1).expect("begin");
+        import.add(&all[10..100]).expect("first batch");
+        import.add(&all[100..150]).expect("second batch");
+        store.flush().expect("flush");
+        // What a crash leaves: the import is never committed nor aborted.
+        std::mem::forget(import);
+        assert_eq!(store.contact_count(1).expect("count"), 10, "not visible before commit");
+    }
+    let store = Store::open(dir.path(), key).expect("reopen");
+    assert_eq!(store.contact_count(1).expect("count"), 10);
+    assert!(store.find_by_phone(1, &all[50].phone).expect("lookup").is_none());
+    // The numbers are free again: a new import of them goes in.
+    let mut import = store.begin_import(1).expect("begin");
+    import.add(&all[10..150]).expect("again");
+    import.commit().expect("commit");
+    assert_eq!(store.contact_count(1).expect("count"), 150);
+    let mut dup = store.begin_import(1).expect("begin");
+    assert!(dup.add(&all[..1]).is_err(), "already in the campaign");
+    dup.abort().expect("abort");
+    assert_eq!(store.contact_count(1).expect("count"), 150);
 }
