@@ -147,7 +147,7 @@ pub fn run(a: CallArgs) -> Result<ExitCode> {
     let (sip_rt, env) = crate::platform::start(sip, media, 1, 1)?;
     let mut stop = crate::platform::signals(&sip_rt)?;
     eprintln!("waihu: SIP on {}", env.sip.local_addr());
-    let spec = CallSpec { flow, trunk: Arc::new(trunk), shard: None };
+    let spec = CallSpec { flow, trunk: Arc::new(trunk), shard: None, call_id: None };
     let record = actix::System::new().block_on(async move {
         let (tx, mut rx) = tokio::sync::oneshot::channel();
         let record = Box::new(move |r| {

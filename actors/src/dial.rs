@@ -110,6 +110,7 @@ impl BulkDial {
                 flow: FlowConfig { id: placed, ..self.flow.clone() },
                 trunk: self.trunk.clone(),
                 shard: None,
+                call_id: None,
             };
             shared.outstanding.set(shared.outstanding.get() + 1);
             actix::spawn(start_call(self.env.clone(), spec, shared.clone(), admission.clone()));

@@ -36,6 +36,8 @@ pub enum HangupReason {
     /// The media shard carrying the leg went away (the leg's channel closed without
     /// `Closed`): no audio, no AMD, so the call is ended rather than left deaf.
     MediaLost,
+    /// The campaign's message (a broadcast, a voicemail drop) was played to the end.
+    MessagePlayed,
     /// The control plane asked (a supervisor, a campaign stopping, an API call).
     Command,
     /// We were shutting down (SIGINT/SIGTERM).
@@ -52,6 +54,7 @@ impl HangupReason {
             HangupReason::Transferred => "transferred",
             HangupReason::MediaTimeout => "media_timeout",
             HangupReason::MediaLost => "media_lost",
+            HangupReason::MessagePlayed => "message_played",
             HangupReason::Command => "command",
             HangupReason::Shutdown => "shutdown",
         }

@@ -315,6 +315,7 @@ impl SipAgent {
         target: &str,
         trunk: &TrunkConfig,
         offer: &str,
+        call_id: Option<&str>,
         sink: EventSink,
     ) -> Result<OutboundCall, SipError> {
         let uri = |s: &str| Uri::try_from(s).map_err(|e| SipError::BadUri { uri: s.into(), error: e.to_string() });
@@ -337,12 +338,17 @@ impl SipAgent {
             let v = if pai.contains(':') { format!("<{pai}>") } else { format!("<sip:{pai}@{}>", trunk.host) };
             headers.push(Header::Other("P-Asserted-Identity".into(), v));
         }
-        let n = self.inner.seq.fetch_add(1, Ordering::Relaxed);
-        let call_id = format!(
-            "{:x}-{n}@{}",
-            std::process::id() as u64 * 0x1_0000_0000 + local.port() as u64,
-            self.inner.cfg.call_id_domain
-        );
+        let call_id = match call_id {
+            Some(id) => format!("{id}@{}", self.inner.cfg.call_id_domain),
+            None => {
+                let n = self.inner.seq.fetch_add(1, Ordering::Relaxed);
+                format!(
+                    "{:x}-{n}@{}",
+                    std::process::id() as u64 * 0x1_0000_0000 + local.port() as u64,
+                    self.inner.cfg.call_id_domain
+                )
+            }
+        };
         let credential = trunk.username.as_ref().map(|u| Credential {
             username: u.clone(),
             password: trunk.password.clone().unwrap_or_default(),

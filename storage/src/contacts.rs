@@ -53,6 +53,16 @@ struct StoredContact {
 
 pub type ListId = u64;
 
+/// A contact without its personal data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContactMeta {
+    pub id: ContactId,
+    pub priority: i32,
+    pub timezone: Option<String>,
+    /// The do-not-call list the number is on.
+    pub dnc: Option<String>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ListState {
     Importing,
@@ -278,6 +288,46 @@ impl Store {
         let id = <[u8; 8]>::try_from(id.as_ref())
             .map_err(|_| StoreError::Corrupt { tree: "contact_by_phone", reason: "bad contact id".into() })?;
         self.contact(campaign, u64::from_be_bytes(id))
+    }
+
+    /// The campaign's contacts in committed lists, without their personal data: what the
+    /// hopper orders and the rules filter by (and whether the number is on a do-not-call
+    /// list, found by its keyed hash).
+    pub fn contact_index(&self, campaign: CampaignId) -> Result<Vec<ContactMeta>, StoreError> {
+        let mut out = Vec::new();
+        let mut ready = std::collections::HashMap::new();
+        for kv in self.contacts.scan_prefix(campaign.to_be_bytes()) {
+            let (k, v) = kv?;
+            let stored: StoredContact = decode(&v)?;
+            let visible = match ready.get(&stored.list) {
+                Some(&v) => v,
+                None => {
+                    let v = self.visible(stored.list)?;
+                    ready.insert(stored.list, v);
+                    v
+                }
+            };
+            if !visible {
+                continue;
+            }
+            let id = <[u8; 8]>::try_from(&k[8..16])
+                .map_err(|_| StoreError::Corrupt { tree: StoredContact::TREE, reason: "bad contact key".into() })?;
+            let dnc = self.dnc_by_hash(&stored.phone_hash)?.map(|e| e.list);
+            out.push(ContactMeta {
+                id: u64::from_be_bytes(id),
+                priority: stored.priority,
+                timezone: stored.timezone,
+                dnc,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The do-not-call list the contact's number is on, if any.
+    pub fn contact_dnc(&self, campaign: CampaignId, id: ContactId) -> Result<Option<String>, StoreError> {
+        let Some(v) = self.contacts.get(key(campaign, id))? else { return Ok(None) };
+        let stored: StoredContact = decode(&v)?;
+        Ok(self.dnc_by_hash(&stored.phone_hash)?.map(|e| e.list))
     }
 
     /// The campaign's contacts in committed lists.

@@ -2,12 +2,20 @@
 //! postcard), with personal data sealed at rest (XChaCha20-Poly1305) and looked up by a
 //! keyed hash (HMAC-SHA256), never by plaintext. It knows nothing of actix.
 
+pub mod attempts;
+pub mod campaigns;
 pub mod codec;
 pub mod contacts;
+pub mod dnc;
 pub mod key;
 mod seal;
 
-pub use contacts::{CampaignId, Contact, ContactId, ListId, ListImport, ListRecord, ListState, NewContact};
+pub use attempts::{Attempt, AttemptId, AttemptState, CommitStats, ContactState, Decision, PastCall};
+pub use campaigns::{CampaignRecord, RunState};
+pub use contacts::{
+    CampaignId, Contact, ContactId, ContactMeta, ListId, ListImport, ListRecord, ListState, NewContact,
+};
+pub use dnc::DncEntry;
 pub use key::{KeySource, KEY_ENV};
 
 use std::path::Path;
@@ -26,6 +34,10 @@ pub enum StoreError {
     Corrupt { tree: &'static str, reason: String },
     #[error("store: duplicate {what} (row {row} of the batch); nothing was written")]
     Duplicate { what: &'static str, row: usize },
+    #[error("store: no {what} {id}")]
+    NotFound { what: &'static str, id: u64 },
+    #[error("store: refused: {0}")]
+    Refused(&'static str),
     #[error("store: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -37,7 +49,13 @@ pub struct Store {
     contacts: sled::Tree,
     by_phone: sled::Tree,
     lists: sled::Tree,
+    campaigns: sled::Tree,
+    attempts: sled::Tree,
+    contact_state: sled::Tree,
+    decisions: sled::Tree,
+    dnc: sled::Tree,
     sealer: std::sync::Arc<seal::Sealer>,
+    committer: std::sync::Arc<attempts::Committer>,
 }
 
 impl Store {
@@ -50,6 +68,12 @@ impl Store {
             contacts: db.open_tree("contacts")?,
             by_phone: db.open_tree("contact_by_phone")?,
             lists: db.open_tree("lists")?,
+            campaigns: db.open_tree("campaigns")?,
+            attempts: db.open_tree("attempts")?,
+            contact_state: db.open_tree("contact_state")?,
+            decisions: db.open_tree("decisions")?,
+            dnc: db.open_tree("dnc")?,
+            committer: std::sync::Arc::new(attempts::Committer::start(db.clone())?),
             db,
             sealer: std::sync::Arc::new(seal::Sealer::new(&keys)),
         };

@@ -34,6 +34,10 @@ pub struct CallSpec {
     /// The media shard for the leg; None picks one from the call id. A leg that will be
     /// bridged to another goes on that one's shard.
     pub shard: Option<usize>,
+    /// The Call-ID's local part (the agent adds its domain); None: the agent picks one.
+    /// A campaign names it after the attempt, so the attempt record knows it before the
+    /// INVITE is sent.
+    pub call_id: Option<String>,
 }
 
 /// Why a call could not start at all (no record: nothing was sent).
@@ -71,6 +75,7 @@ pub struct CallActor {
     env: CallEnv,
     shard: usize,
     trunk: Arc<TrunkConfig>,
+    call_id: Option<String>,
     sip: Option<OutboundCall>,
     timer: Option<SpawnHandle>,
     progress: ProgressSink,
@@ -126,6 +131,7 @@ impl CallActor {
                 env,
                 shard,
                 trunk: spec.trunk,
+                call_id: spec.call_id,
                 sip: None,
                 timer: None,
                 progress,
@@ -147,7 +153,7 @@ impl CallActor {
                     let addr = ctx.address();
                     let sink: waihu_sip::EventSink = Arc::new(move |ev| addr.do_send(Sip(ev)));
                     let target = self.flow.target().to_string();
-                    let input = match self.env.sip.invite(&target, &self.trunk, &sdp, sink) {
+                    let input = match self.env.sip.invite(&target, &self.trunk, &sdp, self.call_id.as_deref(), sink) {
                         Ok(c) => {
                             let call_id = c.call_id.clone();
                             self.sip = Some(c);
@@ -207,6 +213,7 @@ impl CallActor {
             MediaCommand::Resume => vec![ShardCommand::Resume { call }],
             MediaCommand::Bridge { peer } => vec![ShardCommand::Bridge { a: call, b: peer }],
             MediaCommand::Unbridge => vec![ShardCommand::Unbridge { call }],
+            MediaCommand::Play { audio } => vec![ShardCommand::Play { call, audio, looped: false }],
             MediaCommand::Close => vec![ShardCommand::Close { call }],
         };
         for cmd in cmds {

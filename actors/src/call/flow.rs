@@ -158,6 +158,10 @@ pub struct FlowConfig {
     pub linger: Duration,
     /// What the answered call sends while it plays nothing.
     pub keepalive: KeepaliveMode,
+    /// A broadcast message: played to a person as soon as AMD says so, or to a machine
+    /// once its greeting (and beep) has ended; the call is hung up when it has played.
+    /// With a message the hang-up policy is the message's: `hangup_on` is not used.
+    pub message: Option<Arc<[i16]>>,
     /// Wall-clock time of the start (Unix ms): the record's timestamps are this plus the
     /// monotonic offsets, so a wall-clock jump mid-call cannot bend them.
     pub started_unix_ms: u64,
@@ -193,6 +197,7 @@ impl Default for FlowConfig {
             request_timeout: Duration::from_secs(34),
             linger: Duration::from_secs(2),
             keepalive: KeepaliveMode::Auto,
+            message: None,
             started_unix_ms: 0,
         }
     }
@@ -260,6 +265,10 @@ pub enum MediaCommand {
         peer: CallId,
     },
     Unbridge,
+    /// Play this once to the far end ([`MediaEvent::PlayDone`] when it has).
+    Play {
+        audio: Arc<[i16]>,
+    },
     /// Close the session: its statistics come back as [`MediaEvent::Closed`].
     Close,
 }
@@ -435,6 +444,8 @@ pub struct CallFlow {
     keepalive_sent: bool,
     /// The AMD run whose events count (bumped by every start and stop).
     amd_run: u32,
+    /// The broadcast message is playing.
+    playing: bool,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -452,7 +463,7 @@ impl CallFlow {
             ring_timeout: cfg.ring_timeout,
             invite_timeout: cfg.invite_timeout,
             amd: cfg.amd,
-            hangup_on_machine: cfg.hangup_on == HangupOn::Machine && !cfg.wait_for_beep,
+            hangup_on_machine: cfg.message.is_none() && cfg.hangup_on == HangupOn::Machine && !cfg.wait_for_beep,
         };
         let rec = CallRecord {
             id: cfg.id,
@@ -487,6 +498,7 @@ impl CallFlow {
             negotiated: None,
             keepalive_sent: false,
             amd_run: 0,
+            playing: false,
             cfg,
         };
         flow.pump(now);
@@ -942,8 +954,13 @@ impl CallFlow {
             MediaEvent::Media { event: SessionEvent::NewStream { .. }, .. }
             | MediaEvent::FirstPacket { .. }
             | MediaEvent::Stats { .. }
-            | MediaEvent::PlayDone { .. }
             | MediaEvent::Recording { .. } => {}
+            MediaEvent::PlayDone { .. } => {
+                if self.playing && self.live() {
+                    self.playing = false;
+                    self.hang_up(HangupReason::MessagePlayed, now);
+                }
+            }
         }
     }
 
@@ -994,6 +1011,14 @@ impl CallFlow {
                     self.mark_hung_up(HangupReason::Amd);
                     return;
                 }
+                if self.cfg.message.is_some() {
+                    match by {
+                        AnsweredBy::Human | AnsweredBy::NotSure => self.play_message(),
+                        AnsweredBy::Machine => self.machine_waiting_for_beep = true,
+                        AnsweredBy::Fax | AnsweredBy::Silence | AnsweredBy::Sit => self.hang_up(HangupReason::Amd, now),
+                    }
+                    return;
+                }
                 match (self.cfg.hangup_on, by) {
                     (HangupOn::Any, _) | (HangupOn::Human, AnsweredBy::Human) => self.hang_up(HangupReason::Amd, now),
                     (HangupOn::Machine, AnsweredBy::Machine) => self.machine_waiting_for_beep = true,
@@ -1008,8 +1033,22 @@ impl CallFlow {
             AmdEvent::MessageEnd { at } => {
                 self.progress(Progress::MessageEnd { at_ms: at.map(|t| t.as_ms()) });
                 if self.machine_waiting_for_beep {
-                    self.hang_up(HangupReason::MachineMessageEnd, now);
+                    self.machine_waiting_for_beep = false;
+                    if self.cfg.message.is_some() {
+                        self.play_message();
+                    } else {
+                        self.hang_up(HangupReason::MachineMessageEnd, now);
+                    }
                 }
+            }
+        }
+    }
+
+    fn play_message(&mut self) {
+        if let Some(audio) = self.cfg.message.clone() {
+            if self.live() && !self.playing {
+                self.playing = true;
+                self.media(MediaCommand::Play { audio });
             }
         }
     }

@@ -182,6 +182,11 @@ impl Sim {
                 }
             }
             Output::Media(MediaCommand::StartAmd { run, .. }) => self.media_run = *run,
+            // The shard plays 8 kHz audio in real time.
+            Output::Media(MediaCommand::Play { audio }) => {
+                let d = self.now - self.t0 + Duration::from_millis(audio.len() as u64 / 8);
+                self.at(d, Input::Media(MediaEvent::PlayDone { call: 1 }));
+            }
             Output::Media(MediaCommand::Close) => {
                 let stats = SessionStats { packets: 42, ..SessionStats::default() };
                 self.at(
@@ -575,6 +580,30 @@ fn amd_machine_then_beep_then_message_end_hangs_up_at_the_message_end() {
     assert_eq!((r.beep_hz, r.beep_end_media_ms, r.amd_after_answer_ms), (Some(1000), Some(8000), Some(3000)));
     assert_eq!(r.hangup_reason, Some(HangupReason::MachineMessageEnd));
     assert_eq!(r.amd_cause.as_deref(), Some("LONGGREETING-3000-2500"));
+}
+
+#[test]
+fn broadcast_plays_to_a_person_at_the_verdict_and_to_a_machine_after_its_message() {
+    let message: std::sync::Arc<[i16]> = vec![0i16; 8000 * 3].into();
+    let cfg = FlowConfig { message: Some(message), max_duration: secs(60), ..FlowConfig::default() };
+    let plays = |o: &Output| matches!(o, Output::Media(MediaCommand::Play { .. }));
+    let mut sim = Sim::new(cfg.clone(), Far::default());
+    answered_at(&mut sim, 1000);
+    amd(&mut sim, 3000, decided(Verdict::Human, 2000));
+    let r = sim.progress();
+    assert_eq!(sim.sent(plays), vec![secs(3)]);
+    assert_eq!(sim.sent(is_bye), vec![secs(6)], "once the 3 s message has played");
+    assert_eq!((r.disposition, r.hangup_reason), (Disposition::Answered, Some(HangupReason::MessagePlayed)));
+
+    let mut sim = Sim::new(cfg, Far::default());
+    answered_at(&mut sim, 1000);
+    amd(&mut sim, 4000, decided(Verdict::Machine { beep_at: None }, 3000));
+    amd(&mut sim, 9000, AmdEvent::Beep { start: MediaTime::from_ms(7800), end: MediaTime::from_ms(8000), hz: 1000 });
+    amd(&mut sim, 9500, AmdEvent::MessageEnd { at: Some(MediaTime::from_ms(8000)) });
+    let r = sim.progress();
+    assert_eq!(sim.sent(plays), vec![Duration::from_millis(9500)], "after the beep, not at the verdict");
+    assert_eq!(sim.sent(is_bye), vec![Duration::from_millis(12_500)]);
+    assert_eq!((r.disposition, r.hangup_reason), (Disposition::Machine, Some(HangupReason::MessagePlayed)));
 }
 
 #[test]

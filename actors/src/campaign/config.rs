@@ -1,0 +1,191 @@
+//! A campaign's configuration: TOML, checked whole before anything is stored, with an
+//! error that names the field.
+//!
+//! ```toml
+//! mode = "broadcast"              # the dial mode (only broadcast runs before agents exist)
+//! lines = 50                      # calls up at once, at most
+//! compliance = "us_tsr"           # a built-in profile, or a path to a profile TOML
+//! default_timezone = "America/New_York"  # for contacts whose row gave none
+//! message = "notice.wav"          # broadcast: played to a person, or after a machine's beep
+//! ring_timeout_seconds = 25
+//! max_duration_seconds = 120
+//! [[trunk]]                       # tried in this order; a congestion answer moves on
+//! name = "carrier-a"
+//! host = "127.0.0.1"
+//! port = 5060
+//! max_cps = 50
+//! max_channels = 200
+//! [retry]                         # see RetryPolicy
+//! lifetime_max = 6
+//! ```
+
+use super::retry::RetryPolicy;
+use crate::compliance::Profile;
+use chrono_tz::Tz;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use waihu_sip::trunk::TrunkConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("campaign config: {0}")]
+    Toml(String),
+    #[error("campaign config: {field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    #[error("campaign config: {field}: cannot read {path}: {reason}")]
+    File { field: &'static str, path: PathBuf, reason: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModeName {
+    Preview,
+    Progressive,
+    Ratio,
+    Predictive,
+    Broadcast,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    mode: ModeName,
+    #[serde(default = "default_lines")]
+    lines: u32,
+    #[serde(default = "default_compliance")]
+    compliance: String,
+    default_timezone: Option<String>,
+    message: Option<PathBuf>,
+    safe_harbour: Option<PathBuf>,
+    #[serde(default = "default_ring")]
+    ring_timeout_seconds: u64,
+    #[serde(default = "default_max_duration")]
+    max_duration_seconds: u64,
+    #[serde(default = "default_true")]
+    amd: bool,
+    #[serde(default, rename = "trunk")]
+    trunks: Vec<TrunkConfig>,
+    #[serde(default)]
+    retry: Option<RetryPolicy>,
+}
+
+fn default_lines() -> u32 {
+    10
+}
+fn default_compliance() -> String {
+    "us_tsr".into()
+}
+fn default_ring() -> u64 {
+    25
+}
+fn default_max_duration() -> u64 {
+    120
+}
+fn default_true() -> bool {
+    true
+}
+
+/// A checked campaign configuration.
+#[derive(Debug, Clone)]
+pub struct CampaignConfig {
+    pub mode: ModeName,
+    pub lines: u32,
+    pub profile: Profile,
+    pub default_timezone: Option<Tz>,
+    /// The broadcast message, 8 kHz mono.
+    pub message: Option<Arc<[i16]>>,
+    pub safe_harbour: Option<Arc<[i16]>>,
+    pub ring_timeout: std::time::Duration,
+    pub max_duration: std::time::Duration,
+    pub amd: bool,
+    pub trunks: Vec<Arc<TrunkConfig>>,
+    pub retry: RetryPolicy,
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { field, reason: reason.into() }
+}
+
+/// Reads a WAV (any rate, mono or stereo) as 8 kHz mono.
+fn load_audio(field: &'static str, path: &Path) -> Result<Arc<[i16]>, ConfigError> {
+    let err = |reason: String| ConfigError::File { field, path: path.to_path_buf(), reason };
+    let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    let pcm = waihu_engine::offline::wav_to_analysis_pcm(&bytes).map_err(|e| err(e.to_string()))?;
+    if pcm.is_empty() {
+        return Err(err("the WAV holds no audio".into()));
+    }
+    Ok(pcm.into())
+}
+
+impl CampaignConfig {
+    /// Parses and checks `text`; relative paths (message, profile) are taken from `base`.
+    pub fn from_toml(text: &str, base: &Path) -> Result<CampaignConfig, ConfigError> {
+        let raw: Raw = toml::from_str(text).map_err(|e| ConfigError::Toml(e.to_string()))?;
+        let path = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+        let profile = match Profile::builtin(&raw.compliance) {
+            Ok(p) => p,
+            Err(_) if raw.compliance.ends_with(".toml") => {
+                let p = path(Path::new(&raw.compliance));
+                let text = std::fs::read_to_string(&p).map_err(|e| ConfigError::File {
+                    field: "compliance",
+                    path: p.clone(),
+                    reason: e.to_string(),
+                })?;
+                Profile::from_toml(&text).map_err(|e| invalid("compliance", e.to_string()))?
+            }
+            Err(e) => return Err(invalid("compliance", format!("{e} (a built-in name, or a path ending .toml)"))),
+        };
+        let default_timezone = raw
+            .default_timezone
+            .as_deref()
+            .map(|z| z.parse::<Tz>().map_err(|_| invalid("default_timezone", format!("unknown time zone {z:?}"))))
+            .transpose()?;
+        if raw.lines == 0 {
+            return Err(invalid("lines", "must be at least 1"));
+        }
+        if raw.trunks.is_empty() {
+            return Err(invalid("trunk", "at least one [[trunk]] is needed"));
+        }
+        for t in &raw.trunks {
+            t.validate().map_err(|e| invalid("trunk", e.to_string()))?;
+        }
+        let message = raw.message.as_deref().map(|p| load_audio("message", &path(p))).transpose()?;
+        let safe_harbour = raw.safe_harbour.as_deref().map(|p| load_audio("safe_harbour", &path(p))).transpose()?;
+        match raw.mode {
+            ModeName::Broadcast if message.is_none() => {
+                return Err(invalid("message", "a broadcast campaign needs a message WAV"))
+            }
+            ModeName::Broadcast => {}
+            _ if safe_harbour.is_none() => {
+                return Err(invalid("safe_harbour", "a campaign with agents needs a safe-harbour WAV"))
+            }
+            _ => {}
+        }
+        if raw.ring_timeout_seconds < 5 || raw.ring_timeout_seconds > 120 {
+            return Err(invalid("ring_timeout_seconds", "must be 5 to 120"));
+        }
+        if std::time::Duration::from_secs(raw.ring_timeout_seconds) < profile.min_ring {
+            return Err(invalid(
+                "ring_timeout_seconds",
+                format!(
+                    "{} s is under the {} profile's minimum ring of {:?}",
+                    raw.ring_timeout_seconds, profile.name, profile.min_ring
+                ),
+            ));
+        }
+        Ok(CampaignConfig {
+            mode: raw.mode,
+            lines: raw.lines,
+            profile,
+            default_timezone,
+            message,
+            safe_harbour,
+            ring_timeout: std::time::Duration::from_secs(raw.ring_timeout_seconds),
+            max_duration: std::time::Duration::from_secs(raw.max_duration_seconds.max(1)),
+            amd: raw.amd,
+            trunks: raw.trunks.into_iter().map(Arc::new).collect(),
+            retry: raw.retry.unwrap_or_default(),
+        })
+    }
+}

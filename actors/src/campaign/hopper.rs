@@ -1,0 +1,114 @@
+//! The hopper: a campaign's dialable contacts, next first. A contact waits until its due
+//! time (a retry delay, a callback, the opening of its calling window); among the due ones
+//! the highest priority goes first, then the longest due, then the lowest id.
+
+use chrono::{DateTime, Utc};
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BinaryHeap, HashSet};
+use waihu_storage::ContactId;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    pub contact: ContactId,
+    pub priority: i32,
+    pub due: DateTime<Utc>,
+}
+
+/// Order among due entries: priority high first, then due early, then id low.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Ready(Entry);
+
+impl Ord for Ready {
+    fn cmp(&self, o: &Self) -> Ordering {
+        self.0
+            .priority
+            .cmp(&o.0.priority)
+            .then_with(|| o.0.due.cmp(&self.0.due))
+            .then_with(|| o.0.contact.cmp(&self.0.contact))
+    }
+}
+
+impl PartialOrd for Ready {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Hopper {
+    waiting: BinaryHeap<Reverse<(DateTime<Utc>, ContactId, i32)>>,
+    ready: BinaryHeap<Ready>,
+    /// Contacts in the hopper (each at most once).
+    present: HashSet<ContactId>,
+}
+
+impl Hopper {
+    /// Adds a contact; false (and nothing changes) if it is already in.
+    pub fn push(&mut self, e: Entry) -> bool {
+        if !self.present.insert(e.contact) {
+            return false;
+        }
+        self.waiting.push(Reverse((e.due, e.contact, e.priority)));
+        true
+    }
+
+    /// The next due contact at `now`, taken out.
+    pub fn pop(&mut self, now: DateTime<Utc>) -> Option<Entry> {
+        while let Some(Reverse((due, contact, priority))) = self.waiting.peek().copied() {
+            if due > now {
+                break;
+            }
+            self.waiting.pop();
+            self.ready.push(Ready(Entry { contact, priority, due }));
+        }
+        let e = self.ready.pop()?.0;
+        self.present.remove(&e.contact);
+        Some(e)
+    }
+
+    /// When the next waiting contact falls due (None: some are due now, or none wait).
+    pub fn next_due(&self) -> Option<DateTime<Utc>> {
+        if !self.ready.is_empty() {
+            return None;
+        }
+        self.waiting.peek().map(|Reverse((due, ..))| *due)
+    }
+
+    /// How many are due at `now` (a full scan: for status, not the dial path).
+    pub fn due_count(&self, now: DateTime<Utc>) -> usize {
+        self.ready.len() + self.waiting.iter().filter(|Reverse((due, ..))| *due <= now).count()
+    }
+
+    pub fn len(&self) -> usize {
+        self.present.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.present.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Duration;
+
+    fn t(min: i64) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-07-15T14:00:00Z").expect("t").with_timezone(&Utc) + Duration::minutes(min)
+    }
+
+    #[test]
+    fn due_contacts_go_by_priority_then_age_and_later_ones_wait() {
+        let mut h = Hopper::default();
+        h.push(Entry { contact: 1, priority: 0, due: t(0) });
+        h.push(Entry { contact: 2, priority: 5, due: t(2) });
+        h.push(Entry { contact: 3, priority: 5, due: t(1) });
+        h.push(Entry { contact: 4, priority: 9, due: t(30) });
+        assert!(!h.push(Entry { contact: 1, priority: 9, due: t(0) }), "once only");
+        let order: Vec<ContactId> = std::iter::from_fn(|| h.pop(t(5)).map(|e| e.contact)).collect();
+        assert_eq!(order, vec![3, 2, 1], "4 is not due yet");
+        assert_eq!(h.next_due(), Some(t(30)));
+        assert_eq!(h.pop(t(30)).map(|e| e.contact), Some(4));
+        assert!(h.is_empty());
+    }
+}

@@ -1,0 +1,603 @@
+//! The campaign as a pure state machine: whom to dial next, on which trunk, and what
+//! follows each attempt. It holds the hopper, applies the calling rules before every dial
+//! (each refusal comes out with its reason for the audit trail), runs the disposition →
+//! retry step, and moves away from a trunk that answers with congestion. Time comes only
+//! from `now`; the actor persists what comes out and starts the calls.
+//!
+//! The shell's loop: while [`Campaign::wants_lines`] is above zero and a trunk (in
+//! [`Campaign::trunk_order`]) admits a call, feed [`Input::Line`]; carry out every output;
+//! re-arm one timer at [`Campaign::poll_timeout`].
+
+use super::config::{CampaignConfig, ModeName};
+use super::hopper::{Entry, Hopper};
+use super::retry::{AttemptTally, Next};
+use crate::compliance::{self, PastAttempt, Subject};
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use chrono_tz::Tz;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use waihu_model::Disposition;
+use waihu_storage::{AttemptId, CampaignId, ContactId, ContactMeta, ContactState, PastCall, RunState};
+
+/// How far ahead a blocked contact's next chance is looked for before it is given up.
+const LOOKAHEAD_DAYS: i64 = 8;
+/// Attempts kept per contact for the calling rules (they look back at most 72 h).
+const HISTORY: usize = 32;
+/// A trunk that answered with congestion is passed over this long.
+const CONGESTION_BACKOFF_SECS: i64 = 30;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    Start,
+    Pause,
+    /// No more dialling; calls up go on to their end.
+    Stop,
+    /// The shell holds a line on `trunk` for the next due contact, as attempt `attempt`.
+    Line {
+        attempt: AttemptId,
+        trunk: usize,
+    },
+    /// The attempt ended this way.
+    Ended {
+        attempt: AttemptId,
+        disposition: Disposition,
+    },
+    /// The contact turned out to be undiallable when its attempt was about to start (a
+    /// number added to a do-not-call list since the campaign loaded).
+    Refused {
+        attempt: AttemptId,
+        rule: &'static str,
+        reason: String,
+    },
+    /// The attempt never started (it could not be written): as if it had not been
+    /// taken, the contact is due again at once.
+    Aborted {
+        attempt: AttemptId,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Write the attempt and this contact state (durably), then place the call.
+    Dial { attempt: AttemptId, contact: ContactId, trunk: usize, state: ContactState },
+    /// The attempt is over: write its record with this contact state.
+    Ended { attempt: AttemptId, contact: ContactId, disposition: Disposition, state: ContactState },
+    /// A rule kept the contact from being dialled: write the decision and the state.
+    Blocked {
+        contact: ContactId,
+        rule: &'static str,
+        reason: String,
+        until: Option<DateTime<Utc>>,
+        state: ContactState,
+    },
+    /// Persist the run state.
+    Run(RunState),
+}
+
+/// What the campaign's state shows an operator.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Status {
+    pub run: Option<RunState>,
+    pub mode: String,
+    pub lines: u32,
+    pub in_flight: usize,
+    /// Calls up ÷ lines allowed.
+    pub dial_level: f64,
+    pub hopper: usize,
+    pub due_now: usize,
+    pub contacts: usize,
+    pub finished_contacts: usize,
+    pub attempts: u64,
+    pub by_disposition: BTreeMap<String, u64>,
+    pub blocked_by_rule: BTreeMap<String, u64>,
+    pub final_by_label: BTreeMap<String, u64>,
+    /// Abandoned ÷ live-answered over the profile's window (broadcast: no abandons).
+    pub abandon_rate: f64,
+}
+
+#[derive(Debug)]
+struct Slot {
+    priority: i32,
+    zones: Vec<Tz>,
+    dnc: Option<String>,
+    state: ContactState,
+}
+
+#[derive(Debug)]
+pub struct Campaign {
+    id: CampaignId,
+    cfg: Arc<CampaignConfig>,
+    run: RunState,
+    hopper: Hopper,
+    contacts: HashMap<ContactId, Slot>,
+    in_flight: HashMap<AttemptId, (ContactId, usize)>,
+    congested_until: Vec<Option<DateTime<Utc>>>,
+    out: VecDeque<Output>,
+    attempts: u64,
+    by_disposition: BTreeMap<String, u64>,
+    blocked_by_rule: BTreeMap<String, u64>,
+    final_by_label: BTreeMap<String, u64>,
+    /// (when, abandoned) for live answers within the abandon window.
+    live: VecDeque<(DateTime<Utc>, bool)>,
+}
+
+fn unix_ms(t: DateTime<Utc>) -> u64 {
+    u64::try_from(t.timestamp_millis()).unwrap_or(0)
+}
+
+fn from_ms(ms: u64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(i64::try_from(ms).unwrap_or(i64::MAX)).single().unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+fn tally_of(s: &ContactState) -> AttemptTally {
+    AttemptTally { counted: s.counted, by_label: s.by_label.clone() }
+}
+
+impl Campaign {
+    /// The campaign as the store left it: each contact with its state, and the attempts
+    /// that were in flight (a crash, or a stop mid-call). Those are closed at once as
+    /// `interrupted`, each contact getting its retry; none is dialled again as the same
+    /// attempt.
+    pub fn new(
+        id: CampaignId,
+        cfg: Arc<CampaignConfig>,
+        run: RunState,
+        contacts: Vec<(ContactMeta, ContactState)>,
+        open_attempts: &[(AttemptId, ContactId)],
+        now: DateTime<Utc>,
+    ) -> Campaign {
+        let mut c = Campaign {
+            id,
+            congested_until: vec![None; cfg.trunks.len().max(1)],
+            cfg,
+            run,
+            hopper: Hopper::default(),
+            contacts: HashMap::with_capacity(contacts.len()),
+            in_flight: HashMap::new(),
+            out: VecDeque::new(),
+            attempts: 0,
+            by_disposition: BTreeMap::new(),
+            blocked_by_rule: BTreeMap::new(),
+            final_by_label: BTreeMap::new(),
+            live: VecDeque::new(),
+        };
+        for (meta, state) in contacts {
+            let zones = match meta.timezone.as_deref().and_then(|z| z.parse::<Tz>().ok()) {
+                Some(z) => vec![z],
+                None => c.cfg.default_timezone.into_iter().collect(),
+            };
+            c.attempts += u64::from(state.attempts);
+            if let Some(label) = &state.final_label {
+                *c.final_by_label.entry(label.clone()).or_default() += 1;
+            }
+            c.contacts.insert(meta.id, Slot { priority: meta.priority, zones, dnc: meta.dnc, state });
+        }
+        let open: HashMap<AttemptId, ContactId> = open_attempts.iter().copied().collect();
+        let ids: Vec<ContactId> = c.contacts.keys().copied().collect();
+        for id in ids {
+            let Some(slot) = c.contacts.get_mut(&id) else { continue };
+            match slot.state.in_flight {
+                Some(a) if open.get(&a) == Some(&id) => {
+                    c.in_flight.insert(a, (id, 0));
+                    c.on_ended(a, Disposition::Interrupted, now);
+                }
+                Some(_) => {
+                    // A state that names an attempt the store does not hold open: the
+                    // attempt ended; the contact is due again.
+                    slot.state.in_flight = None;
+                    c.requeue(id, now);
+                }
+                None if slot.state.final_label.is_none() => c.requeue(id, now),
+                None => {}
+            }
+        }
+        c
+    }
+
+    pub fn id(&self) -> CampaignId {
+        self.id
+    }
+
+    pub fn run_state(&self) -> RunState {
+        self.run
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// How many more calls the campaign would place now.
+    pub fn wants_lines(&self, now: DateTime<Utc>) -> u32 {
+        if self.run != RunState::Running || self.hopper.is_empty() || self.hopper.next_due().is_some_and(|t| t > now) {
+            return 0;
+        }
+        match self.cfg.mode {
+            ModeName::Broadcast => self.cfg.lines.saturating_sub(self.in_flight.len() as u32),
+            // Campaigns with agents are paced by the pacer from the agents' states.
+            _ => 0,
+        }
+    }
+
+    /// The trunks to try, in order: by priority, a congested one after the others.
+    pub fn trunk_order(&self, now: DateTime<Utc>) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.cfg.trunks.len()).collect();
+        order.sort_by_key(|&i| self.congested_until[i].filter(|&t| t > now).is_some());
+        order
+    }
+
+    /// When the campaign next has something to do by itself (a contact falls due).
+    pub fn poll_timeout(&self) -> Option<DateTime<Utc>> {
+        if self.run != RunState::Running {
+            return None;
+        }
+        self.hopper.next_due()
+    }
+
+    pub fn handle_input(&mut self, input: Input, now: DateTime<Utc>) {
+        match input {
+            Input::Start => self.set_run(RunState::Running),
+            Input::Pause => self.set_run(RunState::Paused),
+            Input::Stop => self.set_run(RunState::Stopped),
+            Input::Line { attempt, trunk } => self.dial_next(attempt, trunk, now),
+            Input::Ended { attempt, disposition } => self.on_ended(attempt, disposition, now),
+            Input::Refused { attempt, rule, reason } => {
+                if let Some(contact) = self.untake(attempt) {
+                    self.block(contact, rule, reason, None, now);
+                }
+            }
+            Input::Aborted { attempt } => {
+                if let Some(contact) = self.untake(attempt) {
+                    self.requeue(contact, now);
+                }
+            }
+        }
+        self.check_finished();
+    }
+
+    /// Undoes taking a contact for an attempt that never started.
+    fn untake(&mut self, attempt: AttemptId) -> Option<ContactId> {
+        let (contact, _) = self.in_flight.remove(&attempt)?;
+        let slot = self.contacts.get_mut(&contact)?;
+        slot.state.in_flight = None;
+        slot.state.attempts = slot.state.attempts.saturating_sub(1);
+        slot.state.history.pop();
+        self.attempts = self.attempts.saturating_sub(1);
+        Some(contact)
+    }
+
+    fn set_run(&mut self, run: RunState) {
+        if self.run != run && !(self.run == RunState::Finished && run == RunState::Running) {
+            self.run = run;
+            self.out.push_back(Output::Run(run));
+        }
+    }
+
+    fn check_finished(&mut self) {
+        let all_final = self.contacts.values().all(|s| s.state.final_label.is_some());
+        if self.run == RunState::Running && self.in_flight.is_empty() && all_final {
+            self.run = RunState::Finished;
+            self.out.push_back(Output::Run(RunState::Finished));
+        }
+    }
+
+    fn requeue(&mut self, id: ContactId, now: DateTime<Utc>) {
+        let Some(slot) = self.contacts.get(&id) else { return };
+        let due = slot.state.due_unix_ms.map_or(now, from_ms);
+        self.hopper.push(Entry { contact: id, priority: slot.priority, due });
+    }
+
+    fn dial_next(&mut self, attempt: AttemptId, trunk: usize, now: DateTime<Utc>) {
+        if self.run != RunState::Running {
+            return;
+        }
+        while let Some(e) = self.hopper.pop(now) {
+            let Some(slot) = self.contacts.get(&e.contact) else { continue };
+            if slot.state.final_label.is_some() || slot.state.in_flight.is_some() {
+                continue;
+            }
+            let history: Vec<PastAttempt> = slot
+                .state
+                .history
+                .iter()
+                .map(|p| PastAttempt { at: from_ms(p.at_unix_ms), abandoned: p.abandoned })
+                .collect();
+            let subject = Subject { zones: &slot.zones, region: None, on_dnc: slot.dnc.is_some() };
+            if let Err(b) = compliance::check(&self.cfg.profile, &subject, &history, now) {
+                let until = compliance::next_allowed(
+                    &self.cfg.profile,
+                    &subject,
+                    &history,
+                    now,
+                    Duration::days(LOOKAHEAD_DAYS),
+                );
+                let reason = match &slot.dnc {
+                    Some(list) if b == compliance::Blocked::DoNotCall => format!("{b} ({list})"),
+                    _ => b.to_string(),
+                };
+                self.block(e.contact, b.label(), reason, until, now);
+                continue;
+            }
+            let Some(slot) = self.contacts.get_mut(&e.contact) else { continue };
+            slot.state.in_flight = Some(attempt);
+            slot.state.attempts += 1;
+            slot.state.due_unix_ms = None;
+            slot.state.last_block = None;
+            slot.state.history.push(PastCall { at_unix_ms: unix_ms(now), abandoned: false });
+            let keep = slot.state.history.len().saturating_sub(HISTORY);
+            slot.state.history.drain(..keep);
+            self.attempts += 1;
+            self.in_flight.insert(attempt, (e.contact, trunk));
+            let state = slot.state.clone();
+            self.out.push_back(Output::Dial { attempt, contact: e.contact, trunk, state });
+            return;
+        }
+    }
+
+    /// A rule refused the contact: it waits for `until`, or (none) is done with.
+    fn block(
+        &mut self,
+        contact: ContactId,
+        rule: &'static str,
+        reason: String,
+        until: Option<DateTime<Utc>>,
+        _now: DateTime<Utc>,
+    ) {
+        let Some(slot) = self.contacts.get_mut(&contact) else { return };
+        *self.blocked_by_rule.entry(rule.to_string()).or_default() += 1;
+        slot.state.last_block = Some(format!("{rule}: {reason}"));
+        match until {
+            Some(t) => {
+                slot.state.due_unix_ms = Some(unix_ms(t));
+                let priority = slot.priority;
+                self.hopper.push(Entry { contact, priority, due: t });
+            }
+            None => {
+                slot.state.due_unix_ms = None;
+                slot.state.final_label = Some(rule.to_string());
+                *self.final_by_label.entry(rule.to_string()).or_default() += 1;
+            }
+        }
+        let state = slot.state.clone();
+        self.out.push_back(Output::Blocked { contact, rule, reason, until, state });
+    }
+
+    fn on_ended(&mut self, attempt: AttemptId, d: Disposition, now: DateTime<Utc>) {
+        let Some((contact, trunk)) = self.in_flight.remove(&attempt) else { return };
+        let cfg = self.cfg.clone();
+        let Some(slot) = self.contacts.get_mut(&contact) else { return };
+        *self.by_disposition.entry(d.to_string()).or_default() += 1;
+        slot.state.in_flight = None;
+        let mut tally = tally_of(&slot.state);
+        tally.record(d);
+        slot.state.counted = tally.counted;
+        slot.state.by_label = tally.by_label.clone();
+        if let Some(last) = slot.state.history.last_mut() {
+            last.abandoned = d == Disposition::Abandoned;
+        }
+        if matches!(d, Disposition::Answered | Disposition::Abandoned) {
+            self.live.push_back((now, d == Disposition::Abandoned));
+        }
+        let mut next = cfg.retry.next(d, &tally, now);
+        if d.trunk_failure() {
+            if let Some(c) = self.congested_until.get_mut(trunk) {
+                *c = Some(now + Duration::seconds(CONGESTION_BACKOFF_SECS));
+            }
+            // Another trunk that is not congested takes it at once.
+            let other = self.congested_until.iter().take(self.cfg.trunks.len()).any(|c| c.is_none_or(|t| t <= now));
+            if other {
+                next = Next::RetryAt(now);
+            }
+        }
+        match next {
+            Next::RetryAt(t) => {
+                slot.state.due_unix_ms = Some(unix_ms(t));
+                let priority = slot.priority;
+                self.hopper.push(Entry { contact, priority, due: t });
+            }
+            Next::Final(label) => {
+                slot.state.due_unix_ms = None;
+                slot.state.final_label = Some(label.to_string());
+                *self.final_by_label.entry(label.to_string()).or_default() += 1;
+            }
+        }
+        let state = slot.state.clone();
+        self.out.push_back(Output::Ended { attempt, contact, disposition: d, state });
+    }
+
+    pub fn status(&mut self, now: DateTime<Utc>) -> Status {
+        let window = Duration::from_std(self.cfg.profile.abandon_window).unwrap_or(Duration::days(30));
+        while self.live.front().is_some_and(|(t, _)| *t + window < now) {
+            self.live.pop_front();
+        }
+        let abandoned = self.live.iter().filter(|(_, a)| *a).count();
+        let finished = self.contacts.values().filter(|s| s.state.final_label.is_some()).count();
+        Status {
+            run: Some(self.run),
+            mode: format!("{:?}", self.cfg.mode).to_lowercase(),
+            lines: self.cfg.lines,
+            in_flight: self.in_flight.len(),
+            dial_level: self.in_flight.len() as f64 / f64::from(self.cfg.lines.max(1)),
+            hopper: self.hopper.len(),
+            due_now: self.hopper.due_count(now),
+            contacts: self.contacts.len(),
+            finished_contacts: finished,
+            attempts: self.attempts,
+            by_disposition: self.by_disposition.clone(),
+            blocked_by_rule: self.blocked_by_rule.clone(),
+            final_by_label: self.final_by_label.clone(),
+            abandon_rate: if self.live.is_empty() { 0.0 } else { abandoned as f64 / self.live.len() as f64 },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::campaign::retry::{RetryPolicy, RetryRule};
+    use crate::compliance::Profile;
+    use waihu_sip::trunk::TrunkConfig;
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).expect("time").with_timezone(&Utc)
+    }
+
+    fn config(trunks: usize, lines: u32) -> Arc<CampaignConfig> {
+        let mut retry = RetryPolicy::default();
+        retry.rules.insert("busy".into(), RetryRule { delay_minutes: 0, delay_seconds: 30, max: 2 });
+        Arc::new(CampaignConfig {
+            mode: ModeName::Broadcast,
+            lines,
+            profile: Profile::builtin("us_tsr").expect("us"),
+            default_timezone: Some(chrono_tz::America::New_York),
+            message: Some(vec![0i16; 800].into()),
+            safe_harbour: None,
+            ring_timeout: std::time::Duration::from_secs(20),
+            max_duration: std::time::Duration::from_secs(60),
+            amd: true,
+            trunks: (0..trunks)
+                .map(|i| Arc::new(TrunkConfig { name: format!("t{i}"), ..TrunkConfig::direct("127.0.0.1", 5060) }))
+                .collect(),
+            retry,
+        })
+    }
+
+    fn contact(id: ContactId, priority: i32) -> (ContactMeta, ContactState) {
+        (ContactMeta { id, priority, timezone: None, dnc: None }, ContactState::default())
+    }
+
+    fn outputs(c: &mut Campaign) -> Vec<Output> {
+        std::iter::from_fn(|| c.poll_output()).collect()
+    }
+
+    fn dials(out: &[Output]) -> Vec<(AttemptId, ContactId, usize)> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Dial { attempt, contact, trunk, .. } => Some((*attempt, *contact, *trunk)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// 14:00 UTC in July: 10:00 in New York, inside calling hours.
+    const OPEN: &str = "2026-07-15T14:00:00Z";
+
+    #[test]
+    fn broadcast_fills_its_lines_by_priority_and_retries_busy_until_final() {
+        let now = utc(OPEN);
+        let contacts = vec![contact(1, 0), contact(2, 5), contact(3, 1)];
+        let mut c = Campaign::new(7, config(1, 2), RunState::Created, contacts, &[], now);
+        assert_eq!(c.wants_lines(now), 0, "not started");
+        c.handle_input(Input::Start, now);
+        assert_eq!(outputs(&mut c), vec![Output::Run(RunState::Running)]);
+        assert_eq!(c.wants_lines(now), 2);
+        c.handle_input(Input::Line { attempt: 100, trunk: 0 }, now);
+        c.handle_input(Input::Line { attempt: 101, trunk: 0 }, now);
+        assert_eq!(dials(&outputs(&mut c)), vec![(100, 2, 0), (101, 3, 0)], "priority 5, then 1");
+        assert_eq!(c.wants_lines(now), 0, "both lines up");
+        c.handle_input(Input::Ended { attempt: 100, disposition: Disposition::Busy }, now);
+        let out = outputs(&mut c);
+        let Some(Output::Ended { state, .. }) = out.first() else { panic!("{out:?}") };
+        assert_eq!(state.due_unix_ms, Some(unix_ms(now + Duration::seconds(30))));
+        c.handle_input(Input::Line { attempt: 102, trunk: 0 }, now);
+        assert_eq!(dials(&outputs(&mut c)), vec![(102, 1, 0)], "the busy one waits its 30 s");
+        c.handle_input(Input::Ended { attempt: 101, disposition: Disposition::Answered }, now);
+        c.handle_input(Input::Ended { attempt: 102, disposition: Disposition::Answered }, now);
+        outputs(&mut c);
+        assert_eq!(c.poll_timeout(), Some(now + Duration::seconds(30)));
+        let later = now + Duration::seconds(30);
+        c.handle_input(Input::Line { attempt: 103, trunk: 0 }, later);
+        assert_eq!(dials(&outputs(&mut c)), vec![(103, 2, 0)]);
+        c.handle_input(Input::Ended { attempt: 103, disposition: Disposition::Busy }, later);
+        let out = outputs(&mut c);
+        assert!(
+            matches!(&out[..], [Output::Ended { state, .. }, Output::Run(RunState::Finished)] if state.final_label.as_deref() == Some("busy")),
+            "second busy is final under max = 2, and the campaign is done: {out:?}"
+        );
+        let s = c.status(later);
+        assert_eq!((s.attempts, s.finished_contacts, s.in_flight), (4, 3, 0));
+        assert_eq!(s.final_by_label.get("answered"), Some(&2));
+    }
+
+    #[test]
+    fn rules_block_with_a_reason_and_a_time_and_dnc_is_final() {
+        // 11:00 UTC: 07:00 in New York, before calling hours.
+        let now = utc("2026-07-15T11:00:00Z");
+        let mut dnc = contact(2, 0);
+        dnc.0.dnc = Some("internal".into());
+        let mut la = contact(3, 0);
+        la.0.timezone = Some("America/Los_Angeles".into());
+        let mut c = Campaign::new(1, config(1, 5), RunState::Running, vec![contact(1, 0), dnc, la], &[], now);
+        c.handle_input(Input::Line { attempt: 10, trunk: 0 }, now);
+        let out = outputs(&mut c);
+        assert!(dials(&out).is_empty(), "nobody may be called at 07:00");
+        let blocked: Vec<(ContactId, &str, Option<DateTime<Utc>>)> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::Blocked { contact, rule, until, .. } => Some((*contact, *rule, *until)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(blocked.len(), 3);
+        assert!(blocked.contains(&(1, "outside_hours", Some(utc("2026-07-15T12:00:00Z")))), "{blocked:?}");
+        assert!(blocked.contains(&(3, "outside_hours", Some(utc("2026-07-15T15:00:00Z")))), "{blocked:?}");
+        assert!(blocked.contains(&(2, "dnc", None)), "{blocked:?}");
+        assert_eq!(c.poll_timeout(), Some(utc("2026-07-15T12:00:00Z")));
+        let open = utc("2026-07-15T12:00:00Z");
+        c.handle_input(Input::Line { attempt: 11, trunk: 0 }, open);
+        assert_eq!(dials(&outputs(&mut c)), vec![(11, 1, 0)], "New York opens first; Los Angeles waits");
+    }
+
+    #[test]
+    fn a_restart_closes_the_attempts_in_flight_as_interrupted_and_retries_them() {
+        let now = utc(OPEN);
+        let mut flying = contact(1, 0);
+        flying.1.in_flight = Some(55);
+        flying.1.attempts = 1;
+        flying.1.history.push(PastCall { at_unix_ms: unix_ms(now - Duration::seconds(5)), abandoned: false });
+        let mut done = contact(2, 0);
+        done.1.final_label = Some("answered".into());
+        let mut c = Campaign::new(1, config(1, 5), RunState::Running, vec![flying, done], &[(55, 1)], now);
+        let out = outputs(&mut c);
+        assert!(
+            matches!(&out[..], [Output::Ended { attempt: 55, contact: 1, disposition: Disposition::Interrupted, state }]
+                if state.in_flight.is_none() && state.counted == 0),
+            "{out:?}"
+        );
+        // Requeued after the policy's delay, as a new attempt.
+        let later = now + Duration::seconds(60);
+        assert_eq!(c.poll_timeout(), Some(later));
+        c.handle_input(Input::Line { attempt: 56, trunk: 0 }, later);
+        assert_eq!(dials(&outputs(&mut c)), vec![(56, 1, 0)]);
+        assert_eq!(c.status(later).attempts, 2);
+    }
+
+    #[test]
+    fn congestion_moves_to_the_next_trunk_at_once() {
+        let now = utc(OPEN);
+        let mut c = Campaign::new(1, config(2, 5), RunState::Running, vec![contact(1, 0)], &[], now);
+        assert_eq!(c.trunk_order(now), vec![0, 1]);
+        c.handle_input(Input::Line { attempt: 1, trunk: 0 }, now);
+        outputs(&mut c);
+        c.handle_input(Input::Ended { attempt: 1, disposition: Disposition::Congestion }, now);
+        outputs(&mut c);
+        assert_eq!(c.trunk_order(now), vec![1, 0], "the congested trunk goes last");
+        assert_eq!(c.wants_lines(now), 5, "due again at once");
+        c.handle_input(Input::Line { attempt: 2, trunk: 1 }, now);
+        assert_eq!(dials(&outputs(&mut c)), vec![(2, 1, 1)]);
+        assert_eq!(c.trunk_order(now + Duration::seconds(31)), vec![0, 1], "the back-off ends");
+    }
+
+    #[test]
+    fn an_attempt_that_never_started_is_undone() {
+        let now = utc(OPEN);
+        let mut c = Campaign::new(1, config(1, 5), RunState::Running, vec![contact(1, 0)], &[], now);
+        c.handle_input(Input::Line { attempt: 1, trunk: 0 }, now);
+        outputs(&mut c);
+        c.handle_input(Input::Aborted { attempt: 1 }, now);
+        assert_eq!(c.status(now).attempts, 0);
+        c.handle_input(Input::Line { attempt: 2, trunk: 0 }, now);
+        let out = outputs(&mut c);
+        let Some(Output::Dial { state, .. }) = out.first() else { panic!("{out:?}") };
+        assert_eq!((state.attempts, state.history.len()), (1, 1));
+    }
+}

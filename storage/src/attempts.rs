@@ -1,0 +1,283 @@
+//! Attempts and contact state: what a campaign did, durably.
+//!
+//! An attempt is written (`Dialing`) together with its contact's state in one transaction
+//! *before* its INVITE leaves, and made durable by a group commit ([`Store::durable`]):
+//! many attempts share one fsync, and each INVITE waits only for its own batch. When the
+//! call ends, the attempt (now `Ended`, with the call's record) and the contact's new state
+//! are written in one transaction again. After a crash, [`Store::open_attempts`] finds the
+//! attempts that were in flight; the campaign closes them as `interrupted`.
+//!
+//! The call record kept here has its number removed: the number lives sealed in the
+//! contact, and the CDR export joins the two.
+
+use crate::codec::{decode, encode, Record};
+use crate::contacts::{CampaignId, ContactId};
+use crate::{Store, StoreError};
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use waihu_model::CallRecord;
+
+pub type AttemptId = u64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AttemptState {
+    /// Written before the INVITE; not yet ended.
+    Dialing,
+    Ended,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub id: AttemptId,
+    pub campaign: CampaignId,
+    pub contact: ContactId,
+    pub trunk: String,
+    /// The INVITE's Call-ID, chosen before it is sent.
+    pub call_id: String,
+    pub created_unix_ms: u64,
+    pub state: AttemptState,
+    /// The call's record once it ended (its `target` is empty: the number is personal
+    /// data and stays sealed in the contact).
+    pub record: Option<CallRecord>,
+}
+
+impl Record for Attempt {
+    const TREE: &'static str = "attempts";
+    const VERSION: u8 = 1;
+}
+
+/// One earlier attempt, as the calling rules need it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PastCall {
+    pub at_unix_ms: u64,
+    pub abandoned: bool,
+}
+
+/// Where a contact stands in its campaign.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContactState {
+    /// Attempts made (all of them).
+    pub attempts: u32,
+    /// Attempts that count against the retry caps.
+    pub counted: u32,
+    /// Attempts by retry-rule label.
+    pub by_label: BTreeMap<String, u32>,
+    /// Recent attempts (the calling rules look back at most a few days).
+    pub history: Vec<PastCall>,
+    /// Not before this (a retry delay, a callback, the calling window); None: now.
+    pub due_unix_ms: Option<u64>,
+    /// The attempt in flight.
+    pub in_flight: Option<AttemptId>,
+    /// Done with the contact, and why (its final disposition, or a cap, or a rule).
+    pub final_label: Option<String>,
+    /// The last rule that kept the contact from being dialled, with its reason.
+    pub last_block: Option<String>,
+}
+
+impl Record for ContactState {
+    const TREE: &'static str = "contact_state";
+    const VERSION: u8 = 1;
+}
+
+/// One row of the rule-decision audit trail: a contact not dialled, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    pub campaign: CampaignId,
+    pub contact: ContactId,
+    pub at_unix_ms: u64,
+    /// The rule's stable label (`outside_hours`, `dnc`, ...).
+    pub rule: String,
+    pub reason: String,
+    pub until_unix_ms: Option<u64>,
+}
+
+impl Record for Decision {
+    const TREE: &'static str = "decisions";
+    const VERSION: u8 = 1;
+}
+
+pub(crate) fn key2(a: u64, b: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&a.to_be_bytes());
+    k[8..].copy_from_slice(&b.to_be_bytes());
+    k
+}
+
+fn tail_id(k: &[u8]) -> Result<u64, StoreError> {
+    let b = k.get(8..16).and_then(|s| <[u8; 8]>::try_from(s).ok());
+    b.map(u64::from_be_bytes).ok_or(StoreError::Corrupt { tree: "attempts", reason: "bad key".into() })
+}
+
+/// The group commit: one thread that flushes the store for every waiter that asked
+/// before the flush began. Waiters that arrive during a flush share the next one.
+#[derive(Debug)]
+pub(crate) struct Committer {
+    tx: Option<flume::Sender<flume::Sender<Result<(), String>>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    pub(crate) flushes: Arc<AtomicU64>,
+    pub(crate) commits: Arc<AtomicU64>,
+}
+
+impl Committer {
+    pub(crate) fn start(db: sled::Db) -> Result<Committer, StoreError> {
+        let (tx, rx) = flume::unbounded::<flume::Sender<Result<(), String>>>();
+        let flushes = Arc::new(AtomicU64::new(0));
+        let commits = Arc::new(AtomicU64::new(0));
+        let (f, c) = (flushes.clone(), commits.clone());
+        let thread = std::thread::Builder::new().name("waihu-commit".into()).spawn(move || {
+            while let Ok(first) = rx.recv() {
+                let mut waiters = vec![first];
+                waiters.extend(rx.try_iter());
+                let result = db.flush().map(|_| ()).map_err(|e| e.to_string());
+                f.fetch_add(1, Ordering::Relaxed);
+                c.fetch_add(waiters.len() as u64, Ordering::Relaxed);
+                for w in waiters {
+                    let _ = w.send(result.clone());
+                }
+            }
+        })?;
+        Ok(Committer { tx: Some(tx), thread: Some(thread), flushes, commits })
+    }
+
+    fn request(&self) -> flume::Receiver<Result<(), String>> {
+        let (tx, rx) = flume::bounded(1);
+        if let Some(q) = &self.tx {
+            if let Err(flume::SendError(w)) = q.send(tx) {
+                let _ = w.send(Err("the store's commit thread is gone".into()));
+            }
+        }
+        rx
+    }
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Group-commit counters: how many commits the flushes covered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommitStats {
+    pub flushes: u64,
+    pub commits: u64,
+}
+
+impl Store {
+    /// Resolves once everything written before this call is on disk (a group commit).
+    pub fn durable(&self) -> flume::Receiver<Result<(), String>> {
+        self.committer.request()
+    }
+
+    pub fn commit_stats(&self) -> CommitStats {
+        CommitStats {
+            flushes: self.committer.flushes.load(Ordering::Relaxed),
+            commits: self.committer.commits.load(Ordering::Relaxed),
+        }
+    }
+
+    /// A new attempt id (unique in the store, increasing).
+    pub fn next_attempt_id(&self) -> Result<AttemptId, StoreError> {
+        Ok(self.db.generate_id()? + 1)
+    }
+
+    /// Writes a new attempt and its contact's state together. Not yet durable: wait on
+    /// [`Store::durable`] before the INVITE. Refused when the contact already has an
+    /// attempt in flight (one attempt at a time per contact).
+    pub fn begin_attempt(&self, a: &Attempt, state: &ContactState) -> Result<(), StoreError> {
+        let ak = key2(a.campaign, a.id);
+        let ck = key2(a.campaign, a.contact);
+        let (av, cv) = (encode(a)?, encode(state)?);
+        let r = (&self.attempts, &self.contact_state).transaction(|(attempts, states)| {
+            if let Some(old) = states.get(ck)? {
+                let old: ContactState =
+                    decode(&old).map_err(|_| ConflictableTransactionError::Abort("unreadable contact state"))?;
+                if old.in_flight.is_some() {
+                    return Err(ConflictableTransactionError::Abort("the contact has an attempt in flight"));
+                }
+            }
+            attempts.insert(&ak[..], av.as_slice())?;
+            states.insert(&ck[..], cv.as_slice())?;
+            Ok(())
+        });
+        tx_result(r)
+    }
+
+    /// Ends an attempt: the attempt with its record and the contact's new state, together.
+    pub fn end_attempt(&self, a: &Attempt, state: &ContactState) -> Result<(), StoreError> {
+        let ak = key2(a.campaign, a.id);
+        let ck = key2(a.campaign, a.contact);
+        let (av, cv) = (encode(a)?, encode(state)?);
+        let r = (&self.attempts, &self.contact_state).transaction(|(attempts, states)| {
+            attempts.insert(&ak[..], av.as_slice())?;
+            states.insert(&ck[..], cv.as_slice())?;
+            Ok(())
+        });
+        tx_result(r)
+    }
+
+    pub fn attempt(&self, campaign: CampaignId, id: AttemptId) -> Result<Option<Attempt>, StoreError> {
+        self.attempts.get(key2(campaign, id))?.map(|v| decode(&v)).transpose()
+    }
+
+    /// Every attempt of the campaign, oldest first.
+    pub fn attempts(&self, campaign: CampaignId) -> impl Iterator<Item = Result<Attempt, StoreError>> + '_ {
+        self.attempts.scan_prefix(campaign.to_be_bytes()).map(|kv| decode(&kv?.1))
+    }
+
+    /// The attempts still `Dialing`: in flight at a crash, or now.
+    pub fn open_attempts(&self, campaign: CampaignId) -> Result<Vec<Attempt>, StoreError> {
+        self.attempts(campaign).filter(|a| !matches!(a, Ok(a) if a.state == AttemptState::Ended)).collect()
+    }
+
+    pub fn contact_state(&self, campaign: CampaignId, contact: ContactId) -> Result<ContactState, StoreError> {
+        Ok(self.contact_state.get(key2(campaign, contact))?.map(|v| decode(&v)).transpose()?.unwrap_or_default())
+    }
+
+    pub fn set_contact_state(
+        &self,
+        campaign: CampaignId,
+        contact: ContactId,
+        state: &ContactState,
+    ) -> Result<(), StoreError> {
+        self.contact_state.insert(key2(campaign, contact), encode(state)?)?;
+        Ok(())
+    }
+
+    /// Every contact state the campaign has written, by contact.
+    pub fn contact_states(&self, campaign: CampaignId) -> Result<BTreeMap<ContactId, ContactState>, StoreError> {
+        let mut out = BTreeMap::new();
+        for kv in self.contact_state.scan_prefix(campaign.to_be_bytes()) {
+            let (k, v) = kv?;
+            out.insert(tail_id(&k)?, decode(&v)?);
+        }
+        Ok(out)
+    }
+
+    /// Records why a contact was not dialled.
+    pub fn record_decision(&self, d: &Decision) -> Result<(), StoreError> {
+        let id = self.db.generate_id()?;
+        self.decisions.insert(key2(d.campaign, id), encode(d)?)?;
+        Ok(())
+    }
+
+    /// The audit trail of one campaign, oldest first.
+    pub fn decisions(&self, campaign: CampaignId) -> impl Iterator<Item = Result<Decision, StoreError>> + '_ {
+        self.decisions.scan_prefix(campaign.to_be_bytes()).map(|kv| decode(&kv?.1))
+    }
+}
+
+fn tx_result(r: Result<(), TransactionError<&'static str>>) -> Result<(), StoreError> {
+    match r {
+        Ok(()) => Ok(()),
+        Err(TransactionError::Abort(why)) => Err(StoreError::Refused(why)),
+        Err(TransactionError::Storage(e)) => Err(e.into()),
+    }
+}
