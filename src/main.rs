@@ -1,12 +1,15 @@
 //! `waihu`: the single binary. Subcommands grow with the project; today: `amd` (analyse
 //! answered-call audio), `demo` (AMD over the shipped sample calls, with a score) and
-//! `call` (one call over a SIP trunk, with AMD).
+//! `call` (one call over a SIP trunk, with AMD), `dial` (the SIP throughput benchmark),
+//! `serve` (run the store's campaigns) and the operator's `campaign`, `dnc`, `cdr`.
 
 mod amd_cmd;
 mod call_cmd;
+mod campaign_cmd;
 mod demo;
 mod dial_cmd;
 mod platform;
+mod serve_cmd;
 mod shutdown;
 mod trunk_cmd;
 
@@ -31,6 +34,17 @@ enum Cmd {
     Dial(dial_cmd::DialArgs),
     /// OPTIONS keepalives to a trunk: prints each answer and the trunk's up/down state.
     TrunkCheck(trunk_cmd::TrunkCheckArgs),
+    /// Run the store's campaigns: dial, record every attempt, survive restarts.
+    Serve(serve_cmd::ServeArgs),
+    /// Create, import into, start, pause, stop a campaign, or show its status.
+    #[command(subcommand)]
+    Campaign(campaign_cmd::CampaignCmd),
+    /// Do-not-call lists.
+    #[command(subcommand)]
+    Dnc(campaign_cmd::DncCmd),
+    /// Call detail records.
+    #[command(subcommand)]
+    Cdr(campaign_cmd::CdrCmd),
     /// Convert a WAV (any rate; PCM16, mu-law, A-law) to headerless 8 kHz mu-law, the
     /// format SIPp's rtp_stream plays.
     ToUlaw { wav: std::path::PathBuf, out: std::path::PathBuf },
@@ -44,6 +58,10 @@ fn main() -> std::process::ExitCode {
         Cmd::Call(a) => call_cmd::run(a),
         Cmd::Dial(a) => dial_cmd::run(a),
         Cmd::TrunkCheck(a) => trunk_cmd::run(a),
+        Cmd::Serve(a) => serve_cmd::run(a),
+        Cmd::Campaign(c) => campaign_cmd::run(c),
+        Cmd::Dnc(c) => campaign_cmd::dnc(c),
+        Cmd::Cdr(c) => campaign_cmd::cdr(c),
         Cmd::ToUlaw { wav, out } => to_ulaw(&wav, &out),
     };
     match r {

@@ -43,6 +43,8 @@ pub struct CampaignRecord {
     pub name: String,
     /// The campaign's TOML configuration, as given.
     pub config: String,
+    /// Where the configuration's relative paths (message WAVs, a profile) start.
+    pub base_dir: String,
     pub state: RunState,
     pub created_unix_ms: u64,
 }
@@ -54,7 +56,13 @@ impl Record for CampaignRecord {
 
 impl Store {
     /// Creates a campaign; its name must be new.
-    pub fn create_campaign(&self, name: &str, config: &str, now_unix_ms: u64) -> Result<CampaignRecord, StoreError> {
+    pub fn create_campaign(
+        &self,
+        name: &str,
+        config: &str,
+        base_dir: &str,
+        now_unix_ms: u64,
+    ) -> Result<CampaignRecord, StoreError> {
         if self.campaign_by_name(name)?.is_some() {
             return Err(StoreError::Duplicate { what: "campaign name", row: 0 });
         }
@@ -63,6 +71,7 @@ impl Store {
             id,
             name: name.to_string(),
             config: config.to_string(),
+            base_dir: base_dir.to_string(),
             state: RunState::Created,
             created_unix_ms: now_unix_ms,
         };

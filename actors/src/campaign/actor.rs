@@ -470,13 +470,35 @@ impl CampaignActor {
         disposition: Disposition,
         state: &waihu_storage::ContactState,
     ) {
-        let Some(mut live) = self.live.remove(&attempt) else { return };
-        self.release(live.trunk);
-        live.attempt.state = AttemptState::Ended;
-        if live.attempt.record.is_none() {
-            live.attempt.record = Some(CallRecord { id: attempt as CallId, disposition, ..CallRecord::default() });
+        let mut rec = match self.live.remove(&attempt) {
+            Some(live) => {
+                self.release(live.trunk);
+                live.attempt
+            }
+            // An attempt in flight at the last stop, closed at load.
+            None => match self.env.store.attempt(self.id(), attempt) {
+                Ok(Some(a)) => a,
+                Ok(None) => return,
+                Err(e) => {
+                    eprintln!("waihu: campaign {}: attempt {attempt}: {e}", self.id());
+                    return;
+                }
+            },
+        };
+        rec.state = AttemptState::Ended;
+        if rec.record.is_none() {
+            let now = unix_ms();
+            rec.record = Some(CallRecord {
+                id: attempt as CallId,
+                trunk: rec.trunk.clone(),
+                disposition,
+                started_unix_ms: rec.created_unix_ms,
+                ended_unix_ms: now,
+                ended_by: EndedBy::Local,
+                ..CallRecord::default()
+            });
         }
-        if let Err(e) = self.env.store.end_attempt(&live.attempt, state) {
+        if let Err(e) = self.env.store.end_attempt(&rec, state) {
             eprintln!("waihu: campaign {}: attempt {attempt}: cannot store its end: {e}", self.id());
         }
     }
