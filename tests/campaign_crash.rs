@@ -1,0 +1,297 @@
+//! Crash safety, end to end: a real `waihu serve` runs a broadcast campaign of a few
+//! hundred contacts against a SIPp far end of mixed outcomes (a person, a voicemail, busy,
+//! no answer: by the number's last digit, tests/sipp/uas_campaign.xml). It is killed with
+//! SIGKILL at seeded random points, five times, and restarted each time; the last run goes
+//! to the end. Then the store and SIPp's own message log must agree:
+//!
+//! - every contact has its final disposition, and no attempt is left open;
+//! - the CDR has one row per attempt, and the status counts the same attempts;
+//! - every INVITE SIPp received belongs to exactly one attempt (its Call-ID names the
+//!   attempt), no attempt's INVITE was sent twice as new transactions, and every attempt
+//!   that got an answer from SIPp is in SIPp's log.
+//!
+//! Needs SIPp (`make test` installs Debian's sip-tester). Ports are free ones picked at run
+//! time, on loopback; every process is bounded in time and killed by its PID.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const WAIHU: &str = env!("CARGO_BIN_EXE_waihu");
+const CONTACTS: usize = 300;
+const KILLS: usize = 5;
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).map(|a| a.port()).expect("a free UDP port")
+}
+
+/// A small seeded generator (splitmix64): the kill points are reproducible by seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn between(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+fn waihu(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(WAIHU).args(args).output().expect("waihu runs");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+fn wait(child: &mut Child, limit: Duration) -> Option<i32> {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if let Ok(Some(s)) = child.try_wait() {
+            return s.code();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+fn message_wav(path: &Path) {
+    // One second of a soft 440 Hz tone: the broadcast message.
+    let pcm: Vec<i16> =
+        (0..8000).map(|i| (3000.0 * (2.0 * std::f64::consts::PI * 440.0 * i as f64 / 8000.0).sin()) as i16).collect();
+    std::fs::write(path, waihu_engine::wav::write_pcm16(8000, &pcm)).expect("message");
+}
+
+struct Setup {
+    dir: PathBuf,
+    store: String,
+    sip_port: u16,
+    sipp: Child,
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let _ = self.sipp.kill();
+        let _ = self.sipp.wait();
+    }
+}
+
+fn setup() -> Setup {
+    let ok = Command::new("sipp").arg("-v").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
+    assert!(ok, "SIPp is not installed: `make test` installs Debian's sip-tester (scripts/deps.sh)");
+    let dir = std::env::temp_dir().join(format!("waihu-crash-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sipp/uas_campaign.xml");
+    std::fs::copy(scenario, dir.join("uas_campaign.xml")).expect("scenario");
+    std::fs::write(dir.join("human.ulaw"), waihu_tests::sample_g711("call_04.wav", true)).expect("audio");
+    std::fs::write(dir.join("machine.ulaw"), waihu_tests::sample_g711("call_01.wav", true)).expect("audio");
+    message_wav(&dir.join("message.wav"));
+    let (sipp_port, media_port, sip_port) = (free_udp_port(), free_udp_port(), free_udp_port());
+    // Calling hours all day (the test may run at any hour), no minimum ring.
+    std::fs::write(
+        dir.join("profile.toml"),
+        "name = \"test_all_day\"\nabandon_cap = 0.03\nabandon_window_hours = 24\nwindow = [\"00:00\", \"23:59\"]\n",
+    )
+    .expect("profile");
+    let campaign = format!(
+        r#"mode = "broadcast"
+lines = 60
+compliance = "profile.toml"
+default_timezone = "UTC"
+message = "message.wav"
+ring_timeout_seconds = 5
+max_duration_seconds = 40
+[[trunk]]
+name = "sipp"
+host = "127.0.0.1"
+port = {sipp_port}
+max_cps = 60
+max_channels = 100
+options_interval_secs = 0
+[retry]
+lifetime_max = 5
+requeue_seconds = 1
+[retry.rules]
+busy = {{ delay_seconds = 2, max = 2 }}
+no_answer = {{ delay_seconds = 2, max = 2 }}
+machine = {{ delay_seconds = 2, max = 1 }}
+"#
+    );
+    std::fs::write(dir.join("campaign.toml"), campaign).expect("campaign");
+    let mut csv = String::from("phone,name\n");
+    for i in 0..CONTACTS {
+        csv += &format!("+861380013{i:04},Person {i}\n");
+    }
+    std::fs::write(dir.join("contacts.csv"), csv).expect("contacts");
+    let log = std::fs::File::create(dir.join("sipp.out")).expect("log");
+    let sipp = Command::new("sipp")
+        .current_dir(&dir)
+        .args(["-sf", "uas_campaign.xml", "-i", "127.0.0.1", "-p", &sipp_port.to_string()])
+        .args(["-mi", "127.0.0.1", "-mp", &media_port.to_string(), "-nostdin", "-trace_msg"])
+        .args(["-timeout", "600s"])
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("SIPp starts");
+    std::thread::sleep(Duration::from_millis(300));
+    let store = dir.join("store").to_string_lossy().to_string();
+    let config = dir.join("campaign.toml").to_string_lossy().to_string();
+    let contacts = dir.join("contacts.csv").to_string_lossy().to_string();
+    for args in [
+        vec!["campaign", "create", "--store", &store, "--name", "crash", "--config", &config],
+        vec!["campaign", "import", "--store", &store, "--name", "crash", &contacts],
+        vec!["campaign", "start", "--store", &store, "--name", "crash"],
+    ] {
+        let (ok, out, err) = waihu(&args);
+        assert!(ok, "waihu {args:?}: {out}\n{err}");
+    }
+    Setup { dir, store, sip_port, sipp }
+}
+
+fn serve(s: &Setup, run: usize) -> Child {
+    let err = std::fs::File::create(s.dir.join(format!("serve-{run}.err"))).expect("log");
+    let out = std::fs::File::create(s.dir.join(format!("serve-{run}.out"))).expect("log");
+    Command::new(WAIHU)
+        .args(["serve", "--store", &s.store, "--sip-bind", &format!("127.0.0.1:{}", s.sip_port)])
+        .args(["--rtp-ports", "46000-46399", "--exit-when-idle", "--status-every", "2"])
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .expect("waihu serve starts")
+}
+
+/// SIPp's message log: for each Call-ID, the distinct INVITE transactions (by CSeq and
+/// Via branch: a retransmission repeats both).
+fn sipp_invites(dir: &Path) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for e in std::fs::read_dir(dir).expect("dir").flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if !(name.starts_with("uas_campaign_") && name.ends_with("_messages.log")) {
+            continue;
+        }
+        let text = std::fs::read_to_string(e.path()).expect("SIPp log");
+        for chunk in text.split("message received") {
+            let body: Vec<&str> = chunk.lines().skip(1).map(str::trim).filter(|l| !l.is_empty()).collect();
+            if !body.first().is_some_and(|l| l.starts_with("INVITE ")) {
+                continue;
+            }
+            let header = |h: &str| {
+                body.iter()
+                    .find(|l| l.len() > h.len() && l[..h.len()].eq_ignore_ascii_case(h))
+                    .map(|l| l[h.len()..].trim().to_string())
+                    .unwrap_or_default()
+            };
+            let call_id = header("Call-ID:");
+            let branch = header("Via:")
+                .split("branch=")
+                .nth(1)
+                .unwrap_or_default()
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            out.entry(call_id).or_default().insert(format!("{} {branch}", header("CSeq:")));
+        }
+    }
+    out
+}
+
+#[test]
+fn a_broadcast_campaign_killed_five_times_accounts_for_every_call() {
+    let s = setup();
+    let seed = std::env::var("WAIHU_CRASH_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(20_261_203u64);
+    let mut rng = Rng(seed);
+    let mut killed_at = Vec::new();
+    for run in 0..KILLS {
+        let mut child = serve(&s, run);
+        let after = rng.between(1.5, 6.0);
+        std::thread::sleep(Duration::from_secs_f64(after));
+        let exited = child.try_wait().expect("try_wait");
+        assert!(exited.is_none(), "run {run}: waihu serve exited before its kill: {exited:?}");
+        // Child::kill is SIGKILL on Unix: no handler runs, nothing is flushed.
+        child.kill().expect("SIGKILL");
+        let _ = child.wait();
+        killed_at.push(format!("{after:.2} s"));
+    }
+    let mut last = serve(&s, KILLS);
+    let code = wait(&mut last, Duration::from_secs(240));
+    let log = |run: usize| std::fs::read_to_string(s.dir.join(format!("serve-{run}.err"))).unwrap_or_default();
+    assert_eq!(code, Some(0), "the last run ends by itself once the campaign is done (seed {seed}):\n{}", log(KILLS));
+    let recovered: usize = (1..=KILLS)
+        .filter_map(|r| {
+            let l = log(r);
+            l.split(" attempts in flight at the last stop").next()?.rsplit(": ").next()?.parse::<usize>().ok()
+        })
+        .sum();
+
+    // The store's own account.
+    let (ok, status, err) = waihu(&["campaign", "status", "--store", &s.store, "--name", "crash", "--json"]);
+    assert!(ok, "{status}\n{err}");
+    let st: serde_json::Value = serde_json::from_str(status.trim()).expect("status JSON");
+    assert_eq!(st["state"], "finished", "{st}");
+    assert_eq!(st["final_contacts"], CONTACTS, "every contact has its final disposition: {st}");
+    assert_eq!(st["in_flight"], 0, "no attempt is left open: {st}");
+    let finals: u64 = st["final"].as_object().expect("final").values().filter_map(|v| v.as_u64()).sum();
+    assert_eq!(finals, CONTACTS as u64, "{st}");
+
+    let cdr = s.dir.join("cdr.csv");
+    let (ok, out, err) =
+        waihu(&["cdr", "export", "--store", &s.store, "--campaign", "crash", "--out", &cdr.to_string_lossy()]);
+    assert!(ok, "{out}\n{err}");
+    let mut rdr = csv::Reader::from_path(&cdr).expect("CDR");
+    let headers = rdr.headers().expect("header").clone();
+    let col = |name: &str| headers.iter().position(|h| h == name).unwrap_or_else(|| panic!("no {name} column"));
+    let (c_call, c_state, c_disp, c_status, c_phone) =
+        (col("call_id"), col("state"), col("disposition"), col("final_status"), col("phone"));
+    let rows: Vec<csv::StringRecord> = rdr.records().map(|r| r.expect("CDR row")).collect();
+    assert_eq!(rows.len() as u64, st["attempts"].as_u64().unwrap_or(0), "CDR count = attempts: {st}");
+    assert!(rows.iter().all(|r| &r[c_state] == "ended"), "every attempt is closed");
+    let interrupted = rows.iter().filter(|r| &r[c_disp] == "interrupted").count();
+    assert!(interrupted > 0, "the kills cut calls short (seed {seed}, kills at {killed_at:?})");
+    assert_eq!(recovered, interrupted, "each restart closed what the kill left in flight, and only that");
+
+    // SIPp's account.
+    let invites = sipp_invites(&s.dir);
+    assert!(!invites.is_empty(), "SIPp logged no INVITE");
+    let ours: HashMap<String, &csv::StringRecord> =
+        rows.iter().map(|r| (format!("{}@waihu.invalid", &r[c_call]), r)).collect();
+    assert_eq!(ours.len(), rows.len(), "one Call-ID per attempt");
+    for (call_id, transactions) in &invites {
+        assert!(ours.contains_key(call_id), "SIPp got an INVITE that is no attempt of ours: {call_id}");
+        assert_eq!(
+            transactions.len(),
+            1,
+            "{call_id} was sent as {} INVITE transactions: {transactions:?}",
+            transactions.len()
+        );
+    }
+    for r in &rows {
+        if !r[c_status].is_empty() {
+            let id = format!("{}@waihu.invalid", &r[c_call]);
+            assert!(invites.contains_key(&id), "attempt {id} got an answer but SIPp never saw it");
+        }
+    }
+    // Per number: SIPp's INVITEs never outnumber our attempts.
+    let mut per_phone: HashMap<&str, (usize, usize)> = HashMap::new();
+    for r in &rows {
+        let e = per_phone.entry(&r[c_phone]).or_default();
+        e.0 += 1;
+        e.1 += usize::from(invites.contains_key(&format!("{}@waihu.invalid", &r[c_call])));
+    }
+    assert_eq!(per_phone.len(), CONTACTS);
+    assert!(per_phone.values().all(|&(attempts, seen)| seen <= attempts && attempts <= 5 + KILLS));
+    eprintln!(
+        "crash test (seed {seed}): kills at {killed_at:?}; {} attempts, {interrupted} interrupted, {} INVITEs at SIPp",
+        rows.len(),
+        invites.len()
+    );
+    let _ = std::fs::remove_dir_all(&s.dir);
+}
