@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs the system packages waihu needs when they are missing (Debian/Ubuntu):
 # libopus-dev and pkg-config for the opus crate, and sip-tester (SIPp) for the SIP interop
-# tests. Idempotent; quiet when all is there.
+# tests, GNU time for the benchmark scripts. Idempotent; quiet when all is there.
 set -euo pipefail
 need=()
 pkg-config --exists opus 2>/dev/null || need+=(libopus-dev)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
+[ -x /usr/bin/time ] || need+=(time)  # GNU time: the benchmark scripts' peak RSS
 if [ "${#need[@]}" -eq 0 ]; then
   exit 0
 fi

@@ -377,6 +377,8 @@ pub fn cdr(cmd: CdrCmd) -> Result<ExitCode> {
         "answer_ms",
         "talk_ms",
         "duration_ms",
+        "sip_error",
+        "media_error",
     ])?;
     let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
     let mut n = 0u64;
@@ -410,6 +412,8 @@ pub fn cdr(cmd: CdrCmd) -> Result<ExitCode> {
             opt(r.answer_ms),
             opt(r.talk_ms),
             r.duration_ms.to_string(),
+            r.sip_error.clone().unwrap_or_default(),
+            r.media_error.clone().unwrap_or_default(),
         ])?;
         n += 1;
     }

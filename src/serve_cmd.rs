@@ -137,6 +137,13 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
         while live.get() > 0 && std::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        let c = store.commit_stats();
+        eprintln!(
+            "waihu serve: group commit: {} commits in {} flushes ({:.1} per fsync)",
+            c.commits,
+            c.flushes,
+            c.commits as f64 / c.flushes.max(1) as f64
+        );
         if let Err(e) = store.flush() {
             eprintln!("waihu serve: flushing the store: {e}");
             return ExitCode::from(2);

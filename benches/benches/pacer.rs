@@ -1,12 +1,21 @@
 //! One predictive pacer tick on a big floor: 500 agents (talking, in wrap-up, idle) and
 //! 2,500 calls in flight, with warmed-up models and room under the abandon cap, so the
-//! whole forecast runs. Run: `cargo bench -p waihu-benches --bench pacer`. Results:
-//! docs/benchmarks.md.
+//! whole forecast runs; and the same tick with its launches taken from a campaign of
+//! 10,000 queued contacts (hopper, calling rules, attempt state). Run:
+//! `cargo bench -p waihu-benches --bench pacer`. Results: docs/benchmarks.md.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
-use waihu_actors::pacing::{AgentPhase, Input, Outcome, Pacer, PacerConfig};
+use chrono::{DateTime, Utc};
+use std::sync::Arc;
+use waihu_actors::campaign::machine::Input as CampaignInput;
+use waihu_actors::campaign::retry::RetryPolicy;
+use waihu_actors::campaign::{Campaign, CampaignConfig, ModeName};
+use waihu_actors::compliance::Profile;
+use waihu_actors::pacing::{AgentPhase, Input, Outcome, Output, Pacer, PacerConfig};
+use waihu_sip::trunk::TrunkConfig;
+use waihu_storage::{ContactMeta, ContactState, RunState};
 
 fn floor(agents: u32, in_flight: u64) -> (Pacer, Instant) {
     let t0 = Instant::now();
@@ -54,5 +63,51 @@ fn tick(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, tick);
+/// A campaign with `n` contacts due now, inside calling hours.
+fn campaign(n: u64) -> (Campaign, DateTime<Utc>) {
+    let now = DateTime::parse_from_rfc3339("2026-07-15T14:00:00Z").map(|t| t.with_timezone(&Utc)).unwrap_or_default();
+    let cfg = CampaignConfig {
+        mode: ModeName::Predictive,
+        lines: 5_000,
+        profile: Profile::builtin("us_tsr").unwrap_or_else(|e| panic!("{e}")),
+        default_timezone: Some(chrono_tz::America::New_York),
+        message: None,
+        safe_harbour: Some(vec![0i16; 800].into()),
+        ring_timeout: Duration::from_secs(20),
+        max_duration: Duration::from_secs(600),
+        amd: true,
+        trunks: vec![Arc::new(TrunkConfig::direct("127.0.0.1", 5060))],
+        retry: RetryPolicy::default(),
+    };
+    let contacts = (0..n)
+        .map(|id| {
+            let meta = ContactMeta { id, priority: (id % 5) as i32, timezone: None, dnc: None };
+            (meta, ContactState::default())
+        })
+        .collect();
+    (Campaign::new(1, Arc::new(cfg), RunState::Running, contacts, &[], now), now)
+}
+
+fn tick_with_hopper(c: &mut Criterion) {
+    let (p, now) = floor(500, 2_500);
+    c.bench_function("pacer_tick_500_agents_2500_calls_10000_queued_contacts", |b| {
+        b.iter_batched(
+            || (p.clone(), campaign(10_000)),
+            |(mut p, (mut camp, wall))| {
+                p.handle_timeout(black_box(now));
+                let mut dialled = 0u64;
+                while let Some(Output::Dial { count }) = p.poll_output() {
+                    for _ in 0..count {
+                        dialled += 1;
+                        camp.handle_input(CampaignInput::Line { attempt: dialled, trunk: 0 }, wall);
+                    }
+                }
+                black_box((dialled, camp.poll_output()))
+            },
+            BatchSize::LargeInput,
+        )
+    });
+}
+
+criterion_group!(benches, tick, tick_with_hopper);
 criterion_main!(benches);

@@ -17,8 +17,7 @@ use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use waihu_model::CallRecord;
 
 pub type AttemptId = u64;
@@ -112,42 +111,61 @@ fn tail_id(k: &[u8]) -> Result<u64, StoreError> {
     b.map(u64::from_be_bytes).ok_or(StoreError::Corrupt { tree: "attempts", reason: "bad key".into() })
 }
 
-/// The group commit: one thread that flushes the store for every waiter that asked
-/// before the flush began. Waiters that arrive during a flush share the next one.
+/// A write for the group-commit thread.
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// [`Store::begin_attempt`].
+    BeginAttempt(Attempt, ContactState),
+    /// [`Store::end_attempt`].
+    EndAttempt(Attempt, ContactState),
+    ContactState { campaign: CampaignId, contact: ContactId, state: ContactState },
+    Decision(Decision),
+    /// Nothing to write: resolves once everything before it is on disk.
+    Barrier,
+}
+
+type Reply = flume::Sender<Result<(), String>>;
+
+/// The group commit: one thread applies writes in the order they came and flushes the
+/// store once for every batch, so one fsync covers every write that arrived during the
+/// previous one. Callers never block on sled: they get a receiver that resolves when their
+/// write is on disk (or failed).
 #[derive(Debug)]
 pub(crate) struct Committer {
-    tx: Option<flume::Sender<flume::Sender<Result<(), String>>>>,
+    tx: Option<flume::Sender<(Write, Reply)>>,
     thread: Option<std::thread::JoinHandle<()>>,
-    pub(crate) flushes: Arc<AtomicU64>,
-    pub(crate) commits: Arc<AtomicU64>,
 }
 
 impl Committer {
-    pub(crate) fn start(db: sled::Db) -> Result<Committer, StoreError> {
-        let (tx, rx) = flume::unbounded::<flume::Sender<Result<(), String>>>();
-        let flushes = Arc::new(AtomicU64::new(0));
-        let commits = Arc::new(AtomicU64::new(0));
-        let (f, c) = (flushes.clone(), commits.clone());
+    pub(crate) fn start(store: Store) -> Result<Committer, StoreError> {
+        let (tx, rx) = flume::unbounded::<(Write, Reply)>();
         let thread = std::thread::Builder::new().name("waihu-commit".into()).spawn(move || {
             while let Ok(first) = rx.recv() {
-                let mut waiters = vec![first];
-                waiters.extend(rx.try_iter());
-                let result = db.flush().map(|_| ()).map_err(|e| e.to_string());
-                f.fetch_add(1, Ordering::Relaxed);
-                c.fetch_add(waiters.len() as u64, Ordering::Relaxed);
-                for w in waiters {
-                    let _ = w.send(result.clone());
+                let mut batch = vec![first];
+                batch.extend(rx.try_iter());
+                let results: Vec<Result<(), String>> =
+                    batch.iter().map(|(w, _)| store.apply(w).map_err(|e| e.to_string())).collect();
+                let flushed = store.db.flush().map(|_| ()).map_err(|e| format!("store: {e}"));
+                store.commit_counters.0.fetch_add(1, Ordering::Relaxed);
+                store.commit_counters.1.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                for ((_, reply), r) in batch.into_iter().zip(results) {
+                    let _ = reply.send(r.and(flushed.clone()));
                 }
             }
         })?;
-        Ok(Committer { tx: Some(tx), thread: Some(thread), flushes, commits })
+        Ok(Committer { tx: Some(tx), thread: Some(thread) })
     }
 
-    fn request(&self) -> flume::Receiver<Result<(), String>> {
+    fn submit(&self, w: Write) -> flume::Receiver<Result<(), String>> {
         let (tx, rx) = flume::bounded(1);
-        if let Some(q) = &self.tx {
-            if let Err(flume::SendError(w)) = q.send(tx) {
-                let _ = w.send(Err("the store's commit thread is gone".into()));
+        match &self.tx {
+            Some(q) => {
+                if let Err(flume::SendError((_, reply))) = q.send((w, tx)) {
+                    let _ = reply.send(Err("the store's commit thread is gone".into()));
+                }
+            }
+            None => {
+                let _ = tx.send(Err("the store's commit thread is gone".into()));
             }
         }
         rx
@@ -163,7 +181,7 @@ impl Drop for Committer {
     }
 }
 
-/// Group-commit counters: how many commits the flushes covered.
+/// Group-commit counters: how many writes the flushes covered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CommitStats {
     pub flushes: u64,
@@ -173,13 +191,36 @@ pub struct CommitStats {
 impl Store {
     /// Resolves once everything written before this call is on disk (a group commit).
     pub fn durable(&self) -> flume::Receiver<Result<(), String>> {
-        self.committer.request()
+        self.submit(Write::Barrier)
+    }
+
+    /// Hands a write to the group-commit thread; the receiver resolves once it is on disk.
+    /// The caller never waits on sled (an actor thread must not).
+    pub fn submit(&self, w: Write) -> flume::Receiver<Result<(), String>> {
+        match self.committer.get() {
+            Some(c) => c.submit(w),
+            None => {
+                let (tx, rx) = flume::bounded(1);
+                let _ = tx.send(Err("the store has no commit thread".into()));
+                rx
+            }
+        }
+    }
+
+    fn apply(&self, w: &Write) -> Result<(), StoreError> {
+        match w {
+            Write::BeginAttempt(a, s) => self.begin_attempt(a, s),
+            Write::EndAttempt(a, s) => self.end_attempt(a, s),
+            Write::ContactState { campaign, contact, state } => self.set_contact_state(*campaign, *contact, state),
+            Write::Decision(d) => self.record_decision(d),
+            Write::Barrier => Ok(()),
+        }
     }
 
     pub fn commit_stats(&self) -> CommitStats {
         CommitStats {
-            flushes: self.committer.flushes.load(Ordering::Relaxed),
-            commits: self.committer.commits.load(Ordering::Relaxed),
+            flushes: self.commit_counters.0.load(Ordering::Relaxed),
+            commits: self.commit_counters.1.load(Ordering::Relaxed),
         }
     }
 

@@ -10,7 +10,7 @@ pub mod dnc;
 pub mod key;
 mod seal;
 
-pub use attempts::{Attempt, AttemptId, AttemptState, CommitStats, ContactState, Decision, PastCall};
+pub use attempts::{Attempt, AttemptId, AttemptState, CommitStats, ContactState, Decision, PastCall, Write};
 pub use campaigns::{CampaignRecord, RunState};
 pub use contacts::{
     CampaignId, Contact, ContactId, ContactMeta, ListId, ListImport, ListRecord, ListState, NewContact,
@@ -55,7 +55,9 @@ pub struct Store {
     decisions: sled::Tree,
     dnc: sled::Tree,
     sealer: std::sync::Arc<seal::Sealer>,
-    committer: std::sync::Arc<attempts::Committer>,
+    /// The group-commit thread, started on first use (it holds a clone of the store).
+    committer: std::sync::Arc<std::sync::OnceLock<attempts::Committer>>,
+    commit_counters: std::sync::Arc<(std::sync::atomic::AtomicU64, std::sync::atomic::AtomicU64)>,
 }
 
 impl Store {
@@ -73,12 +75,20 @@ impl Store {
             contact_state: db.open_tree("contact_state")?,
             decisions: db.open_tree("decisions")?,
             dnc: db.open_tree("dnc")?,
-            committer: std::sync::Arc::new(attempts::Committer::start(db.clone())?),
+            committer: Default::default(),
+            commit_counters: Default::default(),
             db,
             sealer: std::sync::Arc::new(seal::Sealer::new(&keys)),
         };
         store.purge_unfinished()?;
+        let committer = attempts::Committer::start(store.without_committer())?;
+        let _ = store.committer.set(committer);
         Ok(store)
+    }
+
+    /// A clone for the commit thread itself (it must not keep itself alive).
+    fn without_committer(&self) -> Store {
+        Store { committer: Default::default(), ..self.clone() }
     }
 
     /// Makes everything written so far durable.

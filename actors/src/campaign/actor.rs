@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use waihu_model::{CallId, CallRecord, Disposition, EndedBy};
 use waihu_sip::trunk::{Admission, Admit};
-use waihu_storage::{Attempt, AttemptId, AttemptState, CampaignId, ContactId, Decision, Store};
+use waihu_storage::{Attempt, AttemptId, AttemptState, CampaignId, ContactId, Decision, Store, Write};
 
 /// Every trunk's admission (CPS and channels), shared by all campaigns on this thread, so
 /// the caps hold across campaigns.
@@ -263,8 +263,8 @@ impl CampaignActor {
                     dialled = true;
                     self.dial(attempt, contact, trunk, state, ctx);
                 }
-                Output::Ended { attempt, contact, disposition, state } => {
-                    self.finish(attempt, contact, disposition, &state);
+                Output::Ended { attempt, disposition, state, .. } => {
+                    self.finish(attempt, disposition, &state, ctx);
                 }
                 Output::Blocked { contact, rule, reason, until, state } => {
                     let d = Decision {
@@ -275,14 +275,10 @@ impl CampaignActor {
                         reason,
                         until_unix_ms: until.map(|t| t.timestamp_millis().max(0) as u64),
                     };
-                    let r = self
-                        .env
-                        .store
-                        .set_contact_state(self.id(), contact, &state)
-                        .and_then(|()| self.env.store.record_decision(&d));
-                    if let Err(e) = r {
-                        self.store_failed(&e.to_string(), ctx);
-                    }
+                    let id = self.id();
+                    self.env.store.submit(Write::ContactState { campaign: id, contact, state });
+                    let rx = self.env.store.submit(Write::Decision(d));
+                    self.report_failure(rx, ctx);
                 }
                 Output::Run(run) => {
                     if let Err(e) = self.env.store.set_run_state(self.id(), run) {
@@ -355,15 +351,11 @@ impl CampaignActor {
             state: AttemptState::Dialing,
             record: None,
         };
-        if let Err(e) = self.env.store.begin_attempt(&rec, &state) {
-            self.release(trunk);
-            self.machine.handle_input(Input::Aborted { attempt }, utc_now());
-            self.store_failed(&e.to_string(), ctx);
-            return;
-        }
         let target = format!("sip:{phone}@{}:{}", t.host, t.port);
+        // Written and made durable on the commit thread (a group commit); the INVITE waits
+        // for it, the actor does not.
+        let rx = self.env.store.submit(Write::BeginAttempt(rec.clone(), state));
         self.live.insert(attempt, Live { attempt: rec, trunk, target, phase: Phase::Committing, call: None });
-        let rx = self.env.store.durable();
         ctx.spawn(
             async move {
                 let result = rx.recv_async().await.unwrap_or_else(|_| Err("the commit thread is gone".into()));
@@ -466,9 +458,9 @@ impl CampaignActor {
     fn finish(
         &mut self,
         attempt: AttemptId,
-        _contact: ContactId,
         disposition: Disposition,
         state: &waihu_storage::ContactState,
+        ctx: &mut Context<Self>,
     ) {
         let mut rec = match self.live.remove(&attempt) {
             Some(live) => {
@@ -498,15 +490,24 @@ impl CampaignActor {
                 ..CallRecord::default()
             });
         }
-        if let Err(e) = self.env.store.end_attempt(&rec, state) {
-            eprintln!("waihu: campaign {}: attempt {attempt}: cannot store its end: {e}", self.id());
-        }
+        let rx = self.env.store.submit(Write::EndAttempt(rec, state.clone()));
+        self.report_failure(rx, ctx);
+    }
+
+    /// A write nobody waits for: its failure pauses the campaign.
+    fn report_failure(&mut self, rx: flume::Receiver<Result<(), String>>, ctx: &mut Context<Self>) {
+        ctx.spawn(async move { rx.recv_async().await.ok() }.into_actor(self).map(|r, act, ctx| {
+            if let Some(Err(e)) = r {
+                act.store_failed(&e, ctx);
+            }
+        }));
     }
 
     fn maybe_stop(&mut self, ctx: &mut Context<Self>) {
         if self.stopping && self.live.is_empty() {
-            let _ = self.env.store.durable();
-            ctx.stop();
+            // Stop once every write so far is on disk.
+            let rx = self.env.store.durable();
+            ctx.wait(async move { rx.recv_async().await.ok() }.into_actor(self).map(|_, _, ctx: &mut Context<Self>| ctx.stop()));
         }
     }
 

@@ -189,3 +189,62 @@ impl CampaignConfig {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TRUNK: &str = "[[trunk]]\nhost = \"127.0.0.1\"\n";
+
+    fn dir_with_wav() -> tempfile::TempDir {
+        let d = tempfile::tempdir().expect("tmp");
+        let pcm: Vec<i16> = (0..8000).map(|i| ((i % 40) * 100) as i16).collect();
+        std::fs::write(d.path().join("m.wav"), waihu_engine::wav::write_pcm16(8000, &pcm)).expect("wav");
+        d
+    }
+
+    fn parse(d: &tempfile::TempDir, text: &str) -> Result<CampaignConfig, ConfigError> {
+        CampaignConfig::from_toml(text, d.path())
+    }
+
+    #[test]
+    fn a_good_broadcast_config_loads_its_message_at_8_khz() {
+        let d = dir_with_wav();
+        let c = parse(&d, &format!("mode = \"broadcast\"\nmessage = \"m.wav\"\n{TRUNK}")).expect("good");
+        assert_eq!(c.message.as_ref().map(|m| m.len()), Some(8000));
+        assert_eq!((c.lines, c.profile.name.as_str(), c.trunks.len()), (10, "us_tsr", 1));
+    }
+
+    #[test]
+    fn bad_configs_name_what_is_wrong() {
+        let d = dir_with_wav();
+        let err = |text: String| parse(&d, &text).expect_err(&text).to_string();
+        let e = err("mode = \"broadcast\"\nmessage = ".into());
+        assert!(e.starts_with("campaign config: ") && e.contains("line 2"), "{e}");
+        let e = err(format!("mode = \"broadcast\"\nmessage = \"m.wav\"\nlimes = 5\n{TRUNK}"));
+        assert!(e.contains("unknown field `limes`"), "{e}");
+        let e = err(format!("mode = \"sometimes\"\n{TRUNK}"));
+        assert!(e.contains("unknown variant `sometimes`"), "{e}");
+        let e = err(format!("mode = \"broadcast\"\n{TRUNK}"));
+        assert_eq!(e, "campaign config: message: a broadcast campaign needs a message WAV");
+        let e = err(format!("mode = \"broadcast\"\nmessage = \"gone.wav\"\n{TRUNK}"));
+        assert!(e.starts_with("campaign config: message: cannot read ") && e.contains("gone.wav"), "{e}");
+        let e = err(format!("mode = \"predictive\"\n{TRUNK}"));
+        assert_eq!(e, "campaign config: safe_harbour: a campaign with agents needs a safe-harbour WAV");
+        let e = err(format!("mode = \"predictive\"\nsafe_harbour = \"missing.wav\"\n{TRUNK}"));
+        assert!(e.starts_with("campaign config: safe_harbour: cannot read ") && e.contains("missing.wav"), "{e}");
+        std::fs::write(d.path().join("noise.wav"), b"RIFF....not a wave").expect("write");
+        let e = err(format!("mode = \"broadcast\"\nmessage = \"noise.wav\"\n{TRUNK}"));
+        assert!(e.starts_with("campaign config: message: cannot read ") && e.contains("noise.wav"), "{e}");
+        let e = err(format!("mode = \"broadcast\"\nmessage = \"m.wav\"\ndefault_timezone = \"Mars/Olympus\"\n{TRUNK}"));
+        assert_eq!(e, "campaign config: default_timezone: unknown time zone \"Mars/Olympus\"");
+        let e = err(format!("mode = \"broadcast\"\nmessage = \"m.wav\"\nring_timeout_seconds = 10\n{TRUNK}"));
+        assert!(e.contains("under the us_tsr profile's minimum ring"), "{e}");
+        let e = err("mode = \"broadcast\"\nmessage = \"m.wav\"\n".into());
+        assert!(e.contains("at least one [[trunk]]"), "{e}");
+        let e = err(format!("mode = \"broadcast\"\nmessage = \"m.wav\"\ncompliance = \"fcc\"\n{TRUNK}"));
+        assert!(e.starts_with("campaign config: compliance: "), "{e}");
+        let e = err(format!("mode = \"broadcast\"\nmessage = \"m.wav\"\nlines = 0\n{TRUNK}"));
+        assert_eq!(e, "campaign config: lines: must be at least 1");
+    }
+}

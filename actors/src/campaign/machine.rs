@@ -117,6 +117,8 @@ pub struct Campaign {
     by_disposition: BTreeMap<String, u64>,
     blocked_by_rule: BTreeMap<String, u64>,
     final_by_label: BTreeMap<String, u64>,
+    /// Contacts with their final disposition.
+    finals: usize,
     /// (when, abandoned) for live answers within the abandon window.
     live: VecDeque<(DateTime<Utc>, bool)>,
 }
@@ -159,6 +161,7 @@ impl Campaign {
             by_disposition: BTreeMap::new(),
             blocked_by_rule: BTreeMap::new(),
             final_by_label: BTreeMap::new(),
+            finals: 0,
             live: VecDeque::new(),
         };
         for (meta, state) in contacts {
@@ -169,6 +172,7 @@ impl Campaign {
             c.attempts += u64::from(state.attempts);
             if let Some(label) = &state.final_label {
                 *c.final_by_label.entry(label.clone()).or_default() += 1;
+                c.finals += 1;
             }
             c.contacts.insert(meta.id, Slot { priority: meta.priority, zones, dnc: meta.dnc, state });
         }
@@ -273,7 +277,7 @@ impl Campaign {
     }
 
     fn check_finished(&mut self) {
-        let all_final = self.contacts.values().all(|s| s.state.final_label.is_some());
+        let all_final = self.finals == self.contacts.len();
         if self.run == RunState::Running && self.in_flight.is_empty() && all_final {
             self.run = RunState::Finished;
             self.out.push_back(Output::Run(RunState::Finished));
@@ -355,6 +359,7 @@ impl Campaign {
                 slot.state.due_unix_ms = None;
                 slot.state.final_label = Some(rule.to_string());
                 *self.final_by_label.entry(rule.to_string()).or_default() += 1;
+                self.finals += 1;
             }
         }
         let state = slot.state.clone();
@@ -398,6 +403,7 @@ impl Campaign {
                 slot.state.due_unix_ms = None;
                 slot.state.final_label = Some(label.to_string());
                 *self.final_by_label.entry(label.to_string()).or_default() += 1;
+                self.finals += 1;
             }
         }
         let state = slot.state.clone();
@@ -410,7 +416,6 @@ impl Campaign {
             self.live.pop_front();
         }
         let abandoned = self.live.iter().filter(|(_, a)| *a).count();
-        let finished = self.contacts.values().filter(|s| s.state.final_label.is_some()).count();
         Status {
             run: Some(self.run),
             mode: format!("{:?}", self.cfg.mode).to_lowercase(),
@@ -420,7 +425,7 @@ impl Campaign {
             hopper: self.hopper.len(),
             due_now: self.hopper.due_count(now),
             contacts: self.contacts.len(),
-            finished_contacts: finished,
+            finished_contacts: self.finals,
             attempts: self.attempts,
             by_disposition: self.by_disposition.clone(),
             blocked_by_rule: self.blocked_by_rule.clone(),
