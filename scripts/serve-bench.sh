@@ -5,6 +5,7 @@
 # (store, contacts, attempts, CDR), the same number of calls at the same cap. Loopback only.
 #   scripts/serve-bench.sh                   # 10,400 calls at 520/s each way
 #   CALLS=31200 CPS=520 scripts/serve-bench.sh
+#   MESSAGE_MS=2000 SHARDS=2 scripts/serve-bench.sh   # a longer message: more RTP to send
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CALLS=${CALLS:-10400}
@@ -12,6 +13,8 @@ CPS=${CPS:-520}
 HOLD=${HOLD:-4}
 PORT=${PORT:-25200}
 MPORT=${MPORT:-26400}
+MESSAGE_MS=${MESSAGE_MS:-500}
+SHARDS=${SHARDS:-1}
 ./scripts/deps.sh
 cargo build --release --bin waihu
 W=./target/release/waihu
@@ -32,12 +35,15 @@ echo "== waihu dial: $CALLS calls at $CPS/s, hold $HOLD s, AMD on, no store"
 timeout "$limit" $W dial "sip:load@127.0.0.1:$PORT" --calls "$CALLS" --cps "$CPS" --channels "$channels" \
   --hold "$HOLD" --amd | tee "$dir/dial.txt"
 
-echo "== waihu serve: a broadcast campaign of $CALLS contacts at $CPS/s, AMD on, attempts durable"
-# The message plays once AMD has heard a person: about the dial run's hold in all.
-python3 - "$dir/message.wav" <<'PY'
+echo "== waihu serve: a broadcast campaign of $CALLS contacts at $CPS/s, AMD on, a $MESSAGE_MS ms message, attempts durable"
+# The message plays once AMD has heard a person (MESSAGE_MS of a 440 Hz tone). While it
+# plays, the media shard sends 50 packets a second to the call: a long message at this rate
+# is media-bound (see docs/benchmarks.md), so the default is short.
+python3 - "$dir/message.wav" "$MESSAGE_MS" <<'PY'
 import math, struct, sys, wave
 w = wave.open(sys.argv[1], "wb"); w.setnchannels(1); w.setsampwidth(2); w.setframerate(8000)
-w.writeframes(b"".join(struct.pack("<h", int(3000 * math.sin(2 * math.pi * 440 * i / 8000))) for i in range(16000)))
+n = int(sys.argv[2]) * 8
+w.writeframes(b"".join(struct.pack("<h", int(3000 * math.sin(2 * math.pi * 440 * i / 8000))) for i in range(n)))
 PY
 printf 'name = "bench"\nabandon_cap = 0.03\nabandon_window_hours = 24\nwindow = ["00:00", "23:59"]\n' > "$dir/profile.toml"
 cat > "$dir/campaign.toml" <<TOML
@@ -48,6 +54,7 @@ default_timezone = "UTC"
 message = "message.wav"
 ring_timeout_seconds = 20
 max_duration_seconds = 30
+keepalive = "off"   # as waihu dial's default: the comparison is like for like
 [[trunk]]
 name = "sipp"
 host = "127.0.0.1"
@@ -69,7 +76,7 @@ $W campaign create --store "$store" --name bench --config "$dir/campaign.toml"
 $W campaign start --store "$store" --name bench
 start=$(date +%s.%N)
 timeout "$limit" /usr/bin/time -f "serve: %e s wall, %U s user, %S s system, peak RSS %M KiB" \
-  $W serve --store "$store" --sip-bind 127.0.0.1:0 --exit-when-idle --status-every 5 > "$dir/serve.json" 2> "$dir/serve.err"
+  $W serve --store "$store" --sip-bind 127.0.0.1:0 --shards "$SHARDS" --exit-when-idle --status-every 5 > "$dir/serve.json" 2> "$dir/serve.err"
 end=$(date +%s.%N)
 tail -12 "$dir/serve.err"
 cat "$dir/serve.json"

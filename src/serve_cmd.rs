@@ -30,12 +30,13 @@ pub struct ServeArgs {
     pub sip_t1_ms: u64,
     #[arg(long, default_value = "127.0.0.1")]
     pub rtp_ip: IpAddr,
-    #[arg(long, default_value = "20000-29999")]
+    #[arg(long, default_value = "20000-39999")]
     pub rtp_ports: String,
-    /// Media shards (threads carrying RTP).
+    /// Media shards (threads carrying RTP; one per core).
     #[arg(long, default_value_t = 1)]
     pub shards: usize,
-    #[arg(long, default_value_t = 1)]
+    /// Runtime worker threads for signalling.
+    #[arg(long, default_value_t = 2)]
     pub threads: usize,
     /// Print each campaign's status this often (seconds; 0: never).
     #[arg(long, default_value_t = 10)]

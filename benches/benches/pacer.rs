@@ -12,6 +12,7 @@ use std::sync::Arc;
 use waihu_actors::campaign::machine::Input as CampaignInput;
 use waihu_actors::campaign::retry::RetryPolicy;
 use waihu_actors::campaign::{Campaign, CampaignConfig, ModeName};
+use waihu_actors::call::KeepaliveMode;
 use waihu_actors::compliance::Profile;
 use waihu_actors::pacing::{AgentPhase, Input, Outcome, Output, Pacer, PacerConfig};
 use waihu_sip::trunk::TrunkConfig;
@@ -76,6 +77,7 @@ fn campaign(n: u64) -> (Campaign, DateTime<Utc>) {
         ring_timeout: Duration::from_secs(20),
         max_duration: Duration::from_secs(600),
         amd: true,
+        keepalive: KeepaliveMode::Auto,
         trunks: vec![Arc::new(TrunkConfig::direct("127.0.0.1", 5060))],
         retry: RetryPolicy::default(),
     };

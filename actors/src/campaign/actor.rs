@@ -48,6 +48,8 @@ fn unix_ms() -> u64 {
 enum Phase {
     /// Written; waiting for its group commit.
     Committing,
+    /// Durable; its media leg is being opened.
+    Starting,
     Inviting,
     Ringing,
     Answered,
@@ -57,6 +59,7 @@ impl Phase {
     fn label(self) -> &'static str {
         match self {
             Phase::Committing => "committing",
+            Phase::Starting => "starting",
             Phase::Inviting => "inviting",
             Phase::Ringing => "ringing",
             Phase::Answered => "answered",
@@ -367,7 +370,8 @@ impl CampaignActor {
     }
 
     fn on_durable(&mut self, d: Durable, ctx: &mut Context<Self>) {
-        let Some(live) = self.live.get(&d.attempt) else { return };
+        let Some(live) = self.live.get_mut(&d.attempt) else { return };
+        live.phase = Phase::Starting;
         if let Err(e) = d.result {
             // Not durable: not sent. The attempt is closed as ours, not the contact's.
             self.end_without_call(d.attempt, Disposition::LocalFailure, Some(format!("store: {e}")), ctx);
@@ -389,6 +393,7 @@ impl CampaignActor {
             wait_for_beep: true,
             max_duration: self.cfg.max_duration,
             message: self.cfg.message.clone(),
+            keepalive: self.cfg.keepalive,
             ..FlowConfig::default()
         }
         .with_sip_t1(self.env.sip_t1);

@@ -9,6 +9,7 @@
 //! message = "notice.wav"          # broadcast: played to a person, or after a machine's beep
 //! ring_timeout_seconds = 25
 //! max_duration_seconds = 120
+//! keepalive = "auto"              # while nothing plays: auto (CN, else silence), silence, off
 //! [[trunk]]                       # tried in this order; a congestion answer moves on
 //! name = "carrier-a"
 //! host = "127.0.0.1"
@@ -20,6 +21,7 @@
 //! ```
 
 use super::retry::RetryPolicy;
+use crate::call::KeepaliveMode;
 use crate::compliance::Profile;
 use chrono_tz::Tz;
 use serde::Deserialize;
@@ -64,6 +66,9 @@ struct Raw {
     max_duration_seconds: u64,
     #[serde(default = "default_true")]
     amd: bool,
+    /// What answered calls send while they play nothing: auto, silence, off.
+    #[serde(default = "default_keepalive")]
+    keepalive: String,
     #[serde(default, rename = "trunk")]
     trunks: Vec<TrunkConfig>,
     #[serde(default)]
@@ -85,6 +90,9 @@ fn default_max_duration() -> u64 {
 fn default_true() -> bool {
     true
 }
+fn default_keepalive() -> String {
+    "auto".into()
+}
 
 /// A checked campaign configuration.
 #[derive(Debug, Clone)]
@@ -99,6 +107,7 @@ pub struct CampaignConfig {
     pub ring_timeout: std::time::Duration,
     pub max_duration: std::time::Duration,
     pub amd: bool,
+    pub keepalive: KeepaliveMode,
     pub trunks: Vec<Arc<TrunkConfig>>,
     pub retry: RetryPolicy,
 }
@@ -184,6 +193,7 @@ impl CampaignConfig {
             ring_timeout: std::time::Duration::from_secs(raw.ring_timeout_seconds),
             max_duration: std::time::Duration::from_secs(raw.max_duration_seconds.max(1)),
             amd: raw.amd,
+            keepalive: raw.keepalive.parse().map_err(|e: String| invalid("keepalive", e))?,
             trunks: raw.trunks.into_iter().map(Arc::new).collect(),
             retry: raw.retry.unwrap_or_default(),
         })

@@ -459,6 +459,7 @@ mod tests {
             ring_timeout: std::time::Duration::from_secs(20),
             max_duration: std::time::Duration::from_secs(60),
             amd: true,
+            keepalive: crate::call::KeepaliveMode::Auto,
             trunks: (0..trunks)
                 .map(|i| Arc::new(TrunkConfig { name: format!("t{i}"), ..TrunkConfig::direct("127.0.0.1", 5060) }))
                 .collect(),
