@@ -112,7 +112,8 @@ fn campaign_commands_refuse_bad_input_and_keep_the_store_whole() {
     // A config that does not parse is refused before anything is stored.
     let bad = d.join("bad.toml");
     write(&bad, b"mode = \"broadcast\"\nmessage = \"nowhere.wav\"\n[[trunk]]\nhost = \"127.0.0.1\"\n");
-    let (ok, _, err) = run(&["campaign", "create", "--store", &store, "--name", "c", "--config", &bad.to_string_lossy()]);
+    let (ok, _, err) =
+        run(&["campaign", "create", "--store", &store, "--name", "c", "--config", &bad.to_string_lossy()]);
     assert!(!ok && err.contains("message: cannot read") && err.contains("nowhere.wav"), "{err}");
     let (ok, out, err) = run(&["campaign", "create", "--store", &store, "--name", "c", "--config", &cfg]);
     assert!(ok, "{out}{err}");

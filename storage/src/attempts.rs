@@ -118,7 +118,11 @@ pub enum Write {
     BeginAttempt(Attempt, ContactState),
     /// [`Store::end_attempt`].
     EndAttempt(Attempt, ContactState),
-    ContactState { campaign: CampaignId, contact: ContactId, state: ContactState },
+    ContactState {
+        campaign: CampaignId,
+        contact: ContactId,
+        state: ContactState,
+    },
     Decision(Decision),
     /// Nothing to write: resolves once everything before it is on disk.
     Barrier,

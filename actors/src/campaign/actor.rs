@@ -512,7 +512,11 @@ impl CampaignActor {
         if self.stopping && self.live.is_empty() {
             // Stop once every write so far is on disk.
             let rx = self.env.store.durable();
-            ctx.wait(async move { rx.recv_async().await.ok() }.into_actor(self).map(|_, _, ctx: &mut Context<Self>| ctx.stop()));
+            ctx.wait(
+                async move { rx.recv_async().await.ok() }
+                    .into_actor(self)
+                    .map(|_, _, ctx: &mut Context<Self>| ctx.stop()),
+            );
         }
     }
 

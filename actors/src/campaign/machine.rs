@@ -178,6 +178,7 @@ impl Campaign {
         }
         let open: HashMap<AttemptId, ContactId> = open_attempts.iter().copied().collect();
         let ids: Vec<ContactId> = c.contacts.keys().copied().collect();
+        let mut due = Vec::with_capacity(ids.len());
         for id in ids {
             let Some(slot) = c.contacts.get_mut(&id) else { continue };
             match slot.state.in_flight {
@@ -189,12 +190,26 @@ impl Campaign {
                     // A state that names an attempt the store does not hold open: the
                     // attempt ended; the contact is due again.
                     slot.state.in_flight = None;
-                    c.requeue(id, now);
+                    due.push(id);
                 }
-                None if slot.state.final_label.is_none() => c.requeue(id, now),
+                None if slot.state.final_label.is_none() => due.push(id),
                 None => {}
             }
         }
+        let entries: Vec<Entry> = due
+            .into_iter()
+            .filter_map(|id| {
+                let slot = c.contacts.get(&id)?;
+                Some(Entry { contact: id, priority: slot.priority, due: slot.state.due_unix_ms.map_or(now, from_ms) })
+            })
+            .collect();
+        // Contacts interrupted above are in the hopper already; `load` would drop them.
+        let mut hopper = Hopper::load(entries, now);
+        let old = std::mem::take(&mut c.hopper);
+        for e in old.into_entries() {
+            hopper.push(e);
+        }
+        c.hopper = hopper;
         c
     }
 
