@@ -108,7 +108,7 @@ pub fn unix_ms() -> u64 {
 
 /// Opens the store, saying plainly when another process (a running `waihu serve`) holds it.
 pub fn open_store(dir: &Path) -> Result<Store> {
-    Store::open(dir, KeySource::default_for(dir)).map_err(|e| {
+    let store = Store::open(dir, KeySource::default_for(dir)).map_err(|e| {
         let text = e.to_string();
         if text.contains("lock") || text.contains("WouldBlock") || text.contains("Resource temporarily unavailable") {
             anyhow::anyhow!(
@@ -118,7 +118,14 @@ pub fn open_store(dir: &Path) -> Result<Store> {
         } else {
             anyhow::anyhow!("opening the store {}: {text}", dir.display())
         }
-    })
+    })?;
+    if store.reserve_released() {
+        eprintln!("waihu: warning: the disk holding {} is full: its space reserve was released to open the store; free space before writing more", dir.display());
+    }
+    if let Some(e) = store.purge_error() {
+        eprintln!("waihu: warning: an unfinished import could not be removed yet ({e}); it stays invisible");
+    }
+    Ok(store)
 }
 
 pub fn find(store: &Store, name: &str) -> Result<CampaignRecord> {

@@ -101,6 +101,14 @@ impl ListImport<'_> {
     /// Adds a batch, all or none; a number already in the campaign (or earlier in this
     /// import) fails the batch, naming its position in `contacts`.
     pub fn add(&mut self, contacts: &[NewContact]) -> Result<Vec<ContactId>, StoreError> {
+        // Stop well before the disk is full: sled does not come back cleanly from a write
+        // that runs out of space, and the rest of the store must stay readable.
+        let need = crate::MIN_FREE_BYTES + contacts.len() as u64 * crate::BYTES_PER_CONTACT;
+        if let Some(free) = self.store.free_bytes() {
+            if free < need {
+                return Err(StoreError::DiskFull { free, need });
+            }
+        }
         let ids = self.store.write_contacts(self.campaign, self.list, contacts)?;
         self.rows += ids.len() as u64;
         Ok(ids)

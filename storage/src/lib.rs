@@ -38,6 +38,10 @@ pub enum StoreError {
     NotFound { what: &'static str, id: u64 },
     #[error("store: refused: {0}")]
     Refused(&'static str),
+    #[error(
+        "store: the disk is almost full ({free} bytes free, {need} needed to go on safely); nothing more was written"
+    )]
+    DiskFull { free: u64, need: u64 },
     #[error("store: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -58,6 +62,26 @@ pub struct Store {
     /// The group-commit thread, started on first use (it holds a clone of the store).
     committer: std::sync::Arc<std::sync::OnceLock<attempts::Committer>>,
     commit_counters: std::sync::Arc<(std::sync::atomic::AtomicU64, std::sync::atomic::AtomicU64)>,
+    /// Why removing an unfinished import failed at open, if it did.
+    purge_error: Option<String>,
+    dir: std::path::PathBuf,
+    /// The disk was full at open and the reserve was given up to open the store.
+    reserve_released: bool,
+}
+
+/// A file of this size sits in the store's directory from its first open. When the disk is
+/// so full that sled cannot even open (it writes as it opens), the reserve is removed to
+/// make room, so a full disk never leaves the store unreadable.
+pub const RESERVE_BYTES: usize = 2 << 20;
+/// Writes in bulk (an import) stop while this much is still free.
+pub const MIN_FREE_BYTES: u64 = 4 << 20;
+/// What one contact costs on disk, about (sealed record, index, sled's log): measured at
+/// 435 bytes in a 1M import; counted double.
+pub const BYTES_PER_CONTACT: u64 = 900;
+const RESERVE_FILE: &str = "reserve";
+
+fn is_no_space(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.raw_os_error() == Some(28))
 }
 
 impl Store {
@@ -65,8 +89,24 @@ impl Store {
     pub fn open(dir: &Path, key: KeySource) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir)?;
         let keys = key::load(&key)?;
-        let db = sled::Config::new().path(dir.join("db")).open()?;
-        let store = Store {
+        let reserve = dir.join(RESERVE_FILE);
+        if !reserve.exists() {
+            // Best effort: a store created on an almost full disk has no reserve.
+            let _ = std::fs::write(&reserve, vec![0u8; RESERVE_BYTES]);
+        }
+        let config = sled::Config::new().path(dir.join("db"));
+        let mut reserve_released = false;
+        let db = match config.open() {
+            Ok(db) => db,
+            // sled writes as it opens; on a full disk the reserve makes room for it.
+            Err(e) if is_no_space(&e) && reserve.exists() => {
+                std::fs::remove_file(&reserve)?;
+                reserve_released = true;
+                config.open()?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let mut store = Store {
             contacts: db.open_tree("contacts")?,
             by_phone: db.open_tree("contact_by_phone")?,
             lists: db.open_tree("lists")?,
@@ -77,10 +117,18 @@ impl Store {
             dnc: db.open_tree("dnc")?,
             committer: Default::default(),
             commit_counters: Default::default(),
+            purge_error: None,
+            dir: dir.to_path_buf(),
+            reserve_released,
             db,
             sealer: std::sync::Arc::new(seal::Sealer::new(&keys)),
         };
-        store.purge_unfinished()?;
+        // What an unfinished import left is invisible (its list is not `Ready`); removing it
+        // needs room to write, and a full disk must not keep the store from opening. It is
+        // tried again at the next open.
+        if let Err(e) = store.purge_unfinished() {
+            store.purge_error = Some(e.to_string());
+        }
         let committer = attempts::Committer::start(store.without_committer())?;
         let _ = store.committer.set(committer);
         Ok(store)
@@ -89,6 +137,29 @@ impl Store {
     /// A clone for the commit thread itself (it must not keep itself alive).
     fn without_committer(&self) -> Store {
         Store { committer: Default::default(), ..self.clone() }
+    }
+
+    /// Why what an unfinished import left could not be removed at open (a full disk): it
+    /// stays invisible, and the next open tries again.
+    pub fn purge_error(&self) -> Option<&str> {
+        self.purge_error.as_deref()
+    }
+
+    /// Free bytes on the store's file system (None if it cannot tell).
+    pub fn free_bytes(&self) -> Option<u64> {
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::ffi::CString::new(self.dir.as_os_str().as_bytes()).ok()?;
+        // SAFETY: statvfs is plain data; all-zero is a valid value of it.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: `path` is a NUL-terminated string and `st` a writable statvfs.
+        let rc = unsafe { libc::statvfs(path.as_ptr(), &mut st) };
+        (rc == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
+    }
+
+    /// Whether this open had to give up the disk-space reserve (the disk is full: free
+    /// space before writing more).
+    pub fn reserve_released(&self) -> bool {
+        self.reserve_released
     }
 
     /// Makes everything written so far durable.
