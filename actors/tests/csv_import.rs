@@ -93,3 +93,19 @@ fn broken_files_get_clear_errors() {
     let ImportError::BadRows { bad, errors, .. } = e else { panic!() };
     assert_eq!((bad, errors.len()), (50, 3), "all counted, three reported");
 }
+
+#[test]
+fn rows_without_a_timezone_get_their_numbers_zones() {
+    let (_dir, store) = store();
+    let csv = "phone,timezone\n+12125550123,\n+18505550123,\n+8613800138000,\n+442071234567,Europe/Dublin\n";
+    let r = import_csv(&store, 1, csv.as_bytes(), &ImportOptions::default(), |_| {}).expect("import");
+    assert_eq!(r.imported, 4);
+    let mut idx = store.contact_index(1).expect("index");
+    idx.sort_by_key(|m| m.id);
+    let zones: Vec<(Option<&str>, Vec<&str>)> =
+        idx.iter().map(|m| (m.timezone.as_deref(), m.zones.iter().map(String::as_str).collect())).collect();
+    assert_eq!(zones[0], (None, vec!["America/New_York"]));
+    assert!(zones[1].1.len() > 1, "850 spans zones: every candidate ({:?})", zones[1]);
+    assert_eq!(zones[2], (None, vec!["Asia/Shanghai"]));
+    assert_eq!(zones[3], (Some("Europe/Dublin"), vec![]), "the list's own zone wins");
+}

@@ -19,6 +19,8 @@ pub struct NewContact {
     pub name: Option<String>,
     /// IANA zone name, when the list gave one.
     pub timezone: Option<String>,
+    /// Without one: the zones the number may be in (from its country and area code).
+    pub zones: Vec<String>,
     pub priority: i32,
     pub alternates: Vec<String>,
     pub fields: BTreeMap<String, String>,
@@ -48,6 +50,7 @@ struct StoredContact {
     /// The keyed hash of the number (to undo an import without opening the data).
     phone_hash: [u8; 32],
     timezone: Option<String>,
+    zones: Vec<String>,
     priority: i32,
 }
 
@@ -59,6 +62,8 @@ pub struct ContactMeta {
     pub id: ContactId,
     pub priority: i32,
     pub timezone: Option<String>,
+    /// The zones the number may be in, when no timezone was given.
+    pub zones: Vec<String>,
     /// The do-not-call list the number is on.
     pub dnc: Option<String>,
 }
@@ -245,6 +250,7 @@ impl Store {
                 sealed: self.sealer.seal(&plain, &aad(&k))?,
                 phone_hash,
                 timezone: c.timezone.clone(),
+                zones: c.zones.clone(),
                 priority: c.priority,
             };
             rows.push((id, k, encode(&stored)?, phone_key(campaign, &phone_hash)));
@@ -282,6 +288,7 @@ impl Store {
                 phone: p.phone,
                 name: p.name,
                 timezone: stored.timezone,
+                zones: stored.zones,
                 priority: stored.priority,
                 alternates: p.alternates,
                 fields: p.fields,
@@ -325,6 +332,7 @@ impl Store {
                 id: u64::from_be_bytes(id),
                 priority: stored.priority,
                 timezone: stored.timezone,
+                zones: stored.zones,
                 dnc,
             });
         }

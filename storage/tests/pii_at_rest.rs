@@ -13,6 +13,7 @@ fn people() -> Vec<NewContact> {
             phone: format!("+86138{:08}", 40_000_000 + i * 7919),
             name: Some(format!("Zhang Wei-{i:03} Testperson")),
             timezone: Some("Asia/Shanghai".into()),
+            zones: Vec::new(),
             priority: i % 5,
             alternates: vec![format!("+8613912{:06}", 100_000 + i)],
             fields: BTreeMap::from([("account".to_string(), format!("ACCT-SECRET-{i:05}"))]),

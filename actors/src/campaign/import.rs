@@ -158,6 +158,9 @@ fn parse_row(
             }
         }
     }
+    if c.timezone.is_none() && !c.phone.is_empty() {
+        c.zones = crate::compliance::zones_for_number(&c.phone).iter().map(|z| z.name().to_string()).collect();
+    }
     if errs.is_empty() {
         Ok(c)
     } else {

@@ -165,9 +165,18 @@ impl Campaign {
             live: VecDeque::new(),
         };
         for (meta, state) in contacts {
+            // The list's zone; else the number's candidates (all of them apply); else the
+            // campaign's default.
             let zones = match meta.timezone.as_deref().and_then(|z| z.parse::<Tz>().ok()) {
                 Some(z) => vec![z],
-                None => c.cfg.default_timezone.into_iter().collect(),
+                None => {
+                    let derived: Vec<Tz> = meta.zones.iter().filter_map(|z| z.parse().ok()).collect();
+                    if derived.is_empty() {
+                        c.cfg.default_timezone.into_iter().collect()
+                    } else {
+                        derived
+                    }
+                }
             };
             c.attempts += u64::from(state.attempts);
             if let Some(label) = &state.final_label {
@@ -483,7 +492,7 @@ mod tests {
     }
 
     fn contact(id: ContactId, priority: i32) -> (ContactMeta, ContactState) {
-        (ContactMeta { id, priority, timezone: None, dnc: None }, ContactState::default())
+        (ContactMeta { id, priority, timezone: None, zones: Vec::new(), dnc: None }, ContactState::default())
     }
 
     fn outputs(c: &mut Campaign) -> Vec<Output> {
