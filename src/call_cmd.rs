@@ -178,6 +178,7 @@ pub fn run(a: CallArgs) -> Result<ExitCode> {
 
 fn print_progress(_call: CallId, p: &Progress) {
     match p {
+        Progress::SafeHarbour => eprintln!("waihu: no agent in time: playing the safe-harbour message"),
         Progress::Inviting { call_id, rtp_port } => {
             eprintln!("waihu: INVITE sent (Call-ID {call_id}, RTP port {rtp_port})")
         }

@@ -38,6 +38,9 @@ pub enum HangupReason {
     MediaLost,
     /// The campaign's message (a broadcast, a voicemail drop) was played to the end.
     MessagePlayed,
+    /// A live person was not connected to an agent in time: the safe-harbour message was
+    /// played and the call released (an abandoned call).
+    SafeHarbour,
     /// The control plane asked (a supervisor, a campaign stopping, an API call).
     Command,
     /// We were shutting down (SIGINT/SIGTERM).
@@ -55,6 +58,7 @@ impl HangupReason {
             HangupReason::MediaTimeout => "media_timeout",
             HangupReason::MediaLost => "media_lost",
             HangupReason::MessagePlayed => "message_played",
+            HangupReason::SafeHarbour => "safe_harbour",
             HangupReason::Command => "command",
             HangupReason::Shutdown => "shutdown",
         }
@@ -97,6 +101,8 @@ pub struct CallRecord {
     pub ring_ms: Option<u64>,
     /// INVITE to the 200.
     pub answer_ms: Option<u64>,
+    /// INVITE to the bridge with an agent (a live person connected).
+    pub connect_ms: Option<u64>,
     /// Answer to the end.
     pub talk_ms: Option<u64>,
     pub duration_ms: u64,

@@ -162,6 +162,11 @@ pub struct FlowConfig {
     /// once its greeting (and beep) has ended; the call is hung up when it has played.
     /// With a message the hang-up policy is the message's: `hangup_on` is not used.
     pub message: Option<Arc<[i16]>>,
+    /// The 2-second rule: a live person (AMD human) not bridged to an agent within
+    /// `connect_within` of the verdict (the end of their greeting) hears this, and the call
+    /// is released as abandoned.
+    pub safe_harbour: Option<Arc<[i16]>>,
+    pub connect_within: Duration,
     /// Wall-clock time of the start (Unix ms): the record's timestamps are this plus the
     /// monotonic offsets, so a wall-clock jump mid-call cannot bend them.
     pub started_unix_ms: u64,
@@ -198,6 +203,8 @@ impl Default for FlowConfig {
             linger: Duration::from_secs(2),
             keepalive: KeepaliveMode::Auto,
             message: None,
+            safe_harbour: None,
+            connect_within: Duration::from_secs(2),
             started_unix_ms: 0,
         }
     }
@@ -276,6 +283,8 @@ pub enum MediaCommand {
 /// What the call reports as it goes, for people watching (stderr, a console).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Progress {
+    /// No agent took the live person in time: the safe-harbour message plays.
+    SafeHarbour,
     /// The INVITE left, offering media on our `rtp_port`.
     Inviting {
         call_id: String,
@@ -363,14 +372,17 @@ pub enum Timer {
     Transfer,
     /// Waiting for the NOTIFY that ends an accepted transfer.
     TransferWait,
+    /// A live person waits for an agent: the 2-second rule's deadline.
+    Connect,
     /// The in-flight in-dialog request has had no result.
     Request,
     /// The call is over; the BYE's response and the media statistics are late.
     Linger,
 }
 
-const TIMERS: [Timer; 8] = [
+const TIMERS: [Timer; 9] = [
     Timer::MaxDuration,
+    Timer::Connect,
     Timer::Refresh,
     Timer::Hold,
     Timer::Resume,
@@ -446,6 +458,8 @@ pub struct CallFlow {
     amd_run: u32,
     /// The broadcast message is playing.
     playing: bool,
+    /// The safe-harbour message is playing: the call is abandoned.
+    abandoning: bool,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -499,6 +513,7 @@ impl CallFlow {
             keepalive_sent: false,
             amd_run: 0,
             playing: false,
+            abandoning: false,
             cfg,
         };
         flow.pump(now);
@@ -615,6 +630,13 @@ impl CallFlow {
                     self.request(InFlight::Refer { to: to.clone() }, SipCommand::Refer { target: to }, now);
                 }
             }
+            Timer::Connect => {
+                if let Some(audio) = self.cfg.safe_harbour.clone().filter(|_| self.live()) {
+                    self.abandoning = true;
+                    self.progress(Progress::SafeHarbour);
+                    self.media(MediaCommand::Play { audio });
+                }
+            }
             // The REFER was accepted and no NOTIFY said how it went: it is the far end's now.
             Timer::TransferWait => self.hang_up(HangupReason::Transferred, now),
             Timer::Request => {
@@ -707,7 +729,10 @@ impl CallFlow {
                 }
             }
             Command::Bridge { peer } => {
-                if self.live() {
+                // Too late once the safe-harbour message has begun: the call is abandoned.
+                if self.live() && !self.abandoning {
+                    self.set(Timer::Connect, None);
+                    self.rec.connect_ms.get_or_insert(ms(now.saturating_duration_since(self.started)));
                     self.media(MediaCommand::Bridge { peer });
                 }
             }
@@ -956,7 +981,9 @@ impl CallFlow {
             | MediaEvent::Stats { .. }
             | MediaEvent::Recording { .. } => {}
             MediaEvent::PlayDone { .. } => {
-                if self.playing && self.live() {
+                if self.abandoning && self.live() {
+                    self.hang_up(HangupReason::SafeHarbour, now);
+                } else if self.playing && self.live() {
                     self.playing = false;
                     self.hang_up(HangupReason::MessagePlayed, now);
                 }
@@ -1018,6 +1045,9 @@ impl CallFlow {
                         AnsweredBy::Fax | AnsweredBy::Silence | AnsweredBy::Sit => self.hang_up(HangupReason::Amd, now),
                     }
                     return;
+                }
+                if by == AnsweredBy::Human && self.cfg.safe_harbour.is_some() {
+                    self.set(Timer::Connect, Some(now + self.cfg.connect_within));
                 }
                 match (self.cfg.hangup_on, by) {
                     (HangupOn::Any, _) | (HangupOn::Human, AnsweredBy::Human) => self.hang_up(HangupReason::Amd, now),
@@ -1135,7 +1165,7 @@ impl CallFlow {
         self.done = true;
         let rec = &mut self.rec;
         let since = |t: Instant| ms(t.saturating_duration_since(self.started));
-        rec.disposition = r.disposition;
+        rec.disposition = if self.abandoning { waihu_model::Disposition::Abandoned } else { r.disposition };
         rec.final_status = r.final_status;
         rec.answered_by = rec.answered_by.or(r.answered_by);
         rec.early_sit = r.early_sit;

@@ -607,6 +607,39 @@ fn broadcast_plays_to_a_person_at_the_verdict_and_to_a_machine_after_its_message
 }
 
 #[test]
+fn a_live_person_not_connected_in_two_seconds_hears_the_safe_harbour_and_is_abandoned() {
+    let sorry: std::sync::Arc<[i16]> = vec![0i16; 8000].into();
+    let cfg = FlowConfig { safe_harbour: Some(sorry), max_duration: secs(60), ..FlowConfig::default() };
+    let plays = |o: &Output| matches!(o, Output::Media(MediaCommand::Play { .. }));
+    let mut sim = Sim::new(cfg.clone(), Far::default());
+    answered_at(&mut sim, 1000);
+    amd(&mut sim, 3000, decided(Verdict::Human, 2000));
+    let r = sim.progress();
+    assert_eq!(sim.sent(plays), vec![secs(5)], "2 s after the verdict");
+    assert_eq!(sim.sent(is_bye), vec![secs(6)], "once the 1 s message has played");
+    assert_eq!((r.disposition, r.hangup_reason), (Disposition::Abandoned, Some(HangupReason::SafeHarbour)));
+    assert_eq!(r.connect_ms, None);
+
+    // Bridged within the 2 s: no message, the call goes on, and the connect time is kept.
+    let mut sim = Sim::new(cfg.clone(), Far::default());
+    answered_at(&mut sim, 1000);
+    amd(&mut sim, 3000, decided(Verdict::Human, 2000));
+    sim.at(Duration::from_millis(4500), Input::Command(Command::Bridge { peer: 9 }));
+    sim.at(secs(8), Input::Command(Command::Hangup));
+    let r = sim.progress();
+    assert!(sim.sent(plays).is_empty());
+    assert_eq!((r.disposition, r.connect_ms), (Disposition::Answered, Some(4500)));
+
+    // A bridge that comes after the message began is too late: still abandoned.
+    let mut sim = Sim::new(cfg, Far::default());
+    answered_at(&mut sim, 1000);
+    amd(&mut sim, 3000, decided(Verdict::Human, 2000));
+    sim.at(Duration::from_millis(5500), Input::Command(Command::Bridge { peer: 9 }));
+    let r = sim.progress();
+    assert_eq!((r.disposition, r.connect_ms), (Disposition::Abandoned, None));
+}
+
+#[test]
 fn amd_machine_without_waiting_hangs_up_at_the_verdict() {
     let cfg = FlowConfig { hangup_on: HangupOn::Machine, ..FlowConfig::default() };
     let mut sim = Sim::new(cfg, Far::default());

@@ -393,6 +393,7 @@ impl CampaignActor {
             wait_for_beep: true,
             max_duration: self.cfg.max_duration,
             message: self.cfg.message.clone(),
+            safe_harbour: self.cfg.safe_harbour.clone(),
             keepalive: self.cfg.keepalive,
             ..FlowConfig::default()
         }
