@@ -61,6 +61,24 @@ pub enum CampaignCmd {
         #[arg(long)]
         name: String,
     },
+    /// Schedule a callback: the contact is dialled at that time (calling rules permitting),
+    /// even after a final disposition, optionally for a named agent.
+    Callback {
+        #[command(flatten)]
+        store: StoreArg,
+        #[arg(long)]
+        name: String,
+        /// The contact's number (normalised with --default-country).
+        #[arg(long)]
+        phone: String,
+        /// When, RFC 3339 with its offset: 2026-12-04T10:30:00+08:00.
+        #[arg(long)]
+        at: String,
+        #[arg(long)]
+        agent: Option<String>,
+        #[arg(long, default_value = "US")]
+        default_country: String,
+    },
     /// The campaign's state: dial level, abandon rate, hopper depth, attempts by outcome.
     Status {
         #[command(flatten)]
@@ -203,6 +221,36 @@ pub fn run(cmd: CampaignCmd) -> Result<ExitCode> {
                 Err(e) => return Err(e).with_context(|| format!("{}", csv.display())),
             }
         }
+        CampaignCmd::Callback { store, name, phone, at, agent, default_country } => {
+            let at = chrono::DateTime::parse_from_rfc3339(&at)
+                .map_err(|e| anyhow::anyhow!("--at {at:?}: {e} (RFC 3339, e.g. 2026-12-04T10:30:00+08:00)"))?
+                .with_timezone(&chrono::Utc);
+            let number = campaign::import::normalise(&phone, country(&default_country)?)
+                .map_err(|e| anyhow::anyhow!("--phone: {e}"))?;
+            let s = open_store(&store.store)?;
+            let rec = find(&s, &name)?;
+            let contact = s
+                .find_by_phone(rec.id, &number)?
+                .with_context(|| format!("campaign {name:?} has no contact with that number"))?;
+            let mut m = load(&s, &rec, Arc::new(config_of(&rec)?))?;
+            let now = chrono::DateTime::from_timestamp_millis(unix_ms() as i64).unwrap_or_default();
+            m.handle_input(campaign::machine::Input::Callback { contact: contact.id, at, agent }, now);
+            // Only what the callback changed: attempts left open by a crash are closed by
+            // `waihu serve` when it loads the campaign.
+            while let Some(o) = m.poll_output() {
+                match o {
+                    campaign::machine::Output::State { contact, state } => {
+                        s.set_contact_state(rec.id, contact, &state)?;
+                    }
+                    campaign::machine::Output::Run(run) => {
+                        s.set_run_state(rec.id, run)?;
+                    }
+                    _ => {}
+                }
+            }
+            s.flush()?;
+            println!("callback for contact {} of {name:?} at {}", contact.id, at.to_rfc3339());
+        }
         CampaignCmd::Start { store, name } => set_state(&store.store, &name, RunState::Running)?,
         CampaignCmd::Pause { store, name } => set_state(&store.store, &name, RunState::Paused)?,
         CampaignCmd::Stop { store, name } => set_state(&store.store, &name, RunState::Stopped)?,
@@ -264,6 +312,9 @@ pub fn status_text(name: &str, s: &Status, calls: Option<&std::collections::BTre
     out += &format!("  abandon rate {:.2}% over the legal window\n", 100.0 * s.abandon_rate);
     out += &format!("  outcomes {:?}\n", s.by_disposition);
     out += &format!("  final {:?}\n", s.final_by_label);
+    if s.callbacks > 0 {
+        out += &format!("  callbacks pending {}\n", s.callbacks);
+    }
     if !s.blocked_by_rule.is_empty() {
         out += &format!("  held back by rule {:?}\n", s.blocked_by_rule);
     }
@@ -295,6 +346,7 @@ pub fn status_json(
         "by_disposition": s.by_disposition,
         "final": s.final_by_label,
         "blocked_by_rule": s.blocked_by_rule,
+        "callbacks": s.callbacks,
         "calls_by_state": calls,
     })
 }
@@ -382,6 +434,7 @@ pub fn cdr(cmd: CdrCmd) -> Result<ExitCode> {
         "hangup_reason",
         "ring_ms",
         "answer_ms",
+        "connect_ms",
         "talk_ms",
         "duration_ms",
         "sip_error",
@@ -417,6 +470,7 @@ pub fn cdr(cmd: CdrCmd) -> Result<ExitCode> {
             r.hangup_reason.map(|h| h.to_string()).unwrap_or_default(),
             opt(r.ring_ms),
             opt(r.answer_ms),
+            opt(r.connect_ms),
             opt(r.talk_ms),
             r.duration_ms.to_string(),
             r.sip_error.clone().unwrap_or_default(),

@@ -145,6 +145,28 @@ fn campaign_commands_refuse_bad_input_and_keep_the_store_whole() {
     assert!(ok && out.contains("(1 new)"), "{out}{err}");
     let (ok, out, err) = run(&["campaign", "status", "--store", &store, "--name", "c"]);
     assert!(ok && out.contains("contacts 1"), "{out}{err}");
+    // A callback for the contact, at a time with its offset; a bad time or an unknown number
+    // is refused.
+    let cb = ["campaign", "callback", "--store", &store, "--name", "c", "--phone", "+8613800138000"];
+    let (ok, _, err) = run(&[&cb[..], &["--at", "tomorrow"]].concat());
+    assert!(!ok && err.contains("RFC 3339"), "{err}");
+    let (ok, _, err) = run(&[
+        "campaign",
+        "callback",
+        "--store",
+        &store,
+        "--name",
+        "c",
+        "--phone",
+        "+8613900139000",
+        "--at",
+        "2030-01-02T10:00:00+08:00",
+    ]);
+    assert!(!ok && err.contains("no contact with that number"), "{err}");
+    let (ok, out, err) = run(&[&cb[..], &["--at", "2030-01-02T10:00:00+08:00", "--agent", "alice"]].concat());
+    assert!(ok && out.contains("2030-01-02T02:00:00+00:00"), "{out}{err}");
+    let (ok, out, err) = run(&["campaign", "status", "--store", &store, "--name", "c", "--json"]);
+    assert!(ok && out.contains("\"callbacks\":1"), "{out}{err}");
     let _ = std::fs::remove_dir_all(&d);
 }
 

@@ -75,6 +75,16 @@ pub struct ContactState {
     pub final_label: Option<String>,
     /// The last rule that kept the contact from being dialled, with its reason.
     pub last_block: Option<String>,
+    /// A callback the contact asked for: dialled at its time (calling rules permitting),
+    /// even after a final disposition; cleared by the attempt that makes it.
+    pub callback: Option<Callback>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Callback {
+    pub at_unix_ms: u64,
+    /// The agent the contact should reach, when one was named.
+    pub agent: Option<String>,
 }
 
 impl Record for ContactState {

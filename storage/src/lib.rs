@@ -10,7 +10,7 @@ pub mod dnc;
 pub mod key;
 mod seal;
 
-pub use attempts::{Attempt, AttemptId, AttemptState, CommitStats, ContactState, Decision, PastCall, Write};
+pub use attempts::{Attempt, AttemptId, AttemptState, Callback, CommitStats, ContactState, Decision, PastCall, Write};
 pub use campaigns::{CampaignRecord, RunState};
 pub use contacts::{
     CampaignId, Contact, ContactId, ContactMeta, ListId, ListImport, ListRecord, ListState, NewContact,

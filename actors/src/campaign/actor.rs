@@ -283,6 +283,11 @@ impl CampaignActor {
                     let rx = self.env.store.submit(Write::Decision(d));
                     self.report_failure(rx, ctx);
                 }
+                Output::State { contact, state } => {
+                    let id = self.id();
+                    let rx = self.env.store.submit(Write::ContactState { campaign: id, contact, state });
+                    self.report_failure(rx, ctx);
+                }
                 Output::Run(run) => {
                     if let Err(e) = self.env.store.set_run_state(self.id(), run) {
                         eprintln!("waihu: campaign {}: cannot store its state {run}: {e}", self.id());

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BinaryHeap, HashSet};
+use std::collections::{BinaryHeap, HashMap};
 use waihu_storage::ContactId;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,8 +38,9 @@ impl PartialOrd for Ready {
 pub struct Hopper {
     waiting: BinaryHeap<Reverse<(DateTime<Utc>, ContactId, i32)>>,
     ready: BinaryHeap<Ready>,
-    /// Contacts in the hopper (each at most once).
-    present: HashSet<ContactId>,
+    /// Contacts in the hopper (each at most once), with the due time of their live entry;
+    /// heap entries that do not match (a removed or moved contact) are skipped.
+    present: HashMap<ContactId, DateTime<Utc>>,
 }
 
 impl Hopper {
@@ -50,9 +51,10 @@ impl Hopper {
         let mut h = Hopper::default();
         let (mut ready, mut waiting) = (Vec::new(), Vec::new());
         for e in entries {
-            if !h.present.insert(e.contact) {
+            if h.present.contains_key(&e.contact) {
                 continue;
             }
+            h.present.insert(e.contact, e.due);
             if e.due <= now {
                 ready.push(Ready(e));
             } else {
@@ -73,11 +75,21 @@ impl Hopper {
 
     /// Adds a contact; false (and nothing changes) if it is already in.
     pub fn push(&mut self, e: Entry) -> bool {
-        if !self.present.insert(e.contact) {
+        if self.present.contains_key(&e.contact) {
             return false;
         }
+        self.present.insert(e.contact, e.due);
         self.waiting.push(Reverse((e.due, e.contact, e.priority)));
         true
+    }
+
+    /// Takes a contact out (its heap entry is skipped when it surfaces).
+    pub fn remove(&mut self, contact: ContactId) -> bool {
+        self.present.remove(&contact).is_some()
+    }
+
+    fn live(&self, contact: ContactId, due: DateTime<Utc>) -> bool {
+        self.present.get(&contact) == Some(&due)
     }
 
     /// The next due contact at `now`, taken out.
@@ -87,11 +99,17 @@ impl Hopper {
                 break;
             }
             self.waiting.pop();
-            self.ready.push(Ready(Entry { contact, priority, due }));
+            if self.live(contact, due) {
+                self.ready.push(Ready(Entry { contact, priority, due }));
+            }
         }
-        let e = self.ready.pop()?.0;
-        self.present.remove(&e.contact);
-        Some(e)
+        while let Some(Ready(e)) = self.ready.pop() {
+            if self.live(e.contact, e.due) {
+                self.present.remove(&e.contact);
+                return Some(e);
+            }
+        }
+        None
     }
 
     /// When the next waiting contact falls due (None: some are due now, or none wait).
@@ -156,5 +174,18 @@ mod tests {
             assert_eq!(a, b, "at {now}");
         }
         assert!(loaded.is_empty() && pushed.is_empty());
+    }
+
+    #[test]
+    fn a_removed_contact_can_come_back_at_another_time() {
+        let mut h = Hopper::default();
+        h.push(Entry { contact: 1, priority: 0, due: t(0) });
+        h.push(Entry { contact: 2, priority: 0, due: t(1) });
+        assert!(h.remove(1));
+        assert!(h.push(Entry { contact: 1, priority: 0, due: t(20) }), "moved to later");
+        assert_eq!(h.pop(t(5)).map(|e| e.contact), Some(2), "its old entry is skipped");
+        assert_eq!(h.pop(t(5)), None);
+        assert_eq!(h.pop(t(20)).map(|e| (e.contact, e.due)), Some((1, t(20))));
+        assert!(h.is_empty());
     }
 }

@@ -17,7 +17,7 @@ use chrono_tz::Tz;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use waihu_model::Disposition;
-use waihu_storage::{AttemptId, CampaignId, ContactId, ContactMeta, ContactState, PastCall, RunState};
+use waihu_storage::{AttemptId, Callback, CampaignId, ContactId, ContactMeta, ContactState, PastCall, RunState};
 
 /// How far ahead a blocked contact's next chance is looked for before it is given up.
 const LOOKAHEAD_DAYS: i64 = 8;
@@ -54,6 +54,12 @@ pub enum Input {
     Aborted {
         attempt: AttemptId,
     },
+    /// The contact asked to be called back at a time (optionally by a named agent).
+    Callback {
+        contact: ContactId,
+        at: DateTime<Utc>,
+        agent: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -70,6 +76,8 @@ pub enum Output {
         until: Option<DateTime<Utc>>,
         state: ContactState,
     },
+    /// Write this contact state (a callback was scheduled).
+    State { contact: ContactId, state: ContactState },
     /// Persist the run state.
     Run(RunState),
 }
@@ -91,6 +99,8 @@ pub struct Status {
     pub by_disposition: BTreeMap<String, u64>,
     pub blocked_by_rule: BTreeMap<String, u64>,
     pub final_by_label: BTreeMap<String, u64>,
+    /// Callbacks scheduled and not yet made.
+    pub callbacks: usize,
     /// Abandoned ÷ live-answered over the profile's window (broadcast: no abandons).
     pub abandon_rate: f64,
 }
@@ -278,8 +288,36 @@ impl Campaign {
                     self.requeue(contact, now);
                 }
             }
+            Input::Callback { contact, at, agent } => self.schedule_callback(contact, at, agent),
         }
         self.check_finished();
+    }
+
+    fn schedule_callback(&mut self, contact: ContactId, at: DateTime<Utc>, agent: Option<String>) {
+        let Some(slot) = self.contacts.get_mut(&contact) else { return };
+        slot.state.callback = Some(Callback { at_unix_ms: unix_ms(at), agent });
+        if slot.state.in_flight.is_some() {
+            // It waits for the call up to end; `on_ended` schedules it then.
+            return;
+        }
+        if let Some(label) = slot.state.final_label.take() {
+            self.finals -= 1;
+            if let Some(n) = self.final_by_label.get_mut(&label) {
+                *n = n.saturating_sub(1);
+            }
+        }
+        slot.state.due_unix_ms = Some(unix_ms(at));
+        let priority = slot.priority;
+        // A contact already waiting is moved to the callback's time.
+        self.hopper.remove(contact);
+        self.hopper.push(Entry { contact, priority, due: at });
+        let state = slot.state.clone();
+        self.out.push_back(Output::State { contact, state });
+        if self.run == RunState::Finished {
+            // A finished campaign has work again.
+            self.run = RunState::Running;
+            self.out.push_back(Output::Run(RunState::Running));
+        }
     }
 
     /// Undoes taking a contact for an attempt that never started.
@@ -407,6 +445,16 @@ impl Campaign {
             self.live.push_back((now, d == Disposition::Abandoned));
         }
         let mut next = cfg.retry.next(d, &tally, now);
+        // A callback still ahead comes next, whatever the policy says; one that this
+        // attempt made is done (unless our side or the trunk cut the attempt short).
+        if let Some(cb) = &slot.state.callback {
+            let due = from_ms(cb.at_unix_ms);
+            if due > now {
+                next = Next::RetryAt(due);
+            } else if d.counts_as_attempt() {
+                slot.state.callback = None;
+            }
+        }
         if d.trunk_failure() {
             if let Some(c) = self.congested_until.get_mut(trunk) {
                 *c = Some(now + Duration::seconds(CONGESTION_BACKOFF_SECS));
@@ -454,6 +502,7 @@ impl Campaign {
             by_disposition: self.by_disposition.clone(),
             blocked_by_rule: self.blocked_by_rule.clone(),
             final_by_label: self.final_by_label.clone(),
+            callbacks: self.contacts.values().filter(|s| s.state.callback.is_some()).count(),
             abandon_rate: if self.live.is_empty() { 0.0 } else { abandoned as f64 / self.live.len() as f64 },
         }
     }
@@ -615,6 +664,56 @@ mod tests {
         c.handle_input(Input::Line { attempt: 2, trunk: 1 }, now);
         assert_eq!(dials(&outputs(&mut c)), vec![(2, 1, 1)]);
         assert_eq!(c.trunk_order(now + Duration::seconds(31)), vec![0, 1], "the back-off ends");
+    }
+
+    #[test]
+    fn a_callback_reopens_a_final_contact_at_its_time_and_is_done_after_its_attempt() {
+        let now = utc(OPEN);
+        let mut done = contact(1, 0);
+        done.1.final_label = Some("answered".into());
+        done.1.attempts = 1;
+        let mut c = Campaign::new(1, config(1, 5), RunState::Finished, vec![done], &[], now);
+        let at = now + Duration::hours(2);
+        c.handle_input(Input::Callback { contact: 1, at, agent: Some("alice".into()) }, now);
+        let out = outputs(&mut c);
+        assert!(
+            matches!(&out[..], [Output::State { contact: 1, state }, Output::Run(RunState::Running)]
+                if state.final_label.is_none() && state.callback.as_ref().and_then(|c| c.agent.as_deref()) == Some("alice")),
+            "{out:?}"
+        );
+        assert_eq!(c.poll_timeout(), Some(at));
+        c.handle_input(Input::Line { attempt: 9, trunk: 0 }, now + Duration::hours(1));
+        assert!(dials(&outputs(&mut c)).is_empty(), "not before its time");
+        c.handle_input(Input::Line { attempt: 10, trunk: 0 }, at);
+        let out = outputs(&mut c);
+        assert_eq!(dials(&out), vec![(10, 1, 0)]);
+        assert!(
+            matches!(&out[0], Output::Dial { state, .. } if state.callback.is_some()),
+            "the agent goes with the dial"
+        );
+        c.handle_input(Input::Ended { attempt: 10, disposition: Disposition::Answered }, at);
+        let out = outputs(&mut c);
+        assert!(
+            matches!(&out[..], [Output::Ended { state, .. }, Output::Run(RunState::Finished)]
+                if state.callback.is_none() && state.final_label.as_deref() == Some("answered")),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn a_callback_asked_for_during_a_call_comes_after_it() {
+        let now = utc(OPEN);
+        let mut c = Campaign::new(1, config(1, 5), RunState::Running, vec![contact(1, 0)], &[], now);
+        c.handle_input(Input::Line { attempt: 1, trunk: 0 }, now);
+        outputs(&mut c);
+        let at = now + Duration::days(1);
+        c.handle_input(Input::Callback { contact: 1, at, agent: None }, now);
+        c.handle_input(Input::Ended { attempt: 1, disposition: Disposition::Answered }, now + Duration::minutes(3));
+        let out = outputs(&mut c);
+        assert!(
+            matches!(&out[..], [Output::Ended { state, .. }] if state.final_label.is_none() && state.due_unix_ms == Some(unix_ms(at))),
+            "answered, but due again at the callback: {out:?}"
+        );
     }
 
     #[test]
