@@ -309,7 +309,11 @@ pub fn status_text(name: &str, s: &Status, calls: Option<&std::collections::BTre
         "campaign {name:?}: {run}, {} mode, lines {}/{} (dial level {:.2}), hopper {} ({} due now), contacts {} ({} final), attempts {}\n",
         s.mode, s.in_flight, s.lines, s.dial_level, s.hopper, s.due_now, s.contacts, s.finished_contacts, s.attempts
     );
-    out += &format!("  abandon rate {:.2}% over the legal window\n", 100.0 * s.abandon_rate);
+    out += &format!(
+        "  abandon rate {:.2}% over the legal window ({:.1} estimated AMD false positives counted)\n",
+        100.0 * s.abandon_rate,
+        s.estimated_amd_false_positives
+    );
     out += &format!("  outcomes {:?}\n", s.by_disposition);
     out += &format!("  final {:?}\n", s.final_by_label);
     if s.callbacks > 0 {
@@ -343,6 +347,7 @@ pub fn status_json(
         "final_contacts": s.finished_contacts,
         "attempts": s.attempts,
         "abandon_rate": s.abandon_rate,
+        "estimated_amd_false_positives": s.estimated_amd_false_positives,
         "by_disposition": s.by_disposition,
         "final": s.final_by_label,
         "blocked_by_rule": s.blocked_by_rule,

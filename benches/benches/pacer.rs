@@ -78,6 +78,7 @@ fn campaign(n: u64) -> (Campaign, DateTime<Utc>) {
         max_duration: Duration::from_secs(600),
         amd: true,
         keepalive: KeepaliveMode::Auto,
+        amd_false_positive_rate: 0.0,
         trunks: vec![Arc::new(TrunkConfig::direct("127.0.0.1", 5060))],
         retry: RetryPolicy::default(),
     };

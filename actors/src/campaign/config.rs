@@ -10,6 +10,7 @@
 //! ring_timeout_seconds = 25
 //! max_duration_seconds = 120
 //! keepalive = "auto"              # while nothing plays: auto (CN, else silence), silence, off
+//! amd_false_positive_rate = 0.02  # people AMD called machines (from review): counted as abandons
 //! [[trunk]]                       # tried in this order; a congestion answer moves on
 //! name = "carrier-a"
 //! host = "127.0.0.1"
@@ -69,6 +70,11 @@ struct Raw {
     /// What answered calls send while they play nothing: auto, silence, off.
     #[serde(default = "default_keepalive")]
     keepalive: String,
+    /// The share of AMD's machine verdicts that were people, as the operators' review of
+    /// the sampled machine calls found it; the abandon rate counts them (where the
+    /// profile says so).
+    #[serde(default)]
+    amd_false_positive_rate: f64,
     #[serde(default, rename = "trunk")]
     trunks: Vec<TrunkConfig>,
     #[serde(default)]
@@ -108,6 +114,7 @@ pub struct CampaignConfig {
     pub max_duration: std::time::Duration,
     pub amd: bool,
     pub keepalive: KeepaliveMode,
+    pub amd_false_positive_rate: f64,
     pub trunks: Vec<Arc<TrunkConfig>>,
     pub retry: RetryPolicy,
 }
@@ -153,6 +160,9 @@ impl CampaignConfig {
         if raw.lines == 0 {
             return Err(invalid("lines", "must be at least 1"));
         }
+        if !(0.0..=1.0).contains(&raw.amd_false_positive_rate) {
+            return Err(invalid("amd_false_positive_rate", "must be between 0 and 1"));
+        }
         if raw.trunks.is_empty() {
             return Err(invalid("trunk", "at least one [[trunk]] is needed"));
         }
@@ -194,6 +204,7 @@ impl CampaignConfig {
             max_duration: std::time::Duration::from_secs(raw.max_duration_seconds.max(1)),
             amd: raw.amd,
             keepalive: raw.keepalive.parse().map_err(|e: String| invalid("keepalive", e))?,
+            amd_false_positive_rate: raw.amd_false_positive_rate,
             trunks: raw.trunks.into_iter().map(Arc::new).collect(),
             retry: raw.retry.unwrap_or_default(),
         })
@@ -254,6 +265,8 @@ mod tests {
         assert!(e.contains("at least one [[trunk]]"), "{e}");
         let e = err(format!("mode = \"broadcast\"\nmessage = \"m.wav\"\ncompliance = \"fcc\"\n{TRUNK}"));
         assert!(e.starts_with("campaign config: compliance: "), "{e}");
+        let e = err(format!("mode = \"broadcast\"\nmessage = \"m.wav\"\namd_false_positive_rate = 1.5\n{TRUNK}"));
+        assert_eq!(e, "campaign config: amd_false_positive_rate: must be between 0 and 1");
         let e = err(format!("mode = \"broadcast\"\nmessage = \"m.wav\"\nlines = 0\n{TRUNK}"));
         assert_eq!(e, "campaign config: lines: must be at least 1");
     }

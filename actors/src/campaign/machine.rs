@@ -101,8 +101,10 @@ pub struct Status {
     pub final_by_label: BTreeMap<String, u64>,
     /// Callbacks scheduled and not yet made.
     pub callbacks: usize,
-    /// Abandoned ÷ live-answered over the profile's window (broadcast: no abandons).
+    /// Abandoned ÷ live-answered over the profile's window, the estimated AMD false
+    /// positives counted as both where the profile says so (broadcast: no abandons).
     pub abandon_rate: f64,
+    pub estimated_amd_false_positives: f64,
 }
 
 #[derive(Debug)]
@@ -129,8 +131,16 @@ pub struct Campaign {
     final_by_label: BTreeMap<String, u64>,
     /// Contacts with their final disposition.
     finals: usize,
-    /// (when, abandoned) for live answers within the abandon window.
-    live: VecDeque<(DateTime<Utc>, bool)>,
+    /// Answers within the abandon window: people, abandoned people, and machines (some of
+    /// which AMD got wrong).
+    live: VecDeque<(DateTime<Utc>, Answer)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    Live,
+    Abandoned,
+    Machine,
 }
 
 fn unix_ms(t: DateTime<Utc>) -> u64 {
@@ -441,8 +451,11 @@ impl Campaign {
         if let Some(last) = slot.state.history.last_mut() {
             last.abandoned = d == Disposition::Abandoned;
         }
-        if matches!(d, Disposition::Answered | Disposition::Abandoned) {
-            self.live.push_back((now, d == Disposition::Abandoned));
+        match d {
+            Disposition::Answered => self.live.push_back((now, Answer::Live)),
+            Disposition::Abandoned => self.live.push_back((now, Answer::Abandoned)),
+            Disposition::Machine => self.live.push_back((now, Answer::Machine)),
+            _ => {}
         }
         let mut next = cfg.retry.next(d, &tally, now);
         // A callback still ahead comes next, whatever the policy says; one that this
@@ -487,7 +500,13 @@ impl Campaign {
         while self.live.front().is_some_and(|(t, _)| *t + window < now) {
             self.live.pop_front();
         }
-        let abandoned = self.live.iter().filter(|(_, a)| *a).count();
+        let count = |k: Answer| self.live.iter().filter(|(_, a)| *a == k).count() as f64;
+        let (people, abandoned, machines) = (count(Answer::Live), count(Answer::Abandoned), count(Answer::Machine));
+        // People AMD took for machines were hung up on: abandoned calls too, where the
+        // profile says so (estimated from the reviewed sample's false-positive rate).
+        let fp =
+            if self.cfg.profile.count_amd_false_positives { self.cfg.amd_false_positive_rate * machines } else { 0.0 };
+        let answered = people + abandoned + fp;
         Status {
             run: Some(self.run),
             mode: format!("{:?}", self.cfg.mode).to_lowercase(),
@@ -503,7 +522,8 @@ impl Campaign {
             blocked_by_rule: self.blocked_by_rule.clone(),
             final_by_label: self.final_by_label.clone(),
             callbacks: self.contacts.values().filter(|s| s.state.callback.is_some()).count(),
-            abandon_rate: if self.live.is_empty() { 0.0 } else { abandoned as f64 / self.live.len() as f64 },
+            abandon_rate: if answered > 0.0 { (abandoned + fp) / answered } else { 0.0 },
+            estimated_amd_false_positives: fp,
         }
     }
 }
@@ -533,6 +553,7 @@ mod tests {
             max_duration: std::time::Duration::from_secs(60),
             amd: true,
             keepalive: crate::call::KeepaliveMode::Auto,
+            amd_false_positive_rate: 0.05,
             trunks: (0..trunks)
                 .map(|i| Arc::new(TrunkConfig { name: format!("t{i}"), ..TrunkConfig::direct("127.0.0.1", 5060) }))
                 .collect(),
@@ -594,6 +615,7 @@ mod tests {
         );
         let s = c.status(later);
         assert_eq!((s.attempts, s.finished_contacts, s.in_flight), (4, 3, 0));
+        assert_eq!(s.abandon_rate, 0.0, "no abandons, no machines");
         assert_eq!(s.final_by_label.get("answered"), Some(&2));
     }
 
@@ -714,6 +736,31 @@ mod tests {
             matches!(&out[..], [Output::Ended { state, .. }] if state.final_label.is_none() && state.due_unix_ms == Some(unix_ms(at))),
             "answered, but due again at the callback: {out:?}"
         );
+    }
+
+    #[test]
+    fn the_abandon_rate_counts_estimated_amd_false_positives() {
+        let now = utc(OPEN);
+        let contacts = (1..=40).map(|i| contact(i, 0)).collect();
+        let mut c = Campaign::new(1, config(1, 50), RunState::Running, contacts, &[], now);
+        for a in 1..=40 {
+            c.handle_input(Input::Line { attempt: a, trunk: 0 }, now);
+        }
+        // 18 people, 2 abandoned, 20 machines; AMD's estimated false-positive rate 5%.
+        for a in 1..=40 {
+            let d = match a {
+                1..=18 => Disposition::Answered,
+                19 | 20 => Disposition::Abandoned,
+                _ => Disposition::Machine,
+            };
+            c.handle_input(Input::Ended { attempt: a, disposition: d }, now);
+        }
+        let s = c.status(now);
+        assert!((s.estimated_amd_false_positives - 1.0).abs() < 1e-9);
+        assert!((s.abandon_rate - 3.0 / 21.0).abs() < 1e-9, "{}", s.abandon_rate);
+        // The profile's window: a day later under us_tsr's 30 days they still count.
+        assert!(c.status(now + Duration::days(1)).abandon_rate > 0.1);
+        assert_eq!(c.status(now + Duration::days(31)).abandon_rate, 0.0);
     }
 
     #[test]
