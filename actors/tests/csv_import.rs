@@ -108,4 +108,9 @@ fn rows_without_a_timezone_get_their_numbers_zones() {
     assert!(zones[1].1.len() > 1, "850 spans zones: every candidate ({:?})", zones[1]);
     assert_eq!(zones[2], (None, vec!["Asia/Shanghai"]));
     assert_eq!(zones[3], (Some("Europe/Dublin"), vec![]), "the list's own zone wins");
+    let regions: Vec<Option<&str>> = idx.iter().map(|m| m.region.as_deref()).collect();
+    assert_eq!(regions, vec![None, Some("US-FL"), None, None], "850 is Florida");
+    let bad = "phone,region\n+12125550123,Florida\n";
+    let e = import_csv(&store, 2, bad.as_bytes(), &ImportOptions::default(), |_| {}).expect_err("bad region");
+    assert!(e.to_string().contains("2:region:"), "{e}");
 }

@@ -84,7 +84,14 @@ fn campaign(n: u64) -> (Campaign, DateTime<Utc>) {
     };
     let contacts = (0..n)
         .map(|id| {
-            let meta = ContactMeta { id, priority: (id % 5) as i32, timezone: None, zones: Vec::new(), dnc: None };
+            let meta = ContactMeta {
+                id,
+                priority: (id % 5) as i32,
+                timezone: None,
+                zones: Vec::new(),
+                region: None,
+                dnc: None,
+            };
             (meta, ContactState::default())
         })
         .collect();

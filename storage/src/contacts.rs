@@ -21,6 +21,8 @@ pub struct NewContact {
     pub timezone: Option<String>,
     /// Without one: the zones the number may be in (from its country and area code).
     pub zones: Vec<String>,
+    /// ISO 3166-2 region (`US-FL`) for regional calling rules: the list's, or the number's.
+    pub region: Option<String>,
     pub priority: i32,
     pub alternates: Vec<String>,
     pub fields: BTreeMap<String, String>,
@@ -51,6 +53,7 @@ struct StoredContact {
     phone_hash: [u8; 32],
     timezone: Option<String>,
     zones: Vec<String>,
+    region: Option<String>,
     priority: i32,
 }
 
@@ -64,6 +67,7 @@ pub struct ContactMeta {
     pub timezone: Option<String>,
     /// The zones the number may be in, when no timezone was given.
     pub zones: Vec<String>,
+    pub region: Option<String>,
     /// The do-not-call list the number is on.
     pub dnc: Option<String>,
 }
@@ -251,6 +255,7 @@ impl Store {
                 phone_hash,
                 timezone: c.timezone.clone(),
                 zones: c.zones.clone(),
+                region: c.region.clone(),
                 priority: c.priority,
             };
             rows.push((id, k, encode(&stored)?, phone_key(campaign, &phone_hash)));
@@ -289,6 +294,7 @@ impl Store {
                 name: p.name,
                 timezone: stored.timezone,
                 zones: stored.zones,
+                region: stored.region,
                 priority: stored.priority,
                 alternates: p.alternates,
                 fields: p.fields,
@@ -333,6 +339,7 @@ impl Store {
                 priority: stored.priority,
                 timezone: stored.timezone,
                 zones: stored.zones,
+                region: stored.region,
                 dnc,
             });
         }

@@ -14,6 +14,7 @@ fn people() -> Vec<NewContact> {
             name: Some(format!("Zhang Wei-{i:03} Testperson")),
             timezone: Some("Asia/Shanghai".into()),
             zones: Vec::new(),
+            region: None,
             priority: i % 5,
             alternates: vec![format!("+8613912{:06}", 100_000 + i)],
             fields: BTreeMap::from([("account".to_string(), format!("ACCT-SECRET-{i:05}"))]),

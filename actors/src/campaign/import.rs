@@ -80,6 +80,7 @@ enum Column {
     Name,
     Timezone,
     Priority,
+    Region,
     Alternates,
     Custom,
 }
@@ -90,6 +91,7 @@ fn column_of(name: &str) -> Column {
         "name" => Column::Name,
         "timezone" | "tz" | "time_zone" => Column::Timezone,
         "priority" => Column::Priority,
+        "region" | "state_code" => Column::Region,
         "alternates" | "alternate_numbers" | "alt" => Column::Alternates,
         _ => Column::Custom,
     }
@@ -139,6 +141,18 @@ fn parse_row(
                 Err(_) => bad(name, format!("{cell:?} is not an IANA time zone")),
             },
             Column::Priority if cell.is_empty() => {}
+            Column::Region if cell.is_empty() => {}
+            Column::Region => {
+                let ok = cell.len() <= 6
+                    && cell.get(2..3) == Some("-")
+                    && cell[..2].bytes().all(|b| b.is_ascii_uppercase())
+                    && cell[3..].bytes().all(|b| b.is_ascii_alphanumeric());
+                if ok {
+                    c.region = Some(cell.to_string());
+                } else {
+                    bad(name, format!("{cell:?} is not an ISO 3166-2 region (like US-FL)"));
+                }
+            }
             Column::Priority => match cell.parse::<i32>() {
                 Ok(p) => c.priority = p,
                 Err(_) => bad(name, format!("{cell:?} is not an integer")),
@@ -157,6 +171,9 @@ fn parse_row(
                 }
             }
         }
+    }
+    if c.region.is_none() && !c.phone.is_empty() {
+        c.region = crate::compliance::region_for_number(&c.phone).map(str::to_string);
     }
     if c.timezone.is_none() && !c.phone.is_empty() {
         c.zones = crate::compliance::zones_for_number(&c.phone).iter().map(|z| z.name().to_string()).collect();

@@ -111,6 +111,7 @@ pub struct Status {
 struct Slot {
     priority: i32,
     zones: Vec<Tz>,
+    region: Option<String>,
     dnc: Option<String>,
     state: ContactState,
 }
@@ -203,7 +204,8 @@ impl Campaign {
                 *c.final_by_label.entry(label.clone()).or_default() += 1;
                 c.finals += 1;
             }
-            c.contacts.insert(meta.id, Slot { priority: meta.priority, zones, dnc: meta.dnc, state });
+            c.contacts
+                .insert(meta.id, Slot { priority: meta.priority, zones, region: meta.region, dnc: meta.dnc, state });
         }
         let open: HashMap<AttemptId, ContactId> = open_attempts.iter().copied().collect();
         let ids: Vec<ContactId> = c.contacts.keys().copied().collect();
@@ -377,7 +379,7 @@ impl Campaign {
                 .iter()
                 .map(|p| PastAttempt { at: from_ms(p.at_unix_ms), abandoned: p.abandoned })
                 .collect();
-            let subject = Subject { zones: &slot.zones, region: None, on_dnc: slot.dnc.is_some() };
+            let subject = Subject { zones: &slot.zones, region: slot.region.as_deref(), on_dnc: slot.dnc.is_some() };
             if let Err(b) = compliance::check(&self.cfg.profile, &subject, &history, now) {
                 let until = compliance::next_allowed(
                     &self.cfg.profile,
@@ -562,7 +564,10 @@ mod tests {
     }
 
     fn contact(id: ContactId, priority: i32) -> (ContactMeta, ContactState) {
-        (ContactMeta { id, priority, timezone: None, zones: Vec::new(), dnc: None }, ContactState::default())
+        (
+            ContactMeta { id, priority, timezone: None, zones: Vec::new(), region: None, dnc: None },
+            ContactState::default(),
+        )
     }
 
     fn outputs(c: &mut Campaign) -> Vec<Output> {
@@ -646,6 +651,19 @@ mod tests {
         let open = utc("2026-07-15T12:00:00Z");
         c.handle_input(Input::Line { attempt: 11, trunk: 0 }, open);
         assert_eq!(dials(&outputs(&mut c)), vec![(11, 1, 0)], "New York opens first; Los Angeles waits");
+    }
+
+    #[test]
+    fn a_florida_number_follows_floridas_hours() {
+        // 00:30 UTC in July: 20:30 in New York and Miami; us_tsr allows 21:00, Florida 20:00.
+        let now = utc("2026-07-16T00:30:00Z");
+        let mut fl = contact(2, 9);
+        fl.0.region = Some("US-FL".into());
+        let mut c = Campaign::new(1, config(1, 5), RunState::Running, vec![contact(1, 0), fl], &[], now);
+        c.handle_input(Input::Line { attempt: 1, trunk: 0 }, now);
+        let out = outputs(&mut c);
+        assert_eq!(dials(&out), vec![(1, 1, 0)], "the higher-priority Florida contact waits: {out:?}");
+        assert!(out.iter().any(|o| matches!(o, Output::Blocked { contact: 2, rule: "outside_hours", .. })));
     }
 
     #[test]

@@ -8,4 +8,4 @@ pub mod zones;
 
 pub use profile::{Profile, ProfileError};
 pub use rules::{check, next_allowed, Blocked, PastAttempt, Subject};
-pub use zones::zones_for_number;
+pub use zones::{region_for_number, zones_for_number};

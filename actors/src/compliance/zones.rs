@@ -114,6 +114,18 @@ fn parse(names: &[&str]) -> Vec<Tz> {
     names.iter().filter_map(|n| n.parse().ok()).collect()
 }
 
+/// Florida's area codes (its calling rules differ: 08:00-20:00, 3 calls in 24 h).
+const FLORIDA: &[u16] = &[
+    239, 305, 321, 324, 352, 386, 407, 448, 561, 645, 656, 689, 727, 728, 754, 772, 786, 813, 850, 863, 904, 941, 954,
+];
+
+/// The ISO 3166-2 region of a number where a regional rule depends on it (today: the US
+/// states with overrides in the built-in profiles).
+pub fn region_for_number(e164: &str) -> Option<&'static str> {
+    let area: u16 = e164.strip_prefix("+1")?.get(..3)?.parse().ok()?;
+    FLORIDA.contains(&area).then_some("US-FL")
+}
+
 /// The candidate zones of an E.164 number (`+` and digits); empty when unknown.
 pub fn zones_for_number(e164: &str) -> Vec<Tz> {
     let Some(digits) = e164.strip_prefix('+').filter(|d| d.bytes().all(|b| b.is_ascii_digit())) else {
@@ -183,5 +195,8 @@ mod tests {
         assert_eq!(zones_for_number("+61412345678").len(), 4, "an Australian mobile");
         assert!(zones_for_number("+999123").is_empty());
         assert!(zones_for_number("12125550123").is_empty(), "not E.164");
+        assert_eq!(region_for_number("+13055550123"), Some("US-FL"));
+        assert_eq!(region_for_number("+12125550123"), None);
+        assert_eq!(region_for_number("+443055550123"), None);
     }
 }
