@@ -255,7 +255,20 @@ pub fn run(cmd: CampaignCmd) -> Result<ExitCode> {
         CampaignCmd::Pause { store, name } => set_state(&store.store, &name, RunState::Paused)?,
         CampaignCmd::Stop { store, name } => set_state(&store.store, &name, RunState::Stopped)?,
         CampaignCmd::Status { store, name, json } => {
-            let s = open_store(&store.store)?;
+            let s = match open_store(&store.store) {
+                Ok(s) => s,
+                Err(e) => {
+                    let line =
+                        format!("{} {}", if json { "status-json" } else { "status" }, name.as_deref().unwrap_or("*"));
+                    match via_serve(&store.store, &line)? {
+                        Some(out) => {
+                            print!("{out}");
+                            return Ok(ExitCode::SUCCESS);
+                        }
+                        None => return Err(e),
+                    }
+                }
+            };
             let recs = match name {
                 Some(n) => vec![find(&s, &n)?],
                 None => s.campaigns()?,
@@ -273,8 +286,60 @@ pub fn run(cmd: CampaignCmd) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The socket a running `waihu serve` takes commands on, in its store's directory.
+pub fn control_socket(dir: &Path) -> PathBuf {
+    dir.join("control.sock")
+}
+
+/// Sends one command line to the `waihu serve` running on this store, if there is one;
+/// its answer, or None when none listens.
+pub fn via_serve(dir: &Path, line: &str) -> Result<Option<String>> {
+    use std::io::{BufRead, Write};
+    let Ok(mut conn) = std::os::unix::net::UnixStream::connect(control_socket(dir)) else { return Ok(None) };
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    writeln!(conn, "{line}")?;
+    let mut out = String::new();
+    let mut ok = None;
+    for l in std::io::BufReader::new(conn).lines() {
+        let l = l?;
+        match l.as_str() {
+            "ok" => ok = Some(true),
+            e if e.starts_with("error: ") => {
+                ok = Some(false);
+                out = e["error: ".len()..].to_string();
+            }
+            text => {
+                out += text;
+                out.push('\n');
+            }
+        }
+    }
+    match ok {
+        Some(true) => Ok(Some(out)),
+        Some(false) => bail!("waihu serve: {out}"),
+        None => bail!("waihu serve did not answer {line:?}"),
+    }
+}
+
 fn set_state(dir: &Path, name: &str, state: RunState) -> Result<()> {
-    let s = open_store(dir)?;
+    let s = match open_store(dir) {
+        Ok(s) => s,
+        Err(e) => {
+            let verb = match state {
+                RunState::Running => "start",
+                RunState::Paused => "pause",
+                _ => "stop",
+            };
+            // The store is held by a running `waihu serve`: ask it.
+            return match via_serve(dir, &format!("{verb} {name}"))? {
+                Some(out) => {
+                    print!("{out}");
+                    Ok(())
+                }
+                None => Err(e),
+            };
+        }
+    };
     let rec = find(&s, name)?;
     if state == RunState::Running {
         config_of(&rec)?;

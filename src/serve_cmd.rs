@@ -53,6 +53,8 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
     let sip = AgentConfig { bind: a.sip_bind, t1, ..AgentConfig::default() };
     let (sip_rt, env) = crate::platform::start(sip, media, a.shards, a.threads)?;
     let mut stop = crate::platform::signals(&sip_rt)?;
+    let socket = crate::campaign_cmd::control_socket(&a.store.store);
+    let sock = socket.clone();
     let system = actix::System::new();
     let code = system.block_on(async move {
         let pool = TrunkPool::default();
@@ -104,6 +106,19 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
             actors.insert(rec.id, (rec, addr));
         }
         eprintln!("waihu serve: {} campaigns loaded", actors.len());
+        let actors = std::rc::Rc::new(actors);
+        let _ = std::fs::remove_file(&sock);
+        match tokio::net::UnixListener::bind(&sock) {
+            Ok(listener) => {
+                let actors = actors.clone();
+                actix::spawn(async move {
+                    while let Ok((conn, _)) = listener.accept().await {
+                        actix::spawn(control(conn, actors.clone()));
+                    }
+                });
+            }
+            Err(e) => eprintln!("waihu serve: no control socket at {}: {e}", sock.display()),
+        }
         let mut last_status = std::time::Instant::now();
         let every = Duration::from_secs(a.status_every);
         loop {
@@ -151,6 +166,58 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
         }
         ExitCode::SUCCESS
     });
+    let _ = std::fs::remove_file(&socket);
     drop(sip_rt);
     Ok(code)
+}
+
+type Actors = std::rc::Rc<HashMap<u64, (waihu_storage::CampaignRecord, actix::Addr<CampaignActor>)>>;
+
+/// One control connection: a command line in (`start|pause|stop NAME`, `status NAME|*`,
+/// `status-json NAME|*`), its answer out, then `ok` or `error: ...`.
+async fn control(conn: tokio::net::UnixStream, actors: Actors) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let (read, mut write) = conn.into_split();
+    let mut line = String::new();
+    let mut reader = tokio::io::BufReader::new(read);
+    let reply = match tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line)).await {
+        Ok(Ok(n)) if n > 0 && n < 1024 => answer(line.trim(), &actors).await,
+        _ => Err("expected one command line".to_string()),
+    };
+    let text = match reply {
+        Ok(out) => format!("{out}ok\n"),
+        Err(e) => format!("error: {e}\n"),
+    };
+    let _ = write.write_all(text.as_bytes()).await;
+}
+
+async fn answer(line: &str, actors: &Actors) -> Result<String, String> {
+    use waihu_actors::campaign::actor::Control;
+    let (verb, name) = line.split_once(' ').unwrap_or((line, "*"));
+    let chosen: Vec<_> = actors.values().filter(|(rec, _)| name == "*" || rec.name == name).collect();
+    if chosen.is_empty() {
+        return Err(format!(
+            "no campaign {name:?} is loaded (campaigns stopped or finished before this start are not)"
+        ));
+    }
+    let mut out = String::new();
+    for (rec, addr) in chosen {
+        let control = match verb {
+            "start" => Some(Control::Start),
+            "pause" => Some(Control::Pause),
+            "stop" => Some(Control::Stop),
+            "status" | "status-json" => None,
+            other => return Err(format!("unknown command {other:?}")),
+        };
+        if let Some(c) = control {
+            addr.send(c).await.map_err(|e| e.to_string())?;
+        }
+        let r = addr.send(GetStatus).await.map_err(|e| e.to_string())?;
+        match verb {
+            "status-json" => out += &format!("{}\n", status_json(rec, &r.status, Some(&r.calls_by_phase))),
+            "status" => out += &status_text(&rec.name, &r.status, Some(&r.calls_by_phase)),
+            _ => out += &format!("campaign {:?}: {}\n", rec.name, r.status.run.map_or("?", |s| s.label())),
+        }
+    }
+    Ok(out)
 }

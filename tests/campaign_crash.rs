@@ -83,10 +83,10 @@ impl Drop for Setup {
     }
 }
 
-fn setup() -> Setup {
+fn setup(tag: &str, contacts: usize, start: bool) -> Setup {
     let ok = Command::new("sipp").arg("-v").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
     assert!(ok, "SIPp is not installed: `make test` installs Debian's sip-tester (scripts/deps.sh)");
-    let dir = std::env::temp_dir().join(format!("waihu-crash-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("waihu-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
     let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sipp/uas_campaign.xml");
@@ -127,7 +127,7 @@ machine = {{ delay_seconds = 2, max = 1 }}
     );
     std::fs::write(dir.join("campaign.toml"), campaign).expect("campaign");
     let mut csv = String::from("phone,name\n");
-    for i in 0..CONTACTS {
+    for i in 0..contacts {
         csv += &format!("+861380013{i:04},Person {i}\n");
     }
     std::fs::write(dir.join("contacts.csv"), csv).expect("contacts");
@@ -144,12 +144,15 @@ machine = {{ delay_seconds = 2, max = 1 }}
     std::thread::sleep(Duration::from_millis(300));
     let store = dir.join("store").to_string_lossy().to_string();
     let config = dir.join("campaign.toml").to_string_lossy().to_string();
-    let contacts = dir.join("contacts.csv").to_string_lossy().to_string();
-    for args in [
+    let list = dir.join("contacts.csv").to_string_lossy().to_string();
+    let mut steps = vec![
         vec!["campaign", "create", "--store", &store, "--name", "crash", "--config", &config],
-        vec!["campaign", "import", "--store", &store, "--name", "crash", &contacts],
-        vec!["campaign", "start", "--store", &store, "--name", "crash"],
-    ] {
+        vec!["campaign", "import", "--store", &store, "--name", "crash", &list],
+    ];
+    if start {
+        steps.push(vec!["campaign", "start", "--store", &store, "--name", "crash"]);
+    }
+    for args in steps {
         let (ok, out, err) = waihu(&args);
         assert!(ok, "waihu {args:?}: {out}\n{err}");
     }
@@ -157,11 +160,16 @@ machine = {{ delay_seconds = 2, max = 1 }}
 }
 
 fn serve(s: &Setup, run: usize) -> Child {
+    serve_with(s, run, &["--rtp-ports", "46000-46399", "--exit-when-idle"])
+}
+
+fn serve_with(s: &Setup, run: usize, extra: &[&str]) -> Child {
     let err = std::fs::File::create(s.dir.join(format!("serve-{run}.err"))).expect("log");
     let out = std::fs::File::create(s.dir.join(format!("serve-{run}.out"))).expect("log");
     Command::new(WAIHU)
         .args(["serve", "--store", &s.store, "--sip-bind", &format!("127.0.0.1:{}", s.sip_port)])
-        .args(["--rtp-ports", "46000-46399", "--exit-when-idle", "--status-every", "2"])
+        .args(extra)
+        .args(["--status-every", "2"])
         .stdout(out)
         .stderr(err)
         .spawn()
@@ -206,7 +214,7 @@ fn sipp_invites(dir: &Path) -> BTreeMap<String, BTreeSet<String>> {
 
 #[test]
 fn a_broadcast_campaign_killed_five_times_accounts_for_every_call() {
-    let s = setup();
+    let s = setup("crash", CONTACTS, true);
     let seed = std::env::var("WAIHU_CRASH_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(20_261_203u64);
     let mut rng = Rng(seed);
     let mut killed_at = Vec::new();
@@ -293,5 +301,49 @@ fn a_broadcast_campaign_killed_five_times_accounts_for_every_call() {
         rows.len(),
         invites.len()
     );
+    let _ = std::fs::remove_dir_all(&s.dir);
+}
+
+/// While `waihu serve` holds the store, the campaign commands reach it on its control
+/// socket: status, then start, then the campaign runs to its end.
+#[test]
+fn a_running_serve_takes_the_campaign_commands() {
+    let s = setup("control", 10, false);
+    let mut child = serve_with(&s, 0, &["--rtp-ports", "46400-46599"]);
+    let status = |json: bool| {
+        let mut args = vec!["campaign", "status", "--store", &s.store, "--name", "crash"];
+        if json {
+            args.push("--json");
+        }
+        waihu(&args)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (mut ok, mut out, mut err) = status(false);
+    while !ok && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        (ok, out, err) = status(false);
+    }
+    assert!(ok && out.contains("created") && out.contains("calls by state"), "from serve: {out}{err}");
+    let (ok, out, err) = waihu(&["campaign", "start", "--store", &s.store, "--name", "crash"]);
+    assert!(ok && out.contains("running"), "{out}{err}");
+    let (ok, _, err) = waihu(&["campaign", "pause", "--store", &s.store, "--name", "other"]);
+    assert!(!ok && err.contains("no campaign \"other\""), "{err}");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        let (ok, out, _) = status(true);
+        if ok && out.contains("\"state\":\"finished\"") {
+            last = out;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(last.contains("\"final_contacts\":10"), "the campaign ran to its end: {last}");
+    // SIGTERM: serve ends cleanly and lets go of the store.
+    let pid = child.id().to_string();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    assert_eq!(wait(&mut child, Duration::from_secs(30)), Some(0));
+    let (ok, out, err) = status(false);
+    assert!(ok && out.contains("finished") && !out.contains("calls by state"), "from the store again: {out}{err}");
     let _ = std::fs::remove_dir_all(&s.dir);
 }
