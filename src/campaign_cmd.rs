@@ -232,6 +232,9 @@ pub fn run(cmd: CampaignCmd) -> Result<ExitCode> {
             let contact = s
                 .find_by_phone(rec.id, &number)?
                 .with_context(|| format!("campaign {name:?} has no contact with that number"))?;
+            if !s.open_attempts(rec.id)?.is_empty() {
+                bail!("campaign {name:?} has attempts left open by a crash: run `waihu serve` on the store once to close them first");
+            }
             let mut m = load(&s, &rec, Arc::new(config_of(&rec)?))?;
             let now = chrono::DateTime::from_timestamp_millis(unix_ms() as i64).unwrap_or_default();
             m.handle_input(campaign::machine::Input::Callback { contact: contact.id, at, agent }, now);

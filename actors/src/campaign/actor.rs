@@ -378,9 +378,10 @@ impl CampaignActor {
         let Some(live) = self.live.get_mut(&d.attempt) else { return };
         live.phase = Phase::Starting;
         if let Err(e) = d.result {
-            // Not durable: not sent. The attempt is closed as ours, not the contact's.
-            self.end_without_call(d.attempt, Disposition::LocalFailure, Some(format!("store: {e}")), ctx);
+            // Not durable: not sent. The attempt is closed as ours, not the contact's, after
+            // the pause (closing it pumps, and nothing more may be dialled).
             self.store_failed(&e, ctx);
+            self.end_without_call(d.attempt, Disposition::LocalFailure, Some(format!("store: {e}")), ctx);
             return;
         }
         if self.stopping {
@@ -458,7 +459,7 @@ impl CampaignActor {
         record.target.clear();
         record.trunk = live.attempt.trunk.clone();
         if record.call_id.is_empty() {
-            record.call_id = String::new();
+            record.call_id = format!("{}@waihu.invalid", live.attempt.call_id);
         }
         live.attempt.record = Some(record.clone());
         self.machine.handle_input(Input::Ended { attempt, disposition: record.disposition }, utc_now());

@@ -210,10 +210,12 @@ impl Campaign {
         let open: HashMap<AttemptId, ContactId> = open_attempts.iter().copied().collect();
         let ids: Vec<ContactId> = c.contacts.keys().copied().collect();
         let mut due = Vec::with_capacity(ids.len());
+        let mut closed = std::collections::HashSet::new();
         for id in ids {
             let Some(slot) = c.contacts.get_mut(&id) else { continue };
             match slot.state.in_flight {
                 Some(a) if open.get(&a) == Some(&id) => {
+                    closed.insert(a);
                     c.in_flight.insert(a, (id, 0));
                     c.on_ended(a, Disposition::Interrupted, now);
                 }
@@ -226,6 +228,17 @@ impl Campaign {
                 None if slot.state.final_label.is_none() => due.push(id),
                 None => {}
             }
+        }
+        // Open attempts the contact's state does not name (its end was written and the
+        // state overwritten since, or the state was lost): closed too, the state kept.
+        for &(a, contact) in open_attempts {
+            if closed.contains(&a) {
+                continue;
+            }
+            let Some(slot) = c.contacts.get(&contact) else { continue };
+            *c.by_disposition.entry(Disposition::Interrupted.to_string()).or_default() += 1;
+            let state = slot.state.clone();
+            c.out.push_back(Output::Ended { attempt: a, contact, disposition: Disposition::Interrupted, state });
         }
         let entries: Vec<Entry> = due
             .into_iter()
@@ -241,7 +254,19 @@ impl Campaign {
             hopper.push(e);
         }
         c.hopper = hopper;
+        c.reconcile();
         c
+    }
+
+    /// The stored run state against the contacts: a running campaign with every contact
+    /// final is finished; a finished one with work left runs again.
+    fn reconcile(&mut self) {
+        let all_final = self.finals == self.contacts.len();
+        if self.run == RunState::Finished && !all_final {
+            self.run = RunState::Running;
+            self.out.push_back(Output::Run(RunState::Running));
+        }
+        self.check_finished();
     }
 
     pub fn id(&self) -> CampaignId {
@@ -277,7 +302,9 @@ impl Campaign {
 
     /// When the campaign next has something to do by itself (a contact falls due).
     pub fn poll_timeout(&self) -> Option<DateTime<Utc>> {
-        if self.run != RunState::Running {
+        // With every line busy a call's end is what comes next, not a contact falling due.
+        let lines_free = self.cfg.mode == ModeName::Broadcast && (self.in_flight.len() as u32) < self.cfg.lines;
+        if self.run != RunState::Running || !lines_free {
             return None;
         }
         self.hopper.next_due()
@@ -460,16 +487,6 @@ impl Campaign {
             _ => {}
         }
         let mut next = cfg.retry.next(d, &tally, now);
-        // A callback still ahead comes next, whatever the policy says; one that this
-        // attempt made is done (unless our side or the trunk cut the attempt short).
-        if let Some(cb) = &slot.state.callback {
-            let due = from_ms(cb.at_unix_ms);
-            if due > now {
-                next = Next::RetryAt(due);
-            } else if d.counts_as_attempt() {
-                slot.state.callback = None;
-            }
-        }
         if d.trunk_failure() {
             if let Some(c) = self.congested_until.get_mut(trunk) {
                 *c = Some(now + Duration::seconds(CONGESTION_BACKOFF_SECS));
@@ -478,6 +495,16 @@ impl Campaign {
             let other = self.congested_until.iter().take(self.cfg.trunks.len()).any(|c| c.is_none_or(|t| t <= now));
             if other {
                 next = Next::RetryAt(now);
+            }
+        }
+        // A callback still ahead comes next, whatever the policy says; one that this
+        // attempt made is done (unless our side or the trunk cut the attempt short).
+        if let Some(cb) = &slot.state.callback {
+            let due = from_ms(cb.at_unix_ms);
+            if due > now {
+                next = Next::RetryAt(due);
+            } else if d.counts_as_attempt() {
+                slot.state.callback = None;
             }
         }
         match next {
@@ -688,6 +715,25 @@ mod tests {
         c.handle_input(Input::Line { attempt: 56, trunk: 0 }, later);
         assert_eq!(dials(&outputs(&mut c)), vec![(56, 1, 0)]);
         assert_eq!(c.status(later).attempts, 2);
+    }
+
+    #[test]
+    fn a_restart_closes_an_open_attempt_its_contact_no_longer_names_and_fixes_the_run_state() {
+        let now = utc(OPEN);
+        let mut done = contact(1, 0);
+        done.1.final_label = Some("answered".into());
+        // Attempt 7 is open in the store, but the contact moved on (its end was lost).
+        let mut c = Campaign::new(1, config(1, 5), RunState::Running, vec![done], &[(7, 1)], now);
+        let out = outputs(&mut c);
+        assert!(
+            matches!(&out[..], [Output::Ended { attempt: 7, contact: 1, disposition: Disposition::Interrupted, state }, Output::Run(RunState::Finished)]
+                if state.final_label.as_deref() == Some("answered")),
+            "closed, the contact left final, and the campaign is finished: {out:?}"
+        );
+        // A finished campaign with a contact that is not final runs again.
+        let mut c = Campaign::new(1, config(1, 5), RunState::Finished, vec![contact(2, 0)], &[], now);
+        assert_eq!(outputs(&mut c), vec![Output::Run(RunState::Running)]);
+        assert_eq!(c.wants_lines(now), 5);
     }
 
     #[test]
