@@ -317,12 +317,14 @@ fn a_running_serve_takes_the_campaign_commands() {
         }
         waihu(&args)
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let (mut ok, mut out, mut err) = status(false);
-    while !ok && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(200));
-        (ok, out, err) = status(false);
+    // Serve is up once its control socket is.
+    let sock = Path::new(&s.store).join("control.sock");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !sock.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
     }
+    assert!(sock.exists(), "waihu serve made no control socket");
+    let (ok, out, err) = status(false);
     assert!(ok && out.contains("created") && out.contains("calls by state"), "from serve: {out}{err}");
     let (ok, out, err) = waihu(&["campaign", "start", "--store", &s.store, "--name", "crash"]);
     assert!(ok && out.contains("running"), "{out}{err}");
