@@ -14,18 +14,15 @@
 //! time, on loopback; every process is bounded in time and killed by its PID.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use waihu_tests::{free_udp_port, wait_child as wait};
+
 const WAIHU: &str = env!("CARGO_BIN_EXE_waihu");
 const CONTACTS: usize = 300;
 const KILLS: usize = 5;
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).map(|a| a.port()).expect("a free UDP port")
-}
 
 /// A small seeded generator (splitmix64): the kill points are reproducible by seed.
 struct Rng(u64);
@@ -47,19 +44,6 @@ impl Rng {
 fn waihu(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(WAIHU).args(args).output().expect("waihu runs");
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
-}
-
-fn wait(child: &mut Child, limit: Duration) -> Option<i32> {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if let Ok(Some(s)) = child.try_wait() {
-            return s.code();
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    None
 }
 
 fn message_wav(path: &Path) {

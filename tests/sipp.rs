@@ -16,6 +16,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use waihu_tests::{free_udp_port, wait_child as wait};
+
 const WAIHU: &str = env!("CARGO_BIN_EXE_waihu");
 
 fn sipp_dir() -> PathBuf {
@@ -25,10 +27,6 @@ fn sipp_dir() -> PathBuf {
 fn require_sipp() {
     let ok = Command::new("sipp").arg("-v").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
     assert!(ok, "SIPp is not installed: `make test` installs Debian's sip-tester (scripts/deps.sh)");
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).map(|a| a.port()).expect("a free UDP port")
 }
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
@@ -120,19 +118,6 @@ impl FarEnd {
         }
         (ok, format!("{errors}\n{out}"))
     }
-}
-
-fn wait(child: &mut Child, limit: Duration) -> Option<i32> {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if let Ok(Some(s)) = child.try_wait() {
-            return s.code();
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    None
 }
 
 /// Runs `waihu call TARGET ARGS...`; returns the call record and the progress lines.

@@ -11,7 +11,7 @@
 //! contact, and the CDR export joins the two.
 
 use crate::codec::{decode, encode, Record};
-use crate::contacts::{CampaignId, ContactId};
+use crate::contacts::{key, CampaignId, ContactId};
 use crate::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -107,13 +107,6 @@ pub struct Decision {
 impl Record for Decision {
     const TREE: &'static str = "decisions";
     const VERSION: u8 = 1;
-}
-
-pub(crate) fn key2(a: u64, b: u64) -> [u8; 16] {
-    let mut k = [0u8; 16];
-    k[..8].copy_from_slice(&a.to_be_bytes());
-    k[8..].copy_from_slice(&b.to_be_bytes());
-    k
 }
 
 fn tail_id(k: &[u8]) -> Result<u64, StoreError> {
@@ -247,8 +240,8 @@ impl Store {
     /// [`Store::durable`] before the INVITE. Refused when the contact already has an
     /// attempt in flight (one attempt at a time per contact).
     pub fn begin_attempt(&self, a: &Attempt, state: &ContactState) -> Result<(), StoreError> {
-        let ak = key2(a.campaign, a.id);
-        let ck = key2(a.campaign, a.contact);
+        let ak = key(a.campaign, a.id);
+        let ck = key(a.campaign, a.contact);
         let (av, cv) = (encode(a)?, encode(state)?);
         let r = (&self.attempts, &self.contact_state).transaction(|(attempts, states)| {
             if let Some(old) = states.get(ck)? {
@@ -267,8 +260,8 @@ impl Store {
 
     /// Ends an attempt: the attempt with its record and the contact's new state, together.
     pub fn end_attempt(&self, a: &Attempt, state: &ContactState) -> Result<(), StoreError> {
-        let ak = key2(a.campaign, a.id);
-        let ck = key2(a.campaign, a.contact);
+        let ak = key(a.campaign, a.id);
+        let ck = key(a.campaign, a.contact);
         let (av, cv) = (encode(a)?, encode(state)?);
         let r = (&self.attempts, &self.contact_state).transaction(|(attempts, states)| {
             attempts.insert(&ak[..], av.as_slice())?;
@@ -279,7 +272,7 @@ impl Store {
     }
 
     pub fn attempt(&self, campaign: CampaignId, id: AttemptId) -> Result<Option<Attempt>, StoreError> {
-        self.attempts.get(key2(campaign, id))?.map(|v| decode(&v)).transpose()
+        self.attempts.get(key(campaign, id))?.map(|v| decode(&v)).transpose()
     }
 
     /// Every attempt of the campaign, oldest first.
@@ -293,7 +286,7 @@ impl Store {
     }
 
     pub fn contact_state(&self, campaign: CampaignId, contact: ContactId) -> Result<ContactState, StoreError> {
-        Ok(self.contact_state.get(key2(campaign, contact))?.map(|v| decode(&v)).transpose()?.unwrap_or_default())
+        Ok(self.contact_state.get(key(campaign, contact))?.map(|v| decode(&v)).transpose()?.unwrap_or_default())
     }
 
     pub fn set_contact_state(
@@ -302,7 +295,7 @@ impl Store {
         contact: ContactId,
         state: &ContactState,
     ) -> Result<(), StoreError> {
-        self.contact_state.insert(key2(campaign, contact), encode(state)?)?;
+        self.contact_state.insert(key(campaign, contact), encode(state)?)?;
         Ok(())
     }
 
@@ -319,7 +312,7 @@ impl Store {
     /// Records why a contact was not dialled.
     pub fn record_decision(&self, d: &Decision) -> Result<(), StoreError> {
         let id = self.db.generate_id()?;
-        self.decisions.insert(key2(d.campaign, id), encode(d)?)?;
+        self.decisions.insert(key(d.campaign, id), encode(d)?)?;
         Ok(())
     }
 

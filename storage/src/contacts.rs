@@ -153,7 +153,9 @@ impl Record for StoredContact {
     const VERSION: u8 = 1;
 }
 
-fn key(campaign: CampaignId, id: ContactId) -> [u8; 16] {
+/// A record key under a campaign: the campaign id, then the record's (both big-endian, so
+/// a campaign's records scan in id order).
+pub(crate) fn key(campaign: CampaignId, id: u64) -> [u8; 16] {
     let mut k = [0u8; 16];
     k[..8].copy_from_slice(&campaign.to_be_bytes());
     k[8..].copy_from_slice(&id.to_be_bytes());

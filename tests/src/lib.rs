@@ -107,3 +107,23 @@ unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
         unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
     }
 }
+
+/// A free UDP port on loopback (bound and released; tests pick theirs at run time).
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).map(|a| a.port()).expect("a free UDP port")
+}
+
+/// Waits up to `limit` for the child to exit; its exit code, or None after killing it (by
+/// its own handle) when it did not.
+pub fn wait_child(child: &mut std::process::Child, limit: std::time::Duration) -> Option<i32> {
+    let end = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < end {
+        if let Ok(Some(s)) = child.try_wait() {
+            return s.code();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
