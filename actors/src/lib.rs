@@ -3,8 +3,10 @@
 //! campaigns, agents and routing, each with a thin actix actor that carries out its
 //! outputs. Only the actors read the clock.
 
+pub mod agent;
 pub mod call;
 pub mod campaign;
 pub mod compliance;
 pub mod dial;
 pub mod pacing;
+pub mod router;

@@ -1,0 +1,5 @@
+//! Agents: the pure per-agent state machine ([`machine`]) and its actix shell.
+
+pub mod machine;
+
+pub use machine::{Agent, AgentId, AgentLimits, AgentState, AgentTotals, Input, Output, PhoneLoss, Timer};
