@@ -8,6 +8,8 @@
 
 use crate::call::Failure;
 use crate::guard::{version_supported, TcpAdmission, TcpLimits};
+use crate::registrar::{Register, RegistrarConfig, Reply};
+use crate::registry::Registry;
 use crate::trunk::{Transport, TrunkConfig};
 use rsipstack::dialog::authenticate::Credential;
 use rsipstack::dialog::dialog::{DialogState, TerminatedReason, TransactionHandle};
@@ -47,6 +49,8 @@ pub struct AgentConfig {
     /// A TCP connection that carries nothing for this long is closed (the stack's own
     /// stream idle timeout; zero turns it off).
     pub tcp_idle: std::time::Duration,
+    /// Serve REGISTER for agents' phones (digest auth); None answers REGISTER 405.
+    pub registrar: Option<RegistrarConfig>,
 }
 
 impl Default for AgentConfig {
@@ -59,6 +63,7 @@ impl Default for AgentConfig {
             t1: std::time::Duration::from_millis(500),
             tcp_limits: TcpLimits::default(),
             tcp_idle: std::time::Duration::from_secs(120),
+            registrar: None,
         }
     }
 }
@@ -183,6 +188,7 @@ struct Inner {
     /// the answer): one per call cost 10 KiB × the calls of the last 32 s.
     states: rsipstack::dialog::dialog::DialogStateSender,
     routes: Routes,
+    registry: Option<Arc<Registry>>,
 }
 
 type Routes = Arc<std::sync::Mutex<HashMap<String, mpsc::UnboundedSender<Box<DialogState>>>>>;
@@ -278,7 +284,8 @@ impl SipAgent {
         tokio::spawn(async move {
             let _ = serving.serve().await;
         });
-        tokio::spawn(serve_incoming(dialogs.clone(), incoming));
+        let registry = cfg.registrar.clone().map(Registry::start);
+        tokio::spawn(serve_incoming(dialogs.clone(), incoming, registry.clone()));
         let (states, states_rx) = dialogs.new_dialog_state_channel();
         let routes = Routes::default();
         tokio::spawn(route_states(states_rx, routes.clone()));
@@ -293,6 +300,7 @@ impl SipAgent {
                 rt: tokio::runtime::Handle::current(),
                 states,
                 routes,
+                registry,
             }),
         })
     }
@@ -300,6 +308,11 @@ impl SipAgent {
     /// Our SIP address.
     pub fn local_addr(&self) -> SocketAddr {
         self.inner.local
+    }
+
+    /// The registrar, when this agent serves REGISTER.
+    pub fn registry(&self) -> Option<Arc<Registry>> {
+        self.inner.registry.clone()
     }
 
     /// Dialogs the stack still holds (0 once every call has ended cleanly).
@@ -793,11 +806,19 @@ fn version_not_supported(req: &rsipstack::sip::Request, user_agent: &str) -> rsi
 /// OPTIONS) go to their dialog; out-of-dialog OPTIONS get 200 (trunks probe us too);
 /// anything else gets a clear final response. Malformed messages never get this far: the
 /// stack's parser drops them.
-async fn serve_incoming(dialogs: Arc<DialogLayer>, mut incoming: TransactionReceiver) {
+async fn serve_incoming(dialogs: Arc<DialogLayer>, mut incoming: TransactionReceiver, registry: Option<Arc<Registry>>) {
     while let Some(mut tx) = incoming.recv().await {
         if let Some(mut d) = dialogs.match_dialog(&tx) {
             tokio::spawn(async move {
                 let _ = d.handle(&mut tx).await;
+            });
+            continue;
+        }
+        if let (Method::Register, Some(reg)) = (&tx.original.method, &registry) {
+            let reg = reg.clone();
+            tokio::spawn(async move {
+                let (status, headers) = register_reply(&reg, &tx.original);
+                let _ = tx.reply_with(status, headers, None).await;
             });
             continue;
         }
@@ -812,6 +833,25 @@ async fn serve_incoming(dialogs: Arc<DialogLayer>, mut incoming: TransactionRece
         tokio::spawn(async move {
             let _ = tx.reply(status).await;
         });
+    }
+}
+
+/// Answers one REGISTER through the registrar: the status and the headers to add.
+fn register_reply(reg: &Registry, req: &rsipstack::sip::Request) -> (StatusCode, Vec<Header>) {
+    let uri = req.uri.to_string();
+    let parsed = Register::parse(&uri, req.headers.iter().map(|h| (h.name(), h.value())));
+    let other = |n: &str, v: String| Header::Other(n.into(), v);
+    match parsed.map(|r| reg.register(&r)) {
+        Err(why) | Ok(Reply::Bad(why)) => {
+            (StatusCode::BadRequest, vec![other("Warning", format!("399 waihu \"{why}\""))])
+        }
+        Ok(Reply::Challenge(c)) => (StatusCode::Unauthorized, vec![other("WWW-Authenticate", c)]),
+        Ok(Reply::Forbidden) => (StatusCode::Forbidden, vec![]),
+        Ok(Reply::IntervalTooBrief(min)) => (StatusCode::IntervalTooBrief, vec![other("Min-Expires", min.to_string())]),
+        Ok(Reply::Ok(bindings)) => (
+            StatusCode::OK,
+            bindings.into_iter().map(|(c, secs)| other("Contact", format!("{c};expires={secs}"))).collect(),
+        ),
     }
 }
 

@@ -5,6 +5,8 @@
 pub mod agent;
 pub mod call;
 pub mod guard;
+pub mod registrar;
+pub mod registry;
 pub mod sdp;
 pub mod trunk;
 

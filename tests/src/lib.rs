@@ -127,3 +127,4 @@ pub fn wait_child(child: &mut std::process::Child, limit: std::time::Duration) -
     let _ = child.wait();
     None
 }
+pub mod baresip;
