@@ -351,6 +351,7 @@ impl SipAgent {
             let v = if pai.contains(':') { format!("<{pai}>") } else { format!("<sip:{pai}@{}>", trunk.host) };
             headers.push(Header::Other("P-Asserted-Identity".into(), v));
         }
+        headers.extend(trunk.headers.iter().map(|(n, v)| Header::Other(n.clone(), v.clone())));
         let call_id = match call_id {
             Some(id) => format!("{id}@{}", self.inner.cfg.call_id_domain),
             None => {

@@ -50,6 +50,10 @@ pub struct TrunkConfig {
     pub from_display: Option<String>,
     /// Sent as P-Asserted-Identity when set (a number or a URI).
     pub p_asserted_identity: Option<String>,
+    /// Extra headers on every INVITE, as (name, value): an agent's phone gets
+    /// `Call-Info: <sip:host>;answer-after=0` and `Alert-Info` to answer on its own.
+    #[serde(default)]
+    pub headers: Vec<(String, String)>,
     #[serde(default = "default_cps")]
     pub max_cps: f64,
     #[serde(default = "default_channels")]
@@ -104,6 +108,7 @@ impl TrunkConfig {
             from: None,
             from_display: None,
             p_asserted_identity: None,
+            headers: Vec::new(),
             max_cps: default_cps(),
             max_channels: default_channels(),
             ring_timeout_secs: default_ring(),

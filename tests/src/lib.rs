@@ -128,3 +128,4 @@ pub fn wait_child(child: &mut std::process::Child, limit: std::time::Duration) -
     None
 }
 pub mod baresip;
+pub mod rtp_peer;

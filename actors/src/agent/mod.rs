@@ -1,5 +1,6 @@
-//! Agents: the pure per-agent state machine ([`machine`]) and its actix shell.
+//! Agents: the pure per-agent state machine ([`machine`]) and its actix shell ([`actor`]).
 
+pub mod actor;
 pub mod machine;
 
 pub use machine::{Agent, AgentId, AgentLimits, AgentState, AgentTotals, Input, Output, PhoneLoss, Timer};

@@ -7,6 +7,8 @@
 //! interns pool names to [`PoolId`]s. The router knows only available agents: an agent the
 //! router hands a call to leaves its indexes until the shell says it is ready again.
 
+pub mod actor;
+
 use crate::agent::AgentId;
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap, VecDeque};

@@ -1,0 +1,447 @@
+//! The agent as an actix actor: a thin shell around [`Agent`]. It tells the router when the
+//! agent is available, and connects the calls the router gives it. On demand, it calls the
+//! agent's registered phone (auto-answer headers) with a [`CallActor`] whose media leg sits
+//! on the customer's shard, and bridges the customer in when the phone answers.
+#![allow(clippy::disallowed_methods)] // the shell reads the clock; the machine never does
+
+use super::machine::{Agent, AgentId, AgentLimits, AgentState, Input, Output, PhoneLoss};
+use crate::call::{CallActor, CallCommand, CallEnv, CallSpec, Command, FlowConfig, HangupOn, KeepaliveMode, Progress};
+use crate::router::actor::{AgentReady, AgentUnavailable, CallOver, Customer, Enqueue, RouterActor};
+use crate::router::{Membership, ReadyAgent};
+use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, SpawnHandle, WrapFuture};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use waihu_model::{CallId, CallRecord};
+use waihu_sip::registrar::contact_uri;
+use waihu_sip::registry::Registry;
+use waihu_sip::trunk::TrunkConfig;
+
+/// Who the agent is and how their phone is reached.
+#[derive(Debug, Clone)]
+pub struct AgentSpec {
+    pub id: AgentId,
+    /// The phone's SIP user (its registrar account).
+    pub phone_user: String,
+    pub pools: Vec<Membership>,
+    pub limits: AgentLimits,
+}
+
+/// What an agent reports, to persist and publish.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AgentEvent {
+    Changed {
+        agent: AgentId,
+        from: AgentState,
+        to: AgentState,
+    },
+    /// The customer is bridged to the agent: `time_to_agent` from the AMD human decision.
+    Connected {
+        agent: AgentId,
+        call: CallId,
+        time_to_agent: Duration,
+    },
+    /// The agent's leg for `call` is over.
+    LegRecord {
+        agent: AgentId,
+        call: CallId,
+        record: Box<CallRecord>,
+    },
+}
+
+pub type AgentSink = Box<dyn FnMut(&AgentEvent)>;
+
+/// Agent legs' call ids: the customer's id with the top bit set (ids are the control
+/// plane's and unique across shards).
+pub const AGENT_LEG_BIT: CallId = 1 << 63;
+
+#[derive(Debug)]
+pub struct Login;
+
+#[derive(Debug)]
+pub struct Logout;
+
+#[derive(Debug)]
+pub struct Pause(pub String);
+
+/// Ready: out of a pause, or wrap-up done.
+#[derive(Debug)]
+pub struct Ready;
+
+/// The router gives this agent a customer.
+#[derive(Debug)]
+pub struct Take {
+    pub customer: Customer,
+}
+
+/// Ring-all: another agent took the call this one was offered.
+#[derive(Debug)]
+pub struct Withdrawn;
+
+/// The customer's call ended.
+#[derive(Debug)]
+pub struct CustomerGone {
+    pub call: CallId,
+}
+
+/// The agent's phone went away (its registration expired or was removed).
+#[derive(Debug)]
+pub struct PhoneGone(pub PhoneLoss);
+
+#[derive(Debug)]
+struct LegAnswered {
+    leg: CallId,
+}
+
+#[derive(Debug)]
+struct LegEnded {
+    leg: CallId,
+    record: Box<CallRecord>,
+}
+
+#[derive(Debug)]
+struct LegStarted {
+    leg: CallId,
+    addr: Option<Addr<CallActor>>,
+}
+
+/// The call the agent holds now.
+struct Job {
+    customer: Customer,
+    leg: CallId,
+    leg_addr: Option<Addr<CallActor>>,
+    bridged: bool,
+}
+
+pub struct AgentActor {
+    agent: Agent,
+    spec: AgentSpec,
+    env: CallEnv,
+    registry: Arc<Registry>,
+    router: Addr<RouterActor>,
+    job: Option<Job>,
+    timer: Option<SpawnHandle>,
+    sink: AgentSink,
+}
+
+impl std::fmt::Debug for AgentActor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentActor").field("id", &self.spec.id).field("state", self.agent.state()).finish()
+    }
+}
+
+impl AgentActor {
+    pub fn new(
+        spec: AgentSpec,
+        env: CallEnv,
+        registry: Arc<Registry>,
+        router: Addr<RouterActor>,
+        sink: AgentSink,
+    ) -> Self {
+        AgentActor {
+            agent: Agent::new(spec.id, spec.limits, Instant::now()),
+            spec,
+            env,
+            registry,
+            router,
+            job: None,
+            timer: None,
+            sink,
+        }
+    }
+
+    fn feed(&mut self, input: Input, ctx: &mut Context<Self>) {
+        self.agent.handle_input(input, Instant::now());
+        self.drive(ctx);
+    }
+
+    fn drive(&mut self, ctx: &mut Context<Self>) {
+        while let Some(o) = self.agent.poll_output() {
+            match o {
+                Output::Changed { from, to } => self.changed(from, to, ctx),
+                Output::Abandon { call } => self.abandon(call),
+            }
+        }
+        if let Some(h) = self.timer.take() {
+            ctx.cancel_future(h);
+        }
+        if let Some((at, _)) = self.agent.poll_timeout() {
+            self.timer = Some(ctx.run_later(at.saturating_duration_since(Instant::now()), |act, ctx| {
+                act.timer = None;
+                act.agent.handle_timeout(Instant::now());
+                act.drive(ctx);
+            }));
+        }
+    }
+
+    fn changed(&mut self, from: AgentState, to: AgentState, ctx: &mut Context<Self>) {
+        let id = self.spec.id;
+        match &to {
+            AgentState::Available => {
+                let t = self.agent.totals();
+                let ready = ReadyAgent {
+                    agent: id,
+                    pools: self.spec.pools.clone(),
+                    idle_since: self.agent.idle_since().unwrap_or_else(Instant::now),
+                    talk_ms: t.talk_ms,
+                    calls: t.calls,
+                };
+                self.router.do_send(AgentReady { ready, addr: ctx.address() });
+            }
+            _ if from == AgentState::Available => self.router.do_send(AgentUnavailable { agent: id }),
+            _ => {}
+        }
+        // A call the agent no longer holds: its leg goes.
+        if to.call().is_none() || matches!(to, AgentState::WrapUp { .. }) {
+            if let Some(job) = self.job.take() {
+                if let Some(leg) = &job.leg_addr {
+                    leg.do_send(CallCommand(Command::Hangup));
+                }
+                if matches!(to, AgentState::WrapUp { .. }) {
+                    // The agent ended it, or the customer did: both sides go.
+                    let _ = job.customer.commands.try_send(CallCommand(Command::Hangup));
+                    self.router.do_send(CallOver { call: job.customer.call.call });
+                }
+            }
+        }
+        (self.sink)(&AgentEvent::Changed { agent: id, from, to });
+    }
+
+    /// The agent cannot take the call after all. Not yet connected: the customer waits
+    /// again (the router's deadline and the call's own connect timer still hold). Already
+    /// talking (the phone vanished mid-call): the customer's call is ended.
+    fn abandon(&mut self, call: CallId) {
+        let Some(job) = self.job.take_if(|j| j.customer.call.call == call) else { return };
+        if let Some(leg) = &job.leg_addr {
+            leg.do_send(CallCommand(Command::Hangup));
+        }
+        if job.bridged {
+            let _ = job.customer.commands.try_send(CallCommand(Command::Hangup));
+            self.router.do_send(CallOver { call });
+        } else {
+            self.router.do_send(Enqueue(job.customer));
+        }
+    }
+
+    /// Calls the agent's registered phone for `customer`, on the customer's shard.
+    fn offer(&mut self, customer: Customer, ctx: &mut Context<Self>) {
+        let call = customer.call.call;
+        let Some(contact) = self.registry.contacts(&self.spec.phone_user).into_iter().next() else {
+            // Registered a moment ago, gone now.
+            self.job = Some(Job { customer, leg: call | AGENT_LEG_BIT, leg_addr: None, bridged: false });
+            self.feed(Input::PhoneLost { why: PhoneLoss::RegistrationExpired }, ctx);
+            return;
+        };
+        let uri = contact_uri(&contact).to_string();
+        let Some((host, port)) = host_port(&uri) else {
+            self.job = Some(Job { customer, leg: call | AGENT_LEG_BIT, leg_addr: None, bridged: false });
+            self.feed(Input::Declined { call }, ctx);
+            return;
+        };
+        let leg = call | AGENT_LEG_BIT;
+        let mut trunk = TrunkConfig::direct(&host, port);
+        trunk.name = format!("agent-{}", self.spec.id);
+        trunk.headers = vec![
+            ("Call-Info".into(), format!("<sip:{host}>;answer-after=0")),
+            ("Alert-Info".into(), "<http://127.0.0.1/auto-answer>;info=alert-autoanswer".into()),
+        ];
+        let flow = FlowConfig {
+            id: leg,
+            target: uri,
+            trunk: trunk.name.clone(),
+            ring_timeout: self.spec.limits.ring_timeout,
+            amd: false,
+            hangup_on: HangupOn::Never,
+            max_duration: Duration::from_secs(4 * 3600),
+            keepalive: KeepaliveMode::Silence,
+            ..FlowConfig::default()
+        };
+        let spec = CallSpec { flow, trunk: Arc::new(trunk), shard: Some(customer.shard), call_id: None };
+        self.job = Some(Job { customer, leg, leg_addr: None, bridged: false });
+        let me = ctx.address();
+        let on_progress = me.clone();
+        let progress = Box::new(move |_: CallId, p: &Progress| {
+            if let Progress::Answered { .. } = p {
+                on_progress.do_send(LegAnswered { leg });
+            }
+        });
+        let on_record = me.clone();
+        let record = Box::new(move |r: CallRecord| on_record.do_send(LegEnded { leg, record: Box::new(r) }));
+        let env = self.env.clone();
+        ctx.spawn(
+            async move { CallActor::start(env, spec, progress, record).await.ok() }
+                .into_actor(self)
+                .map(move |addr, _act, ctx| ctx.notify(LegStarted { leg, addr })),
+        );
+        self.feed(Input::Offered { call }, ctx);
+    }
+}
+
+/// `sip:user@host:port;params` → (host, port).
+fn host_port(uri: &str) -> Option<(String, u16)> {
+    let rest = uri.strip_prefix("sip:")?;
+    let hostport = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    let hostport = hostport.split([';', '?', '>']).next()?;
+    match hostport.rsplit_once(':') {
+        Some((h, p)) => Some((h.to_string(), p.parse().ok()?)),
+        None => Some((hostport.to_string(), 5060)),
+    }
+}
+
+impl Actor for AgentActor {
+    type Context = Context<Self>;
+}
+
+impl Handler<Login> for AgentActor {
+    type Result = ();
+    fn handle(&mut self, _: Login, ctx: &mut Context<Self>) {
+        // On demand, an agent without a registered phone cannot take calls.
+        if self.registry.contacts(&self.spec.phone_user).is_empty() {
+            return;
+        }
+        self.feed(Input::Login, ctx);
+    }
+}
+
+impl Handler<Logout> for AgentActor {
+    type Result = ();
+    fn handle(&mut self, _: Logout, ctx: &mut Context<Self>) {
+        self.feed(Input::Logout, ctx);
+    }
+}
+
+impl Handler<Pause> for AgentActor {
+    type Result = ();
+    fn handle(&mut self, m: Pause, ctx: &mut Context<Self>) {
+        self.feed(Input::Pause { reason: m.0 }, ctx);
+    }
+}
+
+impl Handler<Ready> for AgentActor {
+    type Result = ();
+    fn handle(&mut self, _: Ready, ctx: &mut Context<Self>) {
+        self.feed(Input::Ready, ctx);
+    }
+}
+
+impl Handler<Take> for AgentActor {
+    type Result = ();
+    fn handle(&mut self, m: Take, ctx: &mut Context<Self>) {
+        let call = m.customer.call.call;
+        self.agent.handle_input(Input::Reserve { call }, Instant::now());
+        if self.agent.state() != &(AgentState::Reserved { call }) {
+            // Not available after all (a pause crossed the router's decision): back it goes.
+            self.router.do_send(Enqueue(m.customer));
+            self.drive(ctx);
+            return;
+        }
+        self.drive(ctx);
+        self.offer(m.customer, ctx);
+    }
+}
+
+impl Handler<Withdrawn> for AgentActor {
+    type Result = ();
+    fn handle(&mut self, _: Withdrawn, ctx: &mut Context<Self>) {
+        if let Some(call) = self.agent.state().call() {
+            self.feed(Input::Released { call }, ctx);
+        }
+    }
+}
+
+impl Handler<CustomerGone> for AgentActor {
+    type Result = ();
+    fn handle(&mut self, m: CustomerGone, ctx: &mut Context<Self>) {
+        self.feed(Input::CallEnded { call: m.call }, ctx);
+    }
+}
+
+impl Handler<PhoneGone> for AgentActor {
+    type Result = ();
+    fn handle(&mut self, m: PhoneGone, ctx: &mut Context<Self>) {
+        self.feed(Input::PhoneLost { why: m.0 }, ctx);
+    }
+}
+
+impl Handler<LegStarted> for AgentActor {
+    type Result = ();
+    fn handle(&mut self, m: LegStarted, ctx: &mut Context<Self>) {
+        match (&mut self.job, m.addr) {
+            (Some(job), Some(addr)) if job.leg == m.leg => job.leg_addr = Some(addr),
+            (Some(job), None) if job.leg == m.leg => {
+                // No media leg for the phone: this agent cannot take calls now.
+                let call = job.customer.call.call;
+                self.feed(Input::Declined { call }, ctx);
+            }
+            // The job moved on before the leg was up: hang the stray leg up.
+            (_, Some(addr)) => addr.do_send(CallCommand(Command::Hangup)),
+            _ => {}
+        }
+    }
+}
+
+impl Handler<LegAnswered> for AgentActor {
+    type Result = ();
+    fn handle(&mut self, m: LegAnswered, ctx: &mut Context<Self>) {
+        let Some(job) = self.job.as_mut().filter(|j| j.leg == m.leg) else { return };
+        let call = job.customer.call.call;
+        if job.customer.commands.try_send(CallCommand(Command::Bridge { peer: m.leg })).is_err() {
+            // The customer's call is gone: release the agent.
+            self.feed(Input::CallEnded { call }, ctx);
+            return;
+        }
+        job.bridged = true;
+        let waited = job.customer.call.since.elapsed();
+        (self.sink)(&AgentEvent::Connected { agent: self.spec.id, call, time_to_agent: waited });
+        self.feed(Input::Connected { call }, ctx);
+    }
+}
+
+impl Handler<LegEnded> for AgentActor {
+    type Result = ();
+    fn handle(&mut self, m: LegEnded, ctx: &mut Context<Self>) {
+        let mine = self.job.as_ref().filter(|j| j.leg == m.leg).map(|j| (j.customer.call.call, j.bridged));
+        // Its record, whether the agent still holds the call (the phone hung up) or not (we
+        // hung it up when the customer's side ended).
+        let call = m.leg & !AGENT_LEG_BIT;
+        (self.sink)(&AgentEvent::LegRecord { agent: self.spec.id, call, record: m.record });
+        match mine {
+            // The phone hung up (or never answered): the agent's side of the call is over.
+            Some((call, true)) => self.feed(Input::CallEnded { call }, ctx),
+            Some((call, false)) => self.feed(Input::Declined { call }, ctx),
+            None => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_port;
+
+    #[test]
+    fn contact_host_and_port() {
+        assert_eq!(host_port("sip:agent1-0x55@127.0.0.1:5070"), Some(("127.0.0.1".into(), 5070)));
+        assert_eq!(host_port("sip:a@h;transport=udp"), Some(("h".into(), 5060)));
+        assert_eq!(host_port("sip:h:1"), Some(("h".into(), 1)));
+        assert_eq!(host_port("tel:123"), None);
+        assert_eq!(host_port("sip:a@h:port"), None);
+    }
+}
+
+/// Every message here is fire-and-forget.
+macro_rules! unit_messages {
+    ($($t:ty),*) => { $(impl Message for $t { type Result = (); })* };
+}
+
+unit_messages!(
+    Login,
+    Logout,
+    Pause,
+    Ready,
+    Take,
+    Withdrawn,
+    CustomerGone,
+    PhoneGone,
+    LegAnswered,
+    LegEnded,
+    LegStarted
+);
