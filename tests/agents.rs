@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedReceiver;
+use waihu_actors::agent::actor::Connect;
 use waihu_sip::agent::{AgentConfig, SipAgent};
 use waihu_sip::registrar::{ha1, Event, RegistrarConfig};
 use waihu_tests::baresip::{self, Phone, PhoneConfig};
@@ -123,6 +124,18 @@ fn ulaw(pcm: &[i16]) -> Vec<u8> {
 /// goes through wrap-up back to available.
 #[test]
 fn on_demand_a_live_customer_reaches_the_agents_baresip_with_audio_both_ways() {
+    route_one_call(Connect::OnDemand, 1, &["available", "reserved", "ringing", "on-call", "wrap-up", "available"]);
+}
+
+/// Persistent session: at login waihu calls baresip once and the leg stays up (on shard 1);
+/// the customer's leg is on shard 0, so the bridge crosses shards. Audio is checked both
+/// ways as on demand, and the session outlives the customer's call.
+#[test]
+fn persistent_session_bridges_a_customer_across_shards_with_audio_both_ways() {
+    route_one_call(Connect::Persistent, 0, &["available", "reserved", "on-call", "wrap-up", "available"]);
+}
+
+fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str]) {
     use actix::Actor;
     use std::cell::RefCell;
     use std::rc::Rc;
@@ -159,7 +172,7 @@ fn on_demand_a_live_customer_reaches_the_agents_baresip_with_audio_both_ways() {
             password: "secret".into(),
             registrar: sip.local_addr(),
             regint: 60,
-            mic: baresip::tone(440.0, 20.0, 20.0),
+            mic: baresip::tone(440.0, 20.0, 60.0),
         },
     );
     let registered = rt.block_on(next_event(&mut reg_events, Duration::from_secs(10)));
@@ -184,6 +197,7 @@ fn on_demand_a_live_customer_reaches_the_agents_baresip_with_audio_both_ways() {
             phone_user: "agent1".into(),
             pools: vec![Membership { pool: 0, level: 0 }],
             limits: AgentLimits { wrap_up: Duration::from_secs(1), ..AgentLimits::default() },
+            connect,
         };
         let a = ae.clone();
         let agent = AgentActor::new(
@@ -195,6 +209,13 @@ fn on_demand_a_live_customer_reaches_the_agents_baresip_with_audio_both_ways() {
         )
         .start();
         agent.do_send(Login);
+        if connect == Connect::Persistent {
+            let up = wait_until(Duration::from_secs(10), || {
+                ae.borrow().iter().any(|e| matches!(e, AgentEvent::Changed { to: AgentState::Available, .. }))
+            })
+            .await;
+            assert!(up, "the session did not come up: {:?}", ae.borrow());
+        }
 
         let me: Rc<RefCell<Option<actix::Addr<CallActor>>>> = Rc::default();
         let (m, rtr) = (me.clone(), router.clone());
@@ -211,7 +232,7 @@ fn on_demand_a_live_customer_reaches_the_agents_baresip_with_audio_both_ways() {
                     since: now,
                     deadline: now + Duration::from_secs(2),
                 };
-                rtr.do_send(Enqueue(Customer { call, commands: addr.recipient(), shard: 1 }));
+                rtr.do_send(Enqueue(Customer { call, commands: addr.recipient(), shard: customer_shard }));
             }
         });
         let (c, rtr) = (cr.clone(), router.clone());
@@ -248,11 +269,12 @@ fn on_demand_a_live_customer_reaches_the_agents_baresip_with_audio_both_ways() {
         let back = wait_until(Duration::from_secs(15), || {
             ae.borrow().iter().any(|e| {
                 matches!(e, AgentEvent::Changed { from: AgentState::WrapUp { .. }, to: AgentState::Available, .. })
-            }) && ae.borrow().iter().any(|e| matches!(e, AgentEvent::LegRecord { .. }))
+            }) && (connect == Connect::Persistent
+                || ae.borrow().iter().any(|e| matches!(e, AgentEvent::LegRecord { .. })))
                 && cr.borrow().is_some()
         })
         .await;
-        assert!(back, "the agent did not come back: {:?}", ae.borrow());
+        assert!(back, "the agent did not come back: {:?}; customer record: {:?}", ae.borrow(), cr.borrow());
     });
     let heard_by_customer = peer.finish();
     let sipp_code = waihu_tests::wait_child(&mut sipp, Duration::from_secs(10));
@@ -264,7 +286,13 @@ fn on_demand_a_live_customer_reaches_the_agents_baresip_with_audio_both_ways() {
         .iter()
         .filter_map(|e| if let AgentEvent::Changed { to, .. } = e { Some(to.label()) } else { None })
         .collect();
-    assert_eq!(states, ["available", "reserved", "ringing", "on-call", "wrap-up", "available"], "{events:?}");
+    assert_eq!(states, expect_states, "{events:?}");
+    if connect == Connect::Persistent {
+        assert!(
+            !events.iter().any(|e| matches!(e, AgentEvent::LegRecord { .. })),
+            "the session must outlive the call: {events:?}"
+        );
+    }
     let tta = events.iter().find_map(|e| {
         if let AgentEvent::Connected { time_to_agent, .. } = e {
             Some(*time_to_agent)
@@ -272,7 +300,9 @@ fn on_demand_a_live_customer_reaches_the_agents_baresip_with_audio_both_ways() {
             None
         }
     });
-    eprintln!("on demand: time from the AMD human decision to the bridge {tta:?}");
+    eprintln!(
+        "{connect:?}, customer on shard {customer_shard}: time from the AMD human decision to the bridge {tta:?}"
+    );
     let rec = customer_record.borrow().clone().expect("the customer's record");
     assert_eq!(rec.answered_by, Some(AnsweredBy::Human), "{rec:?}");
     assert_eq!(

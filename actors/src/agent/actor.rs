@@ -1,7 +1,11 @@
 //! The agent as an actix actor: a thin shell around [`Agent`]. It tells the router when the
-//! agent is available, and connects the calls the router gives it. On demand, it calls the
-//! agent's registered phone (auto-answer headers) with a [`CallActor`] whose media leg sits
-//! on the customer's shard, and bridges the customer in when the phone answers.
+//! agent is available, and connects the calls the router gives it, one of two ways:
+//! - **on demand**: it calls the agent's registered phone (auto-answer headers) with a
+//!   [`CallActor`] whose media leg sits on the customer's shard, and bridges the customer
+//!   in when the phone answers;
+//! - **persistent session**: at login it calls the phone once and the leg stays up; each
+//!   customer is bridged into that open session in the media plane, with no SIP at all
+//!   (across shards when the customer's leg is on another one).
 #![allow(clippy::disallowed_methods)] // the shell reads the clock; the machine never does
 
 use super::machine::{Agent, AgentId, AgentLimits, AgentState, Input, Output, PhoneLoss};
@@ -16,6 +20,17 @@ use waihu_sip::registrar::contact_uri;
 use waihu_sip::registry::Registry;
 use waihu_sip::trunk::TrunkConfig;
 
+/// How customers reach the agent's phone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Connect {
+    /// A call to the phone for each customer.
+    #[default]
+    OnDemand,
+    /// One call to the phone at login, kept up; customers are bridged into it.
+    Persistent,
+}
+
 /// Who the agent is and how their phone is reached.
 #[derive(Debug, Clone)]
 pub struct AgentSpec {
@@ -24,6 +39,7 @@ pub struct AgentSpec {
     pub phone_user: String,
     pub pools: Vec<Membership>,
     pub limits: AgentLimits,
+    pub connect: Connect,
 }
 
 /// What an agent reports, to persist and publish.
@@ -34,7 +50,9 @@ pub enum AgentEvent {
         from: AgentState,
         to: AgentState,
     },
-    /// The customer is bridged to the agent: `time_to_agent` from the AMD human decision.
+    /// The customer is being bridged to the agent: `time_to_agent` runs from the AMD human
+    /// decision to the bridge being ordered. The shard applies it at its next command poll
+    /// (within about 1 ms); across shards, after two more command round trips.
     Connected {
         agent: AgentId,
         call: CallId,
@@ -53,6 +71,8 @@ pub type AgentSink = Box<dyn FnMut(&AgentEvent)>;
 /// Agent legs' call ids: the customer's id with the top bit set (ids are the control
 /// plane's and unique across shards).
 pub const AGENT_LEG_BIT: CallId = 1 << 63;
+/// A persistent session's call id: the agent's id with the two top bits set.
+pub const SESSION_BITS: CallId = 3 << 62;
 
 #[derive(Debug)]
 pub struct Login;
@@ -108,8 +128,29 @@ struct LegStarted {
 struct Job {
     customer: Customer,
     leg: CallId,
+    leg_shard: usize,
     leg_addr: Option<Addr<CallActor>>,
     bridged: bool,
+    /// The leg is the agent's persistent session: unbridged, not hung up, afterwards.
+    session: bool,
+}
+
+impl Job {
+    /// Lets go of the agent's leg: a per-call leg is hung up, a session is unbridged.
+    fn release_leg(&self) {
+        let cmd = if self.session { Command::Unbridge } else { Command::Hangup };
+        if let Some(leg) = &self.leg_addr {
+            leg.do_send(CallCommand(cmd));
+        }
+    }
+}
+
+/// The agent's persistent session leg.
+struct SessionLeg {
+    leg: CallId,
+    shard: usize,
+    addr: Option<Addr<CallActor>>,
+    up: bool,
 }
 
 pub struct AgentActor {
@@ -119,6 +160,7 @@ pub struct AgentActor {
     registry: Arc<Registry>,
     router: Addr<RouterActor>,
     job: Option<Job>,
+    session: Option<SessionLeg>,
     timer: Option<SpawnHandle>,
     sink: AgentSink,
 }
@@ -144,6 +186,7 @@ impl AgentActor {
             registry,
             router,
             job: None,
+            session: None,
             timer: None,
             sink,
         }
@@ -193,9 +236,7 @@ impl AgentActor {
         // A call the agent no longer holds: its leg goes.
         if to.call().is_none() || matches!(to, AgentState::WrapUp { .. }) {
             if let Some(job) = self.job.take() {
-                if let Some(leg) = &job.leg_addr {
-                    leg.do_send(CallCommand(Command::Hangup));
-                }
+                job.release_leg();
                 if matches!(to, AgentState::WrapUp { .. }) {
                     // The agent ended it, or the customer did: both sides go.
                     let _ = job.customer.commands.try_send(CallCommand(Command::Hangup));
@@ -211,9 +252,7 @@ impl AgentActor {
     /// talking (the phone vanished mid-call): the customer's call is ended.
     fn abandon(&mut self, call: CallId) {
         let Some(job) = self.job.take_if(|j| j.customer.call.call == call) else { return };
-        if let Some(leg) = &job.leg_addr {
-            leg.do_send(CallCommand(Command::Hangup));
-        }
+        job.release_leg();
         if job.bridged {
             let _ = job.customer.commands.try_send(CallCommand(Command::Hangup));
             self.router.do_send(CallOver { call });
@@ -225,19 +264,64 @@ impl AgentActor {
     /// Calls the agent's registered phone for `customer`, on the customer's shard.
     fn offer(&mut self, customer: Customer, ctx: &mut Context<Self>) {
         let call = customer.call.call;
-        let Some(contact) = self.registry.contacts(&self.spec.phone_user).into_iter().next() else {
+        if self.spec.connect == Connect::Persistent {
+            let Some(s) = self.session.as_ref().filter(|s| s.up) else {
+                self.job = Some(Job::lost(customer));
+                self.feed(Input::PhoneLost { why: PhoneLoss::LegEnded }, ctx);
+                return;
+            };
+            let (leg, leg_shard, leg_addr) = (s.leg, s.shard, s.addr.clone());
+            self.job = Some(Job { customer, leg, leg_shard, leg_addr, bridged: false, session: true });
+            self.connect(ctx);
+            return;
+        }
+        let shard = customer.shard;
+        let Some(target) = self.phone_target() else {
             // Registered a moment ago, gone now.
-            self.job = Some(Job { customer, leg: call | AGENT_LEG_BIT, leg_addr: None, bridged: false });
+            self.job = Some(Job::lost(customer));
             self.feed(Input::PhoneLost { why: PhoneLoss::RegistrationExpired }, ctx);
             return;
         };
-        let uri = contact_uri(&contact).to_string();
-        let Some((host, port)) = host_port(&uri) else {
-            self.job = Some(Job { customer, leg: call | AGENT_LEG_BIT, leg_addr: None, bridged: false });
-            self.feed(Input::Declined { call }, ctx);
-            return;
-        };
         let leg = call | AGENT_LEG_BIT;
+        self.job = Some(Job { customer, leg, leg_shard: shard, leg_addr: None, bridged: false, session: false });
+        self.call_phone(leg, shard, target, ctx);
+        self.feed(Input::Offered { call }, ctx);
+    }
+
+    /// The registered phone's URI, host and port.
+    fn phone_target(&self) -> Option<(String, String, u16)> {
+        let contact = self.registry.contacts(&self.spec.phone_user).into_iter().next()?;
+        let uri = contact_uri(&contact).to_string();
+        let (host, port) = host_port(&uri)?;
+        Some((uri, host, port))
+    }
+
+    /// Bridges the job's customer to its agent leg (the phone answered, or the session is
+    /// open), across shards when need be.
+    fn connect(&mut self, ctx: &mut Context<Self>) {
+        let Some(job) = self.job.as_mut() else { return };
+        let call = job.customer.call.call;
+        let bridge = Command::Bridge { peer: job.leg, shard: Some(job.leg_shard) };
+        if job.customer.commands.try_send(CallCommand(bridge)).is_err() {
+            // The customer's call is gone: release the agent.
+            self.feed(Input::CallEnded { call }, ctx);
+            return;
+        }
+        job.bridged = true;
+        let waited = job.customer.call.since.elapsed();
+        (self.sink)(&AgentEvent::Connected { agent: self.spec.id, call, time_to_agent: waited });
+        self.feed(Input::Connected { call }, ctx);
+    }
+
+    /// Calls the agent's phone with auto-answer headers; the leg's answer and end come
+    /// back as [`LegAnswered`] and [`LegEnded`].
+    fn call_phone(
+        &mut self,
+        leg: CallId,
+        shard: usize,
+        (uri, host, port): (String, String, u16),
+        ctx: &mut Context<Self>,
+    ) {
         let mut trunk = TrunkConfig::direct(&host, port);
         trunk.name = format!("agent-{}", self.spec.id);
         trunk.headers = vec![
@@ -251,12 +335,12 @@ impl AgentActor {
             ring_timeout: self.spec.limits.ring_timeout,
             amd: false,
             hangup_on: HangupOn::Never,
-            max_duration: Duration::from_secs(4 * 3600),
+            // A session lasts the agent's shift.
+            max_duration: Duration::from_secs(12 * 3600),
             keepalive: KeepaliveMode::Silence,
             ..FlowConfig::default()
         };
-        let spec = CallSpec { flow, trunk: Arc::new(trunk), shard: Some(customer.shard), call_id: None };
-        self.job = Some(Job { customer, leg, leg_addr: None, bridged: false });
+        let spec = CallSpec { flow, trunk: Arc::new(trunk), shard: Some(shard), call_id: None };
         let me = ctx.address();
         let on_progress = me.clone();
         let progress = Box::new(move |_: CallId, p: &Progress| {
@@ -272,7 +356,14 @@ impl AgentActor {
                 .into_actor(self)
                 .map(move |addr, _act, ctx| ctx.notify(LegStarted { leg, addr })),
         );
-        self.feed(Input::Offered { call }, ctx);
+    }
+}
+
+impl Job {
+    /// A job whose agent leg never came to be.
+    fn lost(customer: Customer) -> Job {
+        let leg = customer.call.call | AGENT_LEG_BIT;
+        Job { leg_shard: customer.shard, customer, leg, leg_addr: None, bridged: false, session: false }
     }
 }
 
@@ -294,11 +385,19 @@ impl Actor for AgentActor {
 impl Handler<Login> for AgentActor {
     type Result = ();
     fn handle(&mut self, _: Login, ctx: &mut Context<Self>) {
-        // On demand, an agent without a registered phone cannot take calls.
-        if self.registry.contacts(&self.spec.phone_user).is_empty() {
-            return;
+        // An agent without a registered phone cannot take calls.
+        let Some(target) = self.phone_target() else { return };
+        match self.spec.connect {
+            Connect::OnDemand => self.feed(Input::Login, ctx),
+            // Logged in once the phone has answered the session call.
+            Connect::Persistent if self.session.is_none() => {
+                let leg = SESSION_BITS | self.spec.id as CallId;
+                let shard = self.env.plane.shard_for(leg);
+                self.session = Some(SessionLeg { leg, shard, addr: None, up: false });
+                self.call_phone(leg, shard, target, ctx);
+            }
+            Connect::Persistent => {}
         }
-        self.feed(Input::Login, ctx);
     }
 }
 
@@ -306,6 +405,11 @@ impl Handler<Logout> for AgentActor {
     type Result = ();
     fn handle(&mut self, _: Logout, ctx: &mut Context<Self>) {
         self.feed(Input::Logout, ctx);
+        if let Some(s) = self.session.take() {
+            if let Some(a) = s.addr {
+                a.do_send(CallCommand(Command::Hangup));
+            }
+        }
     }
 }
 
@@ -365,6 +469,13 @@ impl Handler<PhoneGone> for AgentActor {
 impl Handler<LegStarted> for AgentActor {
     type Result = ();
     fn handle(&mut self, m: LegStarted, ctx: &mut Context<Self>) {
+        if let Some(s) = self.session.as_mut().filter(|s| s.leg == m.leg) {
+            match m.addr {
+                Some(a) => s.addr = Some(a),
+                None => self.session = None,
+            }
+            return;
+        }
         match (&mut self.job, m.addr) {
             (Some(job), Some(addr)) if job.leg == m.leg => job.leg_addr = Some(addr),
             (Some(job), None) if job.leg == m.leg => {
@@ -382,23 +493,28 @@ impl Handler<LegStarted> for AgentActor {
 impl Handler<LegAnswered> for AgentActor {
     type Result = ();
     fn handle(&mut self, m: LegAnswered, ctx: &mut Context<Self>) {
-        let Some(job) = self.job.as_mut().filter(|j| j.leg == m.leg) else { return };
-        let call = job.customer.call.call;
-        if job.customer.commands.try_send(CallCommand(Command::Bridge { peer: m.leg })).is_err() {
-            // The customer's call is gone: release the agent.
-            self.feed(Input::CallEnded { call }, ctx);
+        if let Some(s) = self.session.as_mut().filter(|s| s.leg == m.leg) {
+            s.up = true;
+            self.feed(Input::Login, ctx);
             return;
         }
-        job.bridged = true;
-        let waited = job.customer.call.since.elapsed();
-        (self.sink)(&AgentEvent::Connected { agent: self.spec.id, call, time_to_agent: waited });
-        self.feed(Input::Connected { call }, ctx);
+        if self.job.as_ref().is_some_and(|j| j.leg == m.leg && !j.session) {
+            self.connect(ctx);
+        }
     }
 }
 
 impl Handler<LegEnded> for AgentActor {
     type Result = ();
     fn handle(&mut self, m: LegEnded, ctx: &mut Context<Self>) {
+        if self.session.as_ref().is_some_and(|s| s.leg == m.leg) {
+            // The session is gone (the phone hung up, or its media stopped): logged out,
+            // and a customer on it is handled by policy.
+            self.session = None;
+            (self.sink)(&AgentEvent::LegRecord { agent: self.spec.id, call: m.leg, record: m.record });
+            self.feed(Input::PhoneLost { why: PhoneLoss::LegEnded }, ctx);
+            return;
+        }
         let mine = self.job.as_ref().filter(|j| j.leg == m.leg).map(|j| (j.customer.call.call, j.bridged));
         // Its record, whether the agent still holds the call (the phone hung up) or not (we
         // hung it up when the customer's side ended).

@@ -8,7 +8,10 @@
 #![allow(clippy::disallowed_methods)] // the shell reads the clock; the flow never does
 
 use super::flow::{CallFlow, Command, FlowConfig, Input, MediaCommand, Output, Progress};
-use actix::{Actor, ActorContext, Addr, AsyncContext, Context, Handler, Message, SpawnHandle, StreamHandler};
+use actix::{
+    Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, SpawnHandle, StreamHandler,
+    WrapFuture,
+};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -164,7 +167,7 @@ impl CallActor {
                     self.flow.handle_input(input, Instant::now());
                 }
                 Output::Sip(cmd) => self.send_sip(cmd),
-                Output::Media(m) => self.send_media(m),
+                Output::Media(m) => self.send_media(m, ctx),
                 Output::Progress(p) => (self.progress)(self.flow.id(), &p),
                 Output::Finished(r) => {
                     if let Some(sink) = self.record.take() {
@@ -202,16 +205,29 @@ impl CallActor {
         }
     }
 
-    fn send_media(&mut self, m: MediaCommand) {
+    fn send_media(&mut self, m: MediaCommand, ctx: &mut Context<Self>) {
         let call = self.flow.id();
         let cmds: Vec<ShardCommand> = match m {
+            MediaCommand::Bridge { peer, shard: Some(other) } if other != self.shard => {
+                // The peer is on another shard: both shards are told (two round trips).
+                let (plane, mine) = (self.env.plane.clone(), self.shard);
+                ctx.spawn(async move { plane.bridge_across((call, mine), (peer, other)).await }.into_actor(self).map(
+                    move |r, act, ctx| {
+                        if let Err(e) = r {
+                            let error = MediaEvent::Error { call, error: format!("bridge across shards: {e}") };
+                            act.feed(Input::Media(error), ctx);
+                        }
+                    },
+                ));
+                return;
+            }
             MediaCommand::Follow(n) => follow(call, &n),
             MediaCommand::StartAmd { params, run } => vec![ShardCommand::StartAmd { call, params, run }],
             MediaCommand::StopAmd => vec![ShardCommand::StopAmd { call }],
             MediaCommand::Keepalive(mode) => vec![ShardCommand::Keepalive { call, mode }],
             MediaCommand::Hold { music } => vec![ShardCommand::Hold { call, music }],
             MediaCommand::Resume => vec![ShardCommand::Resume { call }],
-            MediaCommand::Bridge { peer } => vec![ShardCommand::Bridge { a: call, b: peer }],
+            MediaCommand::Bridge { peer, .. } => vec![ShardCommand::Bridge { a: call, b: peer }],
             MediaCommand::Unbridge => vec![ShardCommand::Unbridge { call }],
             MediaCommand::Play { audio } => vec![ShardCommand::Play { call, audio, looped: false }],
             MediaCommand::Close => vec![ShardCommand::Close { call }],

@@ -222,9 +222,11 @@ pub enum Command {
     Transfer {
         to: String,
     },
-    /// Connect this call's media to another leg on the same shard.
+    /// Connect this call's media to another leg: on `shard`, or on this call's own when
+    /// None.
     Bridge {
         peer: CallId,
+        shard: Option<usize>,
     },
     Unbridge,
     /// We are shutting down: end the call as `Hangup` does, but an attempt cut short before
@@ -270,6 +272,7 @@ pub enum MediaCommand {
     Resume,
     Bridge {
         peer: CallId,
+        shard: Option<usize>,
     },
     Unbridge,
     /// Play this once to the far end ([`MediaEvent::PlayDone`] when it has).
@@ -728,12 +731,12 @@ impl CallFlow {
                     self.set(Timer::Transfer, Some(now));
                 }
             }
-            Command::Bridge { peer } => {
+            Command::Bridge { peer, shard } => {
                 // Too late once the safe-harbour message has begun: the call is abandoned.
                 if self.live() && !self.abandoning {
                     self.set(Timer::Connect, None);
                     self.rec.connect_ms.get_or_insert(ms(now.saturating_duration_since(self.started)));
-                    self.media(MediaCommand::Bridge { peer });
+                    self.media(MediaCommand::Bridge { peer, shard });
                 }
             }
             Command::Unbridge => self.media(MediaCommand::Unbridge),

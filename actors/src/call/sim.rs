@@ -624,7 +624,7 @@ fn a_live_person_not_connected_in_two_seconds_hears_the_safe_harbour_and_is_aban
     let mut sim = Sim::new(cfg.clone(), Far::default());
     answered_at(&mut sim, 1000);
     amd(&mut sim, 3000, decided(Verdict::Human, 2000));
-    sim.at(Duration::from_millis(4500), Input::Command(Command::Bridge { peer: 9 }));
+    sim.at(Duration::from_millis(4500), Input::Command(Command::Bridge { peer: 9, shard: None }));
     sim.at(secs(8), Input::Command(Command::Hangup));
     let r = sim.progress();
     assert!(sim.sent(plays).is_empty());
@@ -634,7 +634,7 @@ fn a_live_person_not_connected_in_two_seconds_hears_the_safe_harbour_and_is_aban
     let mut sim = Sim::new(cfg, Far::default());
     answered_at(&mut sim, 1000);
     amd(&mut sim, 3000, decided(Verdict::Human, 2000));
-    sim.at(Duration::from_millis(5500), Input::Command(Command::Bridge { peer: 9 }));
+    sim.at(Duration::from_millis(5500), Input::Command(Command::Bridge { peer: 9, shard: None }));
     let r = sim.progress();
     assert_eq!((r.disposition, r.connect_ms), (Disposition::Abandoned, None));
 }
@@ -807,11 +807,11 @@ fn commands_hold_resume_and_bridge_reach_media_and_sip() {
     let cfg = FlowConfig { amd: false, max_duration: secs(20), ..FlowConfig::default() };
     let mut sim = Sim::new(cfg, Far::default());
     answered_at(&mut sim, 1000);
-    sim.at(secs(2), Input::Command(Command::Bridge { peer: 9 }));
+    sim.at(secs(2), Input::Command(Command::Bridge { peer: 9, shard: None }));
     sim.at(secs(3), Input::Command(Command::Hold));
     sim.at(Duration::from_millis(3005), Input::Command(Command::Resume));
     let r = sim.progress();
-    assert_eq!(sim.sent(|o| matches!(o, Output::Media(MediaCommand::Bridge { peer: 9 }))), vec![secs(2)]);
+    assert_eq!(sim.sent(|o| matches!(o, Output::Media(MediaCommand::Bridge { peer: 9, shard: None }))), vec![secs(2)]);
     let reinvites = sim.sent(|o| matches!(o, Output::Sip(SipCommand::Reinvite { .. })));
     assert_eq!(reinvites, vec![secs(3), Duration::from_millis(3020)], "the resume waits for the hold's answer");
     assert_eq!((r.hold_status, r.resume_status), (Some(200), Some(200)));

@@ -173,6 +173,20 @@ pub enum Command {
         a: CallId,
         b: CallId,
     },
+    /// How this leg is reached from another shard, for [`Command::BridgeRemote`]: its
+    /// socket (a duplicate of its fd), where it sends, and its codec.
+    Export {
+        call: CallId,
+        reply: flume::Sender<Result<RemoteLeg, WorkerError>>,
+    },
+    /// Connect this leg to one on another shard (one direction: what this leg hears is
+    /// sent out of the remote leg's own socket, to the remote leg's far end). The other
+    /// shard gets the mirror command. No frame crosses a thread: each shard sends on the
+    /// other's socket itself, so a cross-shard bridge adds no hand-off delay.
+    BridgeRemote {
+        call: CallId,
+        peer: RemoteLeg,
+    },
     /// What the leg sends while it has nothing to play (see [`Keepalive`]).
     Keepalive {
         call: CallId,
@@ -202,6 +216,25 @@ pub enum Command {
         call: CallId,
     },
     Shutdown,
+}
+
+/// A leg as another shard sees it (see [`Command::Export`]). The socket is a duplicate
+/// of the leg's fd: sending on it from any thread is sending from the leg's own port.
+#[derive(Debug, Clone)]
+pub struct RemoteLeg {
+    pub call: CallId,
+    pub socket: Arc<UdpSocket>,
+    pub remote: SocketAddr,
+    pub codec: crate::codec::Codec,
+    pub payload_type: u8,
+}
+
+/// The sending half of a cross-shard bridge, held by the leg whose audio it carries.
+struct RemotePeer {
+    socket: Arc<UdpSocket>,
+    remote: SocketAddr,
+    /// Packs what this leg hears for the remote far end (its own SSRC and sequence).
+    sender: RtpSender,
 }
 
 /// What a shard reports.
@@ -290,6 +323,8 @@ struct SessionState {
     /// RTP clock origin for arrival times (jitter).
     origin: Instant,
     bridge: Option<CallId>,
+    /// Set when `bridge` names a leg on another shard.
+    remote_peer: Option<RemotePeer>,
     recording: Option<Recording>,
     media: MediaSession,
     sender: Option<RtpSender>,
@@ -543,6 +578,24 @@ impl MediaPlane {
         owner: flume::Sender<Event>,
     ) -> Result<flume::Receiver<Result<SocketAddr, WorkerError>>, WorkerError> {
         self.shard(shard).ok_or(WorkerError::ShardGone)?.begin_allocate_for(call, payloads, owner)
+    }
+
+    /// Bridges leg `a` on shard `sa` with leg `b` on shard `sb`: one Bridge when they share
+    /// a shard; otherwise each shard exports its leg and gets the other's (two command
+    /// round trips, in parallel).
+    pub async fn bridge_across(&self, (a, sa): (CallId, usize), (b, sb): (CallId, usize)) -> Result<(), WorkerError> {
+        let shard = |i: usize| self.shard(i).ok_or(WorkerError::ShardGone);
+        if sa == sb {
+            return shard(sa)?.send(Command::Bridge { a, b });
+        }
+        let (ta, ra) = flume::bounded(1);
+        let (tb, rb) = flume::bounded(1);
+        shard(sa)?.send(Command::Export { call: a, reply: ta })?;
+        shard(sb)?.send(Command::Export { call: b, reply: tb })?;
+        let leg_a = ra.recv_async().await.map_err(|_| WorkerError::ShardGone)??;
+        let leg_b = rb.recv_async().await.map_err(|_| WorkerError::ShardGone)??;
+        shard(sa)?.send(Command::BridgeRemote { call: a, peer: leg_b })?;
+        shard(sb)?.send(Command::BridgeRemote { call: b, peer: leg_a })
     }
 
     /// The shard a new call goes to when nothing ties it to another leg.

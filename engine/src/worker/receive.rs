@@ -173,8 +173,10 @@ pub(super) fn on_datagram(
         }
         s.last_packet = Some(now);
         s.timeout_reported = false;
-        let peer = leg::hears_me(s.held, s.bridge);
-        let peer = peer.and_then(|p| sessions.borrow().get(&p).map(|p| (p.state.clone(), p.socket.clone())));
+        let hears = leg::hears_me(s.held, s.bridge);
+        let peer = hears.and_then(|p| sessions.borrow().get(&p).map(|p| (p.state.clone(), p.socket.clone())));
+        // A peer on another shard: packed here, sent out of its socket below.
+        let mut remote_peer = if hears.is_some() { s.remote_peer.as_mut() } else { None };
         let arrival = now.duration_since(s.origin).as_micros() as u64 * s.media.clock_rate() as u64 / 1_000_000;
         let payloads = s.media.payloads();
         let mut peer_state = peer.as_ref().map(|(p, _)| p.borrow_mut());
@@ -182,6 +184,20 @@ pub(super) fn on_datagram(
         let mut sink = |f: Frame<'_>| {
             if let Some(r) = recording.as_mut() {
                 r.left.extend_from_slice(f.pcm);
+            }
+            if let Some(rp) = remote_peer.as_deref_mut() {
+                if used == outgoing.len() {
+                    outgoing.push(Vec::with_capacity(1500));
+                }
+                let out = &mut outgoing[used];
+                out.clear();
+                if leg::relays_as_is(&payloads, f.payload_type, f.lost, rp.sender.codec()) {
+                    rp.sender.pack(f.payload, f.pcm.len() as u32, out);
+                } else if rp.sender.pack_pcm(f.pcm, out).is_err() {
+                    return;
+                }
+                used += 1;
+                return;
             }
             let Some(p) = peer_state.as_deref_mut() else { return };
             if let Some(r) = p.recording.as_mut() {
@@ -202,10 +218,20 @@ pub(super) fn on_datagram(
         };
         // Malformed datagrams are counted in the session's stats; the shard goes on.
         let _ = s.media.on_datagram_with(d, arrival, &mut sink);
+        let remote = remote_peer.is_some();
+        if let Some(rp) = remote_peer {
+            // Non-blocking, as below; the socket is the remote leg's own port.
+            outgoing[..used].iter().for_each(|p| {
+                let _ = rp.socket.send_to(p, rp.remote);
+            });
+        }
         while let Some(event) = s.media.poll_event() {
             s.emit(events, Event::Media { call, event });
         }
         drop(peer_state);
+        if remote {
+            return;
+        }
         peer
     };
     if let Some((peer_state, peer_socket)) = peer {

@@ -140,6 +140,13 @@ pub(super) fn handle(
             Ok(())
         }),
         Command::Bridge { a, b } => bridge(sessions, &mut poller.borrow_mut(), a, b),
+        Command::Export { call, reply } => {
+            let leg = export(sessions, call);
+            let failed = leg.as_ref().err().cloned();
+            let _ = reply.send(leg);
+            failed.map_or(Ok(()), Err)
+        }
+        Command::BridgeRemote { call, peer } => bridge_remote(sessions, &mut poller.borrow_mut(), call, peer),
         Command::Unbridge { call } => {
             unbridge(sessions, &mut poller.borrow_mut(), call);
             Ok(())
@@ -257,9 +264,50 @@ pub(super) fn bridge(sessions: &Sessions, poller: &mut Poller, a: CallId, b: Cal
     Ok(())
 }
 
+/// Leg `call` as another shard will reach it.
+pub(super) fn export(sessions: &Sessions, call: CallId) -> Result<RemoteLeg, WorkerError> {
+    let map = sessions.borrow();
+    let s = map.get(&call).ok_or(WorkerError::NoSession(call))?;
+    let st = s.state.borrow();
+    let remote = st.remote.ok_or_else(|| WorkerError::Session(format!("call {call} has no far end yet")))?;
+    let (codec, payload_type) = st.media.send_codec().ok_or(WorkerError::Session("no audio codec".into()))?;
+    let socket = s.socket.try_clone().map_err(|e| WorkerError::Io(e.to_string()))?;
+    Ok(RemoteLeg { call, socket: Arc::new(socket), remote, codec, payload_type })
+}
+
+/// Connects `call` to a leg on another shard: what `call` hears goes out of the peer's
+/// socket. The leg joins the hot set, as a local bridge's legs do.
+pub(super) fn bridge_remote(
+    sessions: &Sessions,
+    poller: &mut Poller,
+    call: CallId,
+    peer: RemoteLeg,
+) -> Result<(), WorkerError> {
+    if !sessions.borrow().contains_key(&call) {
+        return Err(WorkerError::NoSession(call));
+    }
+    unbridge(sessions, poller, call);
+    let map = sessions.borrow();
+    let s = map.get(&call).ok_or(WorkerError::NoSession(call))?;
+    let seed = (call ^ peer.call).wrapping_add(7).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let sender = RtpSender::new(peer.codec, peer.payload_type, (seed >> 32) as u32, seed as u16, (seed >> 16) as u32)
+        .map_err(|e| WorkerError::Session(e.to_string()))?;
+    let mut st = s.state.borrow_mut();
+    st.bridge = Some(peer.call);
+    st.remote_peer = Some(RemotePeer { socket: peer.socket, remote: peer.remote, sender });
+    if s.port != 0 {
+        poller.promote(s.fd, call);
+    }
+    Ok(())
+}
+
 pub(super) fn unbridge(sessions: &Sessions, poller: &mut Poller, call: CallId) {
     let map = sessions.borrow();
     let me = map.get(&call);
+    if let Some(s) = me {
+        // A cross-shard bridge: dropping the peer's socket closes this shard's duplicate.
+        s.state.borrow_mut().remote_peer = None;
+    }
     let peer = me.and_then(|s| s.state.borrow_mut().bridge.take());
     let peer = peer.and_then(|p| map.get(&p));
     if let Some(p) = peer {
@@ -304,6 +352,7 @@ pub(super) fn allocate(
         timeout_reported: false,
         origin: Instant::now(),
         bridge: None,
+        remote_peer: None,
         held: false,
         play: None,
         recording: None,
