@@ -179,6 +179,7 @@ pub fn run(a: CallArgs) -> Result<ExitCode> {
 fn print_progress(_call: CallId, p: &Progress) {
     match p {
         Progress::SafeHarbour => eprintln!("waihu: no agent in time: playing the safe-harbour message"),
+        Progress::Connected { peer } => eprintln!("waihu: bridged to leg {peer}"),
         Progress::Inviting { call_id, rtp_port } => {
             eprintln!("waihu: INVITE sent (Call-ID {call_id}, RTP port {rtp_port})")
         }

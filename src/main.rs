@@ -3,10 +3,12 @@
 //! `call` (one call over a SIP trunk, with AMD), `dial` (the SIP throughput benchmark),
 //! `serve` (run the store's campaigns) and the operator's `campaign`, `dnc`, `cdr`.
 
+mod agent_cmd;
 mod amd_cmd;
 mod call_cmd;
 mod campaign_cmd;
 mod demo;
+mod floor;
 mod dial_cmd;
 mod platform;
 mod serve_cmd;
@@ -42,6 +44,9 @@ enum Cmd {
     /// Do-not-call lists.
     #[command(subcommand)]
     Dnc(campaign_cmd::DncCmd),
+    /// Agents and their phones.
+    #[command(subcommand)]
+    Agent(agent_cmd::AgentCmd),
     /// Call detail records.
     #[command(subcommand)]
     Cdr(campaign_cmd::CdrCmd),
@@ -62,6 +67,7 @@ fn main() -> std::process::ExitCode {
         Cmd::Campaign(c) => campaign_cmd::run(c),
         Cmd::Dnc(c) => campaign_cmd::dnc(c),
         Cmd::Cdr(c) => campaign_cmd::cdr(c),
+        Cmd::Agent(c) => agent_cmd::run(c),
         Cmd::ToUlaw { wav, out } => to_ulaw(&wav, &out),
     };
     match r {

@@ -13,8 +13,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
+use actix::Actor;
 use waihu_actors::campaign::actor::{CampaignActor, CampaignEnv, GetStatus, Shutdown, TrunkPool};
 use waihu_engine::worker::ShardConfig;
+use waihu_actors::campaign::staffed::Staffing;
+use waihu_actors::router::actor::RouterActor;
+use waihu_sip::registrar::RegistrarConfig;
 use waihu_sip::AgentConfig;
 use waihu_storage::RunState;
 
@@ -50,7 +54,9 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
     let store = open_store(&a.store.store)?;
     let media = ShardConfig { bind_ip: a.rtp_ip, ports: port_range(&a.rtp_ports)?, ..ShardConfig::default() };
     let t1 = Duration::from_millis(a.sip_t1_ms);
-    let sip = AgentConfig { bind: a.sip_bind, t1, ..AgentConfig::default() };
+    // The registrar for agents' phones (their credentials come from the store).
+    let registrar = RegistrarConfig { realm: crate::agent_cmd::REALM.into(), ..RegistrarConfig::default() };
+    let sip = AgentConfig { bind: a.sip_bind, t1, registrar: Some(registrar), ..AgentConfig::default() };
     let (sip_rt, env) = crate::platform::start(sip, media, a.shards, a.threads)?;
     let mut stop = crate::platform::signals(&sip_rt)?;
     let socket = crate::campaign_cmd::control_socket(&a.store.store);
@@ -60,6 +66,7 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
         let pool = TrunkPool::default();
         let cenv = CampaignEnv { calls: env.clone(), store: store.clone(), trunks: pool, sip_t1: t1 };
         let mut actors = HashMap::new();
+        let router = RouterActor::new(Box::new(|_| {})).start();
         let live = std::rc::Rc::new(std::cell::Cell::new(0usize));
         let recs = match store.campaigns() {
             Ok(r) => r,
@@ -97,15 +104,23 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
             }
             live.set(live.get() + 1);
             let l = live.clone();
-            let addr = actix::Actor::start(CampaignActor::new(
-                machine,
-                cfg,
-                cenv.clone(),
-                Box::new(move |_| l.set(l.get() - 1)),
-            ));
+            let staffing = Staffing { router: router.clone(), pool: rec.id as u32 };
+            let addr = actix::Actor::start(
+                CampaignActor::new(machine, cfg, cenv.clone(), Box::new(move |_| l.set(l.get() - 1)))
+                    .with_staffing(staffing),
+            );
             actors.insert(rec.id, (rec, addr));
         }
-        eprintln!("waihu serve: {} campaigns loaded", actors.len());
+        let by_name: HashMap<String, (u64, actix::Addr<CampaignActor>)> =
+            actors.values().map(|(rec, addr)| (rec.name.clone(), (rec.id, addr.clone()))).collect();
+        let floor = match crate::floor::start(&store, &env, router.clone(), &by_name) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("waihu serve: agents: {e:#}");
+                return ExitCode::from(2);
+            }
+        };
+        eprintln!("waihu serve: {} campaigns loaded, {} agents", actors.len(), floor.agents);
         let actors = std::rc::Rc::new(actors);
         let _ = std::fs::remove_file(&sock);
         match tokio::net::UnixListener::bind(&sock) {
@@ -152,6 +167,18 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
         let deadline = std::time::Instant::now() + Duration::from_secs(40);
         while live.get() > 0 && std::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut t = floor.connects.borrow().clone();
+        if !t.is_empty() {
+            t.sort_unstable();
+            let q = |p: f64| t[((t.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0;
+            eprintln!(
+                "waihu serve: time to agent (AMD human decision to bridge) over {} calls: median {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                t.len(),
+                q(0.5),
+                q(0.99),
+                q(1.0)
+            );
         }
         let c = store.commit_stats();
         eprintln!(

@@ -127,6 +127,11 @@ pub enum Write {
         state: ContactState,
     },
     Decision(Decision),
+    /// An agent's new state, and its line in the agent log.
+    AgentStatus {
+        agent: crate::agents::AgentId,
+        status: crate::agents::AgentStatus,
+    },
     /// Nothing to write: resolves once everything before it is on disk.
     Barrier,
 }
@@ -220,6 +225,7 @@ impl Store {
             Write::EndAttempt(a, s) => self.end_attempt(a, s),
             Write::ContactState { campaign, contact, state } => self.set_contact_state(*campaign, *contact, state),
             Write::Decision(d) => self.record_decision(d),
+            Write::AgentStatus { agent, status } => self.put_agent_status(*agent, status),
             Write::Barrier => Ok(()),
         }
     }

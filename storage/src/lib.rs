@@ -2,6 +2,7 @@
 //! postcard), with personal data sealed at rest (XChaCha20-Poly1305) and looked up by a
 //! keyed hash (HMAC-SHA256), never by plaintext. It knows nothing of actix.
 
+pub mod agents;
 pub mod attempts;
 pub mod campaigns;
 pub mod codec;
@@ -10,6 +11,7 @@ pub mod dnc;
 pub mod key;
 mod seal;
 
+pub use agents::{AgentRecord, AgentStatus};
 pub use attempts::{Attempt, AttemptId, AttemptState, Callback, CommitStats, ContactState, Decision, PastCall, Write};
 pub use campaigns::{CampaignRecord, RunState};
 pub use contacts::{
@@ -58,6 +60,9 @@ pub struct Store {
     contact_state: sled::Tree,
     decisions: sled::Tree,
     dnc: sled::Tree,
+    agents: sled::Tree,
+    agent_status: sled::Tree,
+    agent_log: sled::Tree,
     sealer: std::sync::Arc<seal::Sealer>,
     /// The group-commit thread, started on first use (it holds a clone of the store).
     committer: std::sync::Arc<std::sync::OnceLock<attempts::Committer>>,
@@ -115,6 +120,9 @@ impl Store {
             contact_state: db.open_tree("contact_state")?,
             decisions: db.open_tree("decisions")?,
             dnc: db.open_tree("dnc")?,
+            agents: db.open_tree("agents")?,
+            agent_status: db.open_tree("agent_status")?,
+            agent_log: db.open_tree("agent_log")?,
             committer: Default::default(),
             commit_counters: Default::default(),
             purge_error: None,

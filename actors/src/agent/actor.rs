@@ -8,7 +8,7 @@
 //!   (across shards when the customer's leg is on another one).
 #![allow(clippy::disallowed_methods)] // the shell reads the clock; the machine never does
 
-use super::machine::{Agent, AgentId, AgentLimits, AgentState, Input, Output, PhoneLoss};
+use super::machine::{Agent, AgentId, AgentLimits, AgentState, AgentTotals, Input, Output, PhoneLoss};
 use crate::call::{CallActor, CallCommand, CallEnv, CallSpec, Command, FlowConfig, HangupOn, KeepaliveMode, Progress};
 use crate::router::actor::{AgentReady, AgentUnavailable, CallOver, Customer, Enqueue, RouterActor};
 use crate::router::{Membership, ReadyAgent};
@@ -45,10 +45,12 @@ pub struct AgentSpec {
 /// What an agent reports, to persist and publish.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AgentEvent {
+    /// `totals` are this run's (the store adds earlier runs').
     Changed {
         agent: AgentId,
         from: AgentState,
         to: AgentState,
+        totals: AgentTotals,
     },
     /// The customer is being bridged to the agent: `time_to_agent` runs from the AMD human
     /// decision to the bridge being ordered. The shard applies it at its next command poll
@@ -244,7 +246,8 @@ impl AgentActor {
                 }
             }
         }
-        (self.sink)(&AgentEvent::Changed { agent: id, from, to });
+        let totals = self.agent.totals();
+        (self.sink)(&AgentEvent::Changed { agent: id, from, to, totals });
     }
 
     /// The agent cannot take the call after all. Not yet connected: the customer waits

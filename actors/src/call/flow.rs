@@ -288,6 +288,10 @@ pub enum MediaCommand {
 pub enum Progress {
     /// No agent took the live person in time: the safe-harbour message plays.
     SafeHarbour,
+    /// The call was bridged to `peer` (an agent) in time.
+    Connected {
+        peer: CallId,
+    },
     /// The INVITE left, offering media on our `rtp_port`.
     Inviting {
         call_id: String,
@@ -737,6 +741,7 @@ impl CallFlow {
                     self.set(Timer::Connect, None);
                     self.rec.connect_ms.get_or_insert(ms(now.saturating_duration_since(self.started)));
                     self.media(MediaCommand::Bridge { peer, shard });
+                    self.progress(Progress::Connected { peer });
                 }
             }
             Command::Unbridge => self.media(MediaCommand::Unbridge),

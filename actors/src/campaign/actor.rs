@@ -5,7 +5,8 @@
 //! messages and go in as `Ended`. It decides nothing itself.
 #![allow(clippy::disallowed_methods)] // the shell reads the clock; the machine does not
 
-use super::config::CampaignConfig;
+use super::config::{CampaignConfig, ModeName};
+use super::staffed::{Staffed, Staffing};
 use super::machine::{Campaign, Input, Output, Status};
 use crate::call::{CallActor, CallCommand, CallEnv, CallSpec, Command, FlowConfig, HangupOn, Progress};
 use actix::prelude::*;
@@ -15,7 +16,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use waihu_model::{CallId, CallRecord, Disposition, EndedBy};
+use crate::pacing::{AgentId, AgentPhase};
+use waihu_model::{AnsweredBy, CallId, CallRecord, Disposition, EndedBy};
 use waihu_sip::trunk::{Admission, Admit};
 use waihu_storage::{Attempt, AttemptId, AttemptState, CampaignId, ContactId, Decision, Store, Write};
 
@@ -95,6 +97,8 @@ pub struct CampaignActor {
     /// Shutting down: no new calls; the actor stops once the live ones have their records.
     stopping: bool,
     on_stopped: Option<Box<dyn FnOnce(CampaignId)>>,
+    /// Campaigns with agents: the pacer and the router.
+    staffed: Option<Staffed>,
 }
 
 impl std::fmt::Debug for CampaignActor {
@@ -158,6 +162,35 @@ impl Message for CallDone {
     type Result = ();
 }
 
+/// An agent's phase, for the pacer of a campaign the agent works.
+#[derive(Debug)]
+pub struct AgentPhaseChanged {
+    pub agent: AgentId,
+    pub phase: AgentPhase,
+}
+
+impl Message for AgentPhaseChanged {
+    type Result = ();
+}
+
+/// What a staffed campaign's pacer and router hear of a call.
+#[derive(Debug, Clone, Copy)]
+enum Heard {
+    Human,
+    Machine,
+    Connected,
+}
+
+#[derive(Debug)]
+struct CallHeard {
+    attempt: AttemptId,
+    heard: Heard,
+}
+
+impl Message for CallHeard {
+    type Result = ();
+}
+
 #[derive(Debug)]
 struct CallProgress {
     attempt: AttemptId,
@@ -189,7 +222,17 @@ impl CampaignActor {
             timer: None,
             stopping: false,
             on_stopped: Some(on_stopped),
+            staffed: None,
         }
+    }
+
+    /// A campaign with agents: its live people go to `staffing`'s router, and its pacer
+    /// dials from the agents' states. Broadcast campaigns ignore it.
+    pub fn with_staffing(mut self, staffing: Staffing) -> CampaignActor {
+        if self.cfg.mode != ModeName::Broadcast {
+            self.staffed = Some(Staffed::new(&self.cfg, staffing, self.machine.id(), Instant::now()));
+        }
+        self
     }
 
     fn id(&self) -> CampaignId {
@@ -200,6 +243,10 @@ impl CampaignActor {
     /// out, and re-arms the one timer.
     fn pump(&mut self, ctx: &mut Context<Self>) {
         self.drain(ctx);
+        if let Some(s) = self.staffed.as_mut() {
+            let n = s.grants();
+            self.machine.grant(n);
+        }
         let mut wait: Option<Duration> = None;
         while !self.stopping && self.machine.wants_lines(utc_now()) > 0 {
             let now = utc_now();
@@ -239,19 +286,28 @@ impl CampaignActor {
                 self.release(trunk);
                 break;
             }
+            if let Some(s) = self.staffed.as_mut() {
+                s.dialled(attempt as CallId, Instant::now());
+            }
+        }
+        if let Some(s) = self.staffed.as_mut() {
+            // What the pacer granted and nothing used (no contact due, a trunk full).
+            let unused = self.machine.take_unused_grant();
+            s.not_dialled(unused, Instant::now());
         }
         if let Some(h) = self.timer.take() {
             ctx.cancel_future(h);
         }
         let due = self.machine.poll_timeout().map(|t| (t - utc_now()).to_std().unwrap_or(Duration::ZERO));
-        let next = match (due, wait) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let pacer = self.staffed.as_ref().and_then(|s| s.poll_timeout()).map(|t| t.saturating_duration_since(Instant::now()));
+        let next = [due, wait, pacer].into_iter().flatten().min();
         if let Some(d) = next.filter(|_| !self.stopping) {
             // A floor keeps a due-now contact that cannot be placed from spinning the loop.
             self.timer = Some(ctx.run_later(d.max(Duration::from_millis(5)), |act, ctx| {
                 act.timer = None;
+                if let Some(s) = act.staffed.as_mut() {
+                    s.handle_timeout(Instant::now());
+                }
                 act.pump(ctx);
             }));
         }
@@ -407,7 +463,18 @@ impl CampaignActor {
         let spec = CallSpec { flow, trunk: t, shard: None, call_id: Some(live.attempt.call_id.clone()) };
         let attempt = d.attempt;
         let (a1, a2) = (ctx.address(), ctx.address());
+        let staffed = self.staffed.is_some();
         let progress = Box::new(move |_: CallId, p: &Progress| {
+            let heard = match p {
+                Progress::Amd { answered_by: AnsweredBy::Human, .. } => Some(Heard::Human),
+                Progress::Amd { .. } => Some(Heard::Machine),
+                Progress::Connected { .. } => Some(Heard::Connected),
+                _ => None,
+            };
+            if let Some(heard) = heard.filter(|_| staffed) {
+                a1.do_send(CallHeard { attempt, heard });
+                return;
+            }
             let phase = match p {
                 Progress::Inviting { .. } => Phase::Inviting,
                 Progress::Ringing { .. } => Phase::Ringing,
@@ -455,6 +522,9 @@ impl CampaignActor {
 
     fn on_record(&mut self, attempt: AttemptId, mut record: CallRecord, ctx: &mut Context<Self>) {
         let Some(live) = self.live.get_mut(&attempt) else { return };
+        if let Some(s) = self.staffed.as_mut() {
+            s.ended(attempt as CallId, record.disposition, Instant::now());
+        }
         // The number stays sealed in the contact.
         record.target.clear();
         record.trunk = live.attempt.trunk.clone();
@@ -600,6 +670,44 @@ impl Handler<CallDone> for CampaignActor {
 
     fn handle(&mut self, m: CallDone, ctx: &mut Context<Self>) {
         self.on_record(m.attempt, *m.record, ctx);
+    }
+}
+
+impl Handler<AgentPhaseChanged> for CampaignActor {
+    type Result = ();
+
+    fn handle(&mut self, m: AgentPhaseChanged, ctx: &mut Context<Self>) {
+        if let Some(s) = self.staffed.as_mut() {
+            s.agent(m.agent, m.phase, Instant::now());
+            s.handle_timeout(Instant::now());
+            self.pump(ctx);
+        }
+    }
+}
+
+impl Handler<CallHeard> for CampaignActor {
+    type Result = ();
+
+    fn handle(&mut self, m: CallHeard, ctx: &mut Context<Self>) {
+        let Some(s) = self.staffed.as_mut() else { return };
+        let call = m.attempt as CallId;
+        let now = Instant::now();
+        match m.heard {
+            Heard::Human => {
+                let addr = self.live.get(&m.attempt).and_then(|l| l.call.clone());
+                match addr {
+                    Some(addr) => s.human(call, addr.recipient(), self.env.calls.plane.shard_for(call), now),
+                    // Not started as far as we know: nobody to connect.
+                    None => s.machine(call, now),
+                }
+            }
+            Heard::Machine => s.machine(call, now),
+            Heard::Connected => s.connected(call, now),
+        }
+        if let Some(l) = self.live.get_mut(&m.attempt) {
+            l.phase = Phase::Answered;
+        }
+        self.pump(ctx);
     }
 }
 

@@ -135,6 +135,8 @@ pub struct Campaign {
     /// Answers within the abandon window: people, abandoned people, and machines (some of
     /// which AMD got wrong).
     live: VecDeque<(DateTime<Utc>, Answer)>,
+    /// Campaigns with agents: the lines the pacer has granted and no dial has used yet.
+    granted: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,6 +185,7 @@ impl Campaign {
             blocked_by_rule: BTreeMap::new(),
             final_by_label: BTreeMap::new(),
             finals: 0,
+            granted: 0,
             live: VecDeque::new(),
         };
         for (meta, state) in contacts {
@@ -288,9 +291,19 @@ impl Campaign {
         }
         match self.cfg.mode {
             ModeName::Broadcast => self.cfg.lines.saturating_sub(self.in_flight.len() as u32),
-            // Campaigns with agents are paced by the pacer from the agents' states.
-            _ => 0,
+            // Campaigns with agents dial what the pacer granted from the agents' states.
+            _ => self.granted,
         }
+    }
+
+    /// Campaigns with agents: the pacer allows `lines` more calls now.
+    pub fn grant(&mut self, lines: u32) {
+        self.granted = self.granted.saturating_add(lines);
+    }
+
+    /// Takes back the grant no dial used (nothing was due): the pacer hears it did not go.
+    pub fn take_unused_grant(&mut self) -> u32 {
+        std::mem::take(&mut self.granted)
     }
 
     /// The trunks to try, in order: by priority, a congested one after the others.
@@ -303,7 +316,10 @@ impl Campaign {
     /// When the campaign next has something to do by itself (a contact falls due).
     pub fn poll_timeout(&self) -> Option<DateTime<Utc>> {
         // With every line busy a call's end is what comes next, not a contact falling due.
-        let lines_free = self.cfg.mode == ModeName::Broadcast && (self.in_flight.len() as u32) < self.cfg.lines;
+        let lines_free = match self.cfg.mode {
+            ModeName::Broadcast => (self.in_flight.len() as u32) < self.cfg.lines,
+            _ => self.granted > 0,
+        };
         if self.run != RunState::Running || !lines_free {
             return None;
         }
@@ -431,6 +447,7 @@ impl Campaign {
             let keep = slot.state.history.len().saturating_sub(HISTORY);
             slot.state.history.drain(..keep);
             self.attempts += 1;
+            self.granted = self.granted.saturating_sub(1);
             self.in_flight.insert(attempt, (e.contact, trunk));
             let state = slot.state.clone();
             self.out.push_back(Output::Dial { attempt, contact: e.contact, trunk, state });

@@ -8,6 +8,7 @@ pub mod hopper;
 pub mod import;
 pub mod machine;
 pub mod retry;
+pub mod staffed;
 
 pub use config::{CampaignConfig, ConfigError, ModeName};
 pub use import::{import_csv, ImportError, ImportOptions, ImportReport, RowError};

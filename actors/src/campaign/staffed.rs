@@ -1,0 +1,123 @@
+//! What a campaign with agents adds to the campaign actor: the pacer, fed with the agents'
+//! states and the calls' outcomes, granting lines; and the router, given each live person.
+//! The campaign actor calls these; the decisions are the pacer's and the router's.
+
+use super::config::{CampaignConfig, ModeName};
+use crate::call::CallCommand;
+use crate::pacing::{AgentId, AgentPhase, DialMode, Input, Outcome, Output, Pacer, PacerConfig};
+use crate::router::actor::{CallOver, Customer, Enqueue, RouterActor};
+use crate::router::{LiveCall, PoolId};
+use actix::{Addr, Recipient};
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+use waihu_model::{CallId, Disposition};
+
+/// The router a campaign's live people go to, and the pool (its agents) they ask for.
+#[derive(Debug, Clone)]
+pub struct Staffing {
+    pub router: Addr<RouterActor>,
+    pub pool: PoolId,
+}
+
+#[derive(Debug)]
+pub struct Staffed {
+    pacer: Pacer,
+    staffing: Staffing,
+    /// Calls the pacer has heard the outcome of.
+    resolved: HashSet<CallId>,
+    patience: Duration,
+}
+
+fn dial_mode(cfg: &CampaignConfig) -> DialMode {
+    match cfg.mode {
+        ModeName::Preview => DialMode::Preview,
+        ModeName::Progressive => DialMode::Progressive,
+        ModeName::Ratio => DialMode::Ratio { lines_per_agent: cfg.lines.max(1) as f64 },
+        ModeName::Predictive => DialMode::Predictive,
+        ModeName::Broadcast => DialMode::Broadcast { lines: cfg.lines },
+    }
+}
+
+impl Staffed {
+    pub fn new(cfg: &CampaignConfig, staffing: Staffing, seed: u64, now: Instant) -> Staffed {
+        let pc = PacerConfig {
+            mode: dial_mode(cfg),
+            amd_false_positive_rate: cfg.amd_false_positive_rate,
+            ..PacerConfig::default()
+        };
+        let patience = pc.patience;
+        Staffed { pacer: Pacer::new(pc, seed, now), staffing, resolved: HashSet::new(), patience }
+    }
+
+    pub fn agent(&mut self, agent: AgentId, phase: AgentPhase, now: Instant) {
+        self.pacer.handle_input(Input::Agent { agent, phase }, now);
+    }
+
+    pub fn dialled(&mut self, call: CallId, now: Instant) {
+        self.pacer.handle_input(Input::Dialled { call }, now);
+    }
+
+    /// Lines granted that no dial used.
+    pub fn not_dialled(&mut self, count: u32, now: Instant) {
+        if count > 0 {
+            self.pacer.handle_input(Input::NotDialled { count }, now);
+        }
+    }
+
+    /// AMD said a person: the pacer hears it, and the router gets the call.
+    pub fn human(&mut self, call: CallId, commands: Recipient<CallCommand>, shard: usize, now: Instant) {
+        self.resolve(call, Outcome::Human, now);
+        let live = LiveCall {
+            call,
+            pool: self.staffing.pool,
+            priority: 0,
+            min_level: 0,
+            for_agent: None,
+            since: now,
+            deadline: now + self.patience,
+        };
+        self.staffing.router.do_send(Enqueue(Customer { call: live, commands, shard }));
+    }
+
+    pub fn machine(&mut self, call: CallId, now: Instant) {
+        self.resolve(call, Outcome::Machine, now);
+    }
+
+    pub fn connected(&mut self, call: CallId, now: Instant) {
+        self.pacer.handle_input(Input::Connected { call }, now);
+    }
+
+    /// The call's record is in: an outcome never heard is "nobody to connect"; an
+    /// abandoned person counts against the cap; the router forgets the call.
+    pub fn ended(&mut self, call: CallId, disposition: Disposition, now: Instant) {
+        self.resolve(call, Outcome::NoConnect, now);
+        if disposition == Disposition::Abandoned {
+            self.pacer.handle_input(Input::Abandoned { call }, now);
+        }
+        self.resolved.remove(&call);
+        self.staffing.router.do_send(CallOver { call });
+    }
+
+    fn resolve(&mut self, call: CallId, outcome: Outcome, now: Instant) {
+        if self.resolved.insert(call) {
+            self.pacer.handle_input(Input::Resolved { call, outcome }, now);
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.pacer.handle_timeout(now);
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.pacer.poll_timeout()
+    }
+
+    /// Lines the pacer grants now.
+    pub fn grants(&mut self) -> u32 {
+        let mut n = 0u32;
+        while let Some(Output::Dial { count }) = self.pacer.poll_output() {
+            n = n.saturating_add(count);
+        }
+        n
+    }
+}
