@@ -82,7 +82,10 @@ pub fn run(cmd: AgentCmd) -> Result<ExitCode> {
                 created_unix_ms: now,
             };
             let rec = s.add_agent(rec)?;
-            println!("agent {} (id {}) added; phone user {:?} registers to realm {REALM:?}", rec.name, rec.id, rec.phone_user);
+            println!(
+                "agent {} (id {}) added; phone user {:?} registers to realm {REALM:?}",
+                rec.name, rec.id, rec.phone_user
+            );
             Ok(ExitCode::SUCCESS)
         }
         AgentCmd::List { store } => {

@@ -9,7 +9,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{SystemTime, UNIX_EPOCH};
-use waihu_actors::agent::actor::{AgentActor, AgentEvent, AgentSpec, Connect, Login, PhoneGone};
+use waihu_actors::agent::actor::{AgentActor, AgentEvent, AgentSpec, Connect, Login, Logout, PhoneGone};
 use waihu_actors::agent::{AgentLimits, AgentState, PhoneLoss};
 use waihu_actors::call::CallEnv;
 use waihu_actors::campaign::actor::{AgentPhaseChanged, CampaignActor};
@@ -40,6 +40,17 @@ pub type Connects = Rc<RefCell<Vec<u64>>>;
 pub struct Floor {
     pub agents: usize,
     pub connects: Connects,
+    addrs: Vec<Addr<AgentActor>>,
+}
+
+impl Floor {
+    /// Logs every agent out: persistent sessions are hung up (BYE), so no phone is left on
+    /// a call nobody carries.
+    pub fn logout_all(&self) {
+        for a in &self.addrs {
+            a.do_send(Logout);
+        }
+    }
 }
 
 /// Starts the floor on the current actix system. `campaigns` maps campaign names to their
@@ -54,9 +65,13 @@ pub fn start(
     let records = store.agents()?;
     let connects: Connects = Rc::default();
     let mut by_user: HashMap<String, Addr<AgentActor>> = HashMap::new();
+    let mut addrs = Vec::new();
     for rec in &records {
         if rec.realm != REALM {
-            eprintln!("waihu serve: agent {:?}: realm {:?} is not {REALM:?}; its phone cannot register", rec.name, rec.realm);
+            eprintln!(
+                "waihu serve: agent {:?}: realm {:?} is not {REALM:?}; its phone cannot register",
+                rec.name, rec.realm
+            );
         }
         registry.set_user(&rec.phone_user, &rec.ha1);
         // Calls do not survive a restart: every agent starts logged out, and its phone's
@@ -81,7 +96,8 @@ pub fn start(
             limits: AgentLimits::default(),
             connect: if rec.connect == "persistent" { Connect::Persistent } else { Connect::OnDemand },
         };
-        let (st, c, totals) = (store.clone(), connects.clone(), was.map(|s| (s.calls, s.talk_ms, s.wrap_ms)).unwrap_or_default());
+        let (st, c, totals) =
+            (store.clone(), connects.clone(), was.map(|s| (s.calls, s.talk_ms, s.wrap_ms)).unwrap_or_default());
         let sink = Box::new(move |e: &AgentEvent| match e {
             AgentEvent::Changed { agent, to, totals: now, .. } => {
                 let status = AgentStatus {
@@ -105,6 +121,7 @@ pub fn start(
             AgentEvent::LegRecord { .. } => {}
         });
         let addr = AgentActor::new(spec, env.clone(), registry.clone(), router.clone(), sink).start();
+        addrs.push(addr.clone());
         by_user.insert(rec.phone_user.clone(), addr);
     }
     let mut events = registry.subscribe();
@@ -122,5 +139,5 @@ pub fn start(
             }
         }
     });
-    Ok(Floor { agents: records.len(), connects })
+    Ok(Floor { agents: records.len(), connects, addrs })
 }

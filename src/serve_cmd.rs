@@ -6,6 +6,7 @@
 
 use crate::call_cmd::port_range;
 use crate::campaign_cmd::{config_of, load, open_store, status_json, status_text};
+use actix::Actor;
 use anyhow::Result;
 use clap::Args;
 use std::collections::HashMap;
@@ -13,11 +14,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-use actix::Actor;
 use waihu_actors::campaign::actor::{CampaignActor, CampaignEnv, GetStatus, Shutdown, TrunkPool};
-use waihu_engine::worker::ShardConfig;
 use waihu_actors::campaign::staffed::Staffing;
 use waihu_actors::router::actor::RouterActor;
+use waihu_engine::worker::ShardConfig;
 use waihu_sip::registrar::RegistrarConfig;
 use waihu_sip::AgentConfig;
 use waihu_storage::RunState;
@@ -163,11 +163,14 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
             }
             addr.do_send(Shutdown);
         }
+        floor.logout_all();
         // Every campaign ends its calls and writes their records, then stops.
         let deadline = std::time::Instant::now() + Duration::from_secs(40);
         while live.get() > 0 && std::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        // The agents' sessions end with their BYE (a moment).
+        tokio::time::sleep(Duration::from_millis(300)).await;
         let mut t = floor.connects.borrow().clone();
         if !t.is_empty() {
             t.sort_unstable();

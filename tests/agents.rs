@@ -124,7 +124,12 @@ fn ulaw(pcm: &[i16]) -> Vec<u8> {
 /// goes through wrap-up back to available.
 #[test]
 fn on_demand_a_live_customer_reaches_the_agents_baresip_with_audio_both_ways() {
-    route_one_call(Connect::OnDemand, 1, &["available", "reserved", "ringing", "on-call", "wrap-up", "available"]);
+    route_one_call(
+        Connect::OnDemand,
+        1,
+        &["available", "reserved", "ringing", "on-call", "wrap-up", "available"],
+        false,
+    );
 }
 
 /// Persistent session: at login waihu calls baresip once and the leg stays up (on shard 1);
@@ -132,10 +137,19 @@ fn on_demand_a_live_customer_reaches_the_agents_baresip_with_audio_both_ways() {
 /// ways as on demand, and the session outlives the customer's call.
 #[test]
 fn persistent_session_bridges_a_customer_across_shards_with_audio_both_ways() {
-    route_one_call(Connect::Persistent, 0, &["available", "reserved", "on-call", "wrap-up", "available"]);
+    route_one_call(Connect::Persistent, 0, &["available", "reserved", "on-call", "wrap-up", "available"], false);
 }
 
-fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str]) {
+/// Recovery: the agent's phone vanishes (SIGKILL) mid-call, with no BYE. Its session leg
+/// hears no more RTP (media timeout, 2 s here), so the agent is logged out and the
+/// customer's call, which nobody carries any more, is ended with a BYE and a final record.
+/// Later the phone's registration expires too; nothing is left stuck.
+#[test]
+fn a_phone_that_vanishes_mid_call_logs_its_agent_out_and_ends_the_customers_call() {
+    route_one_call(Connect::Persistent, 1, &["available", "reserved", "on-call", "logged-out"], true);
+}
+
+fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str], vanish: bool) {
     use actix::Actor;
     use std::cell::RefCell;
     use std::rc::Rc;
@@ -161,11 +175,17 @@ fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str
     let registry = sip.registry().expect("registrar");
     registry.set_user("agent1", &ha1("agent1", "waihu.test", "secret"));
     let mut reg_events = registry.subscribe();
-    let plane =
-        MediaPlane::spawn(2, ShardConfig { ports: 47_000..47_400, ..ShardConfig::default() }).expect("media plane");
+    // Each test of this file has its own RTP ports (they run in parallel).
+    let ports = match (connect, vanish) {
+        (Connect::OnDemand, _) => 47_000..47_200,
+        (Connect::Persistent, false) => 47_200..47_400,
+        (Connect::Persistent, true) => 47_400..47_600,
+    };
+    let shards = ShardConfig { ports, media_timeout: Duration::from_secs(2), ..ShardConfig::default() };
+    let plane = MediaPlane::spawn(2, shards).expect("media plane");
     let env = CallEnv { sip: sip.clone(), plane: Arc::new(plane) };
 
-    let phone = Phone::start(
+    let phone = Rc::new(RefCell::new(Phone::start(
         &dir.path().join("agent1"),
         &PhoneConfig {
             user: "agent1".into(),
@@ -174,9 +194,9 @@ fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str
             regint: 60,
             mic: baresip::tone(440.0, 20.0, 60.0),
         },
-    );
+    )));
     let registered = rt.block_on(next_event(&mut reg_events, Duration::from_secs(10)));
-    assert!(matches!(registered, Some(Event::Registered { .. })), "{registered:?}\n{}", phone.log());
+    assert!(matches!(registered, Some(Event::Registered { .. })), "{registered:?}\n{}", phone.borrow().log());
 
     // The customer: a human greeting, then 6 s of 1 kHz, then silence.
     let mut customer_audio = waihu_tests::sample_g711("call_04.wav", true);
@@ -188,7 +208,7 @@ fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str
     let router_events: Rc<RefCell<Vec<RouterEvent>>> = Rc::default();
     let customer_record: Rc<RefCell<Option<CallRecord>>> = Rc::default();
     let system = actix::System::new();
-    let (ae, re, cr) = (agent_events.clone(), router_events.clone(), customer_record.clone());
+    let (ae, re, cr, ph) = (agent_events.clone(), router_events.clone(), customer_record.clone(), phone.clone());
     system.block_on(async move {
         let r = re.clone();
         let router = RouterActor::new(Box::new(move |e| r.borrow_mut().push(e.clone()))).start();
@@ -264,6 +284,17 @@ fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str
         assert!(connected, "no agent connected: router {:?}, agent {:?}", re.borrow(), ae.borrow());
         // The rest of the greeting and the 1 kHz tone reach the agent; then the customer
         // hangs up.
+        if vanish {
+            actix::clock::sleep(Duration::from_secs(2)).await;
+            ph.borrow_mut().vanish();
+            let out = wait_until(Duration::from_secs(15), || {
+                ae.borrow().iter().any(|e| matches!(e, AgentEvent::Changed { to: AgentState::LoggedOut, .. }))
+                    && cr.borrow().is_some()
+            })
+            .await;
+            assert!(out, "the agent was not released: {:?}; customer record: {:?}", ae.borrow(), cr.borrow());
+            return;
+        }
         actix::clock::sleep(Duration::from_secs(10)).await;
         addr.do_send(CallCommand(Command::Hangup));
         let back = wait_until(Duration::from_secs(15), || {
@@ -278,7 +309,27 @@ fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str
     });
     let heard_by_customer = peer.finish();
     let sipp_code = waihu_tests::wait_child(&mut sipp, Duration::from_secs(10));
+    let phone = Rc::try_unwrap(phone).map(RefCell::into_inner).unwrap_or_else(|_| panic!("the phone is still shared"));
     let heard_by_agent = phone.heard();
+    if vanish {
+        phone.kill();
+        let events = agent_events.borrow();
+        let states: Vec<&str> = events
+            .iter()
+            .filter_map(|e| if let AgentEvent::Changed { to, .. } = e { Some(to.label()) } else { None })
+            .collect();
+        assert_eq!(states, expect_states, "{events:?}");
+        let rec = customer_record.borrow().clone().expect("the customer's record");
+        assert_eq!(rec.answered_by, Some(AnsweredBy::Human), "{rec:?}");
+        assert_eq!(
+            sipp_code,
+            Some(0),
+            "SIPp (the customer) did not get its BYE: {}",
+            std::fs::read_to_string(dir.path().join("sipp.out")).unwrap_or_default()
+        );
+        // The registration expires in its own time (regint 60 here); the agent is out already.
+        return;
+    }
     phone.quit();
 
     let events = agent_events.borrow();
@@ -343,4 +394,203 @@ async fn wait_until(limit: Duration, done: impl Fn() -> bool) -> bool {
         actix::clock::sleep(Duration::from_millis(20)).await;
     }
     done()
+}
+
+/// `waihu serve` end to end with a real softphone: a progressive campaign of two live
+/// people (SIPp streams a recorded human greeting), one agent in a persistent session on
+/// baresip registered to serve's own registrar. Both people are connected to the agent
+/// (no abandon), the agent hears them, the records say so, and `waihu agent list` shows
+/// the calls. Serve ends the session with a BYE when it exits.
+#[test]
+fn serve_connects_a_progressive_campaign_to_a_baresip_agent() {
+    if skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let d = dir.path();
+    let (store, sip_port, mut sipp) = served_campaign(d, 6);
+    let mut serve = start_serve(d, &store, sip_port, "serve.err");
+    let sock = d.join("store").join("control.sock");
+    let t0 = std::time::Instant::now();
+    while !sock.exists() && t0.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let phone = Phone::start(
+        &d.join("ann"),
+        &PhoneConfig {
+            user: "ann".into(),
+            password: "secret123".into(),
+            registrar: std::net::SocketAddr::from(([127, 0, 0, 1], sip_port)),
+            regint: 60,
+            mic: baresip::tone(440.0, 30.0, 60.0),
+        },
+    );
+    let code = waihu_tests::wait_child(&mut serve, Duration::from_secs(90));
+    let serve_err = std::fs::read_to_string(d.join("serve.err")).unwrap_or_default();
+    let heard = phone.heard().concat();
+    phone.quit();
+    let _ = sipp.kill();
+    let _ = sipp.wait();
+    assert_eq!(code, Some(0), "serve did not finish:\n{serve_err}");
+    assert!(serve_err.contains("time to agent") && serve_err.contains("over 2 calls"), "{serve_err}");
+    eprintln!("{}", serve_err.lines().find(|l| l.contains("time to agent")).unwrap_or_default());
+    let cdr = waihu_ok(&["cdr", "export", "--store", &store, "--campaign", "c"]);
+    let rows: Vec<&str> = cdr.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "{cdr}");
+    for r in &rows {
+        assert!(r.contains("answered") && r.contains("human") && !r.contains("abandoned"), "{cdr}");
+    }
+    let list = waihu_ok(&["agent", "list", "--store", &store]);
+    assert!(list.contains("ann") && list.contains("calls=2"), "{list}");
+    // What the agent heard: the two people's greetings (speech, not silence).
+    let loud = heard.chunks(160).filter(|f| f.iter().map(|&s| (s as f64).powi(2)).sum::<f64>() / 160.0 > 1e5).count();
+    assert!(loud > 50, "the agent heard {loud} loud frames of {}", heard.len() / 160);
+}
+
+/// Recovery: `waihu serve` is killed with SIGKILL while its agent is on a call with a live
+/// person. The next serve closes the cut-short attempt as interrupted and dials it again,
+/// starts the agent logged out (its state in the store says so, with the reason), logs it
+/// in when the phone registers again, and the campaign runs to its end: every contact has a
+/// final record and the agent is not stuck on a call that is gone.
+#[test]
+fn serve_killed_while_its_agent_is_on_a_call_leaves_no_agent_stuck() {
+    if skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let d = dir.path();
+    let (store, sip_port, mut sipp) = served_campaign(d, 20);
+    let mut serve = start_serve(d, &store, sip_port, "serve-1.err");
+    let sock = d.join("store").join("control.sock");
+    let t0 = std::time::Instant::now();
+    while !sock.exists() && t0.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // regint 30 (the registrar's minimum): the phone registers again within 30 s of the
+    // restart, as a phone whose server vanished would.
+    let phone = Phone::start(
+        &d.join("ann"),
+        &PhoneConfig {
+            user: "ann".into(),
+            password: "secret123".into(),
+            registrar: std::net::SocketAddr::from(([127, 0, 0, 1], sip_port)),
+            regint: 30,
+            mic: baresip::tone(440.0, 60.0, 120.0),
+        },
+    );
+    // Registered, session up, the first person answered, detected and connected: about
+    // 4 s. Kill at 9 s, mid-call (calls last up to 20 s).
+    std::thread::sleep(Duration::from_secs(9));
+    let _ = serve.kill();
+    let _ = serve.wait();
+    let first = std::fs::read_to_string(d.join("serve-1.err")).unwrap_or_default();
+    let mut serve = start_serve(d, &store, sip_port, "serve-2.err");
+    let code = waihu_tests::wait_child(&mut serve, Duration::from_secs(150));
+    let second = std::fs::read_to_string(d.join("serve-2.err")).unwrap_or_default();
+    phone.quit();
+    let _ = sipp.kill();
+    let _ = sipp.wait();
+    assert_eq!(code, Some(0), "the second serve did not finish:\n{second}\n--- first run:\n{first}");
+    assert!(second.contains("closed as interrupted"), "{second}");
+    let cdr = waihu_ok(&["cdr", "export", "--store", &store, "--campaign", "c"]);
+    assert!(cdr.contains("interrupted"), "the killed call's attempt: {cdr}");
+    let answered = cdr.lines().filter(|l| l.contains("answered") && l.contains("human")).count();
+    assert_eq!(answered, 2, "both people reached in the end: {cdr}");
+    let list = waihu_ok(&["agent", "list", "--store", &store]);
+    assert!(list.contains("ann") && list.contains("logged-out"), "{list}");
+    let s =
+        waihu_storage::Store::open(&d.join("store"), waihu_storage::KeySource::File(d.join("store").join("store.key")))
+            .expect("store");
+    let agent = s.agent_by_name("ann").expect("read").expect("ann");
+    let log = s.agent_log(agent.id).expect("log");
+    let restart = log.iter().position(|st| st.state == "logged-out" && st.reason.as_deref() == Some("restart"));
+    let on_call_before = log.iter().position(|st| st.state == "on-call");
+    assert!(
+        matches!((on_call_before, restart), (Some(a), Some(b)) if a < b),
+        "the log shows the agent on a call, then logged out at the restart: {log:?}"
+    );
+    assert!(
+        log[restart.unwrap_or(0)..].iter().any(|st| st.state == "on-call"),
+        "and on a call again after it: {log:?}"
+    );
+}
+
+const WAIHU: &str = env!("CARGO_BIN_EXE_waihu");
+
+/// Runs `waihu ARGS`, which must succeed; its stdout.
+fn waihu_ok(args: &[&str]) -> String {
+    let out = std::process::Command::new(WAIHU).args(args).output().expect("waihu runs");
+    assert!(
+        out.status.success(),
+        "waihu {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// A store in `d` with a progressive campaign "c" of two live people (SIPp streams a human
+/// greeting; calls last at most `max_duration` s) and agent "ann" (persistent session,
+/// password secret123), the campaign started. Returns the store, serve's SIP port, SIPp.
+fn served_campaign(d: &std::path::Path, max_duration: u32) -> (String, u16, std::process::Child) {
+    use std::process::Command;
+    let scenario = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sipp/uas_campaign.xml");
+    std::fs::copy(scenario, d.join("uas_campaign.xml")).expect("scenario");
+    std::fs::write(d.join("human.ulaw"), waihu_tests::sample_g711("call_04.wav", true)).expect("audio");
+    std::fs::write(d.join("machine.ulaw"), waihu_tests::sample_g711("call_01.wav", true)).expect("audio");
+    std::fs::write(d.join("harbour.wav"), waihu_engine::wav::write_pcm16(8000, &baresip::tone(600.0, 1.0, 0.0)))
+        .expect("wav");
+    std::fs::write(
+        d.join("profile.toml"),
+        "name = \"test_all_day\"\nabandon_cap = 0.03\nabandon_window_hours = 24\nwindow = [\"00:00\", \"23:59\"]\n",
+    )
+    .expect("profile");
+    let (sipp_port, sip_port) = (waihu_tests::free_udp_port(), waihu_tests::free_udp_port());
+    let campaign = format!(
+        "mode = \"progressive\"\ncompliance = \"profile.toml\"\ndefault_timezone = \"UTC\"\nsafe_harbour = \"harbour.wav\"\n\
+         ring_timeout_seconds = 5\nmax_duration_seconds = {max_duration}\n[[trunk]]\nname = \"sipp\"\nhost = \"127.0.0.1\"\nport = {sipp_port}\n\
+         max_cps = 10\nmax_channels = 10\noptions_interval_secs = 0\n"
+    );
+    std::fs::write(d.join("campaign.toml"), campaign).expect("campaign");
+    std::fs::write(d.join("contacts.csv"), "phone,name\n+8613800130000,A\n+8613800130001,B\n").expect("contacts");
+    let log = std::fs::File::create(d.join("sipp.out")).expect("log");
+    let sipp = Command::new("sipp")
+        .current_dir(d)
+        .args(["-sf", "uas_campaign.xml", "-i", "127.0.0.1", "-p", &sipp_port.to_string()])
+        .args(["-mi", "127.0.0.1", "-mp", &waihu_tests::free_udp_port().to_string(), "-nostdin", "-timeout", "120s"])
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("SIPp starts");
+    let store = d.join("store").display().to_string();
+    let p = |f: &str| d.join(f).display().to_string();
+    waihu_ok(&["campaign", "create", "--store", &store, "--name", "c", "--config", &p("campaign.toml")]);
+    waihu_ok(&["campaign", "import", "--store", &store, "--name", "c", &p("contacts.csv")]);
+    waihu_ok(&[
+        "agent",
+        "add",
+        "--store",
+        &store,
+        "ann",
+        "--password",
+        "secret123",
+        "--campaign",
+        "c",
+        "--connect",
+        "persistent",
+    ]);
+    waihu_ok(&["campaign", "start", "--store", &store, "--name", "c"]);
+    (store, sip_port, sipp)
+}
+
+/// Starts `waihu serve` on the store; its stderr goes to `d/NAME`.
+fn start_serve(d: &std::path::Path, store: &str, sip_port: u16, name: &str) -> std::process::Child {
+    let err = std::fs::File::create(d.join(name)).expect("log");
+    std::process::Command::new(WAIHU)
+        .args(["serve", "--store", store, "--sip-bind", &format!("127.0.0.1:{sip_port}"), "--rtp-ports", "45000-45199"])
+        .args(["--exit-when-idle", "--status-every", "2"])
+        .stdout(std::process::Stdio::null())
+        .stderr(err)
+        .spawn()
+        .expect("serve starts")
 }

@@ -138,7 +138,15 @@ mod tests {
             let a = s.add_agent(rec("ann")).expect("add");
             assert!(matches!(s.add_agent(rec("ann")), Err(StoreError::Duplicate { .. })));
             for (i, state) in ["available", "on-call"].into_iter().enumerate() {
-                let st = AgentStatus { state: state.into(), call: Some(9), reason: None, calls: 0, talk_ms: 0, wrap_ms: 0, since_unix_ms: 10 + i as u64 };
+                let st = AgentStatus {
+                    state: state.into(),
+                    call: Some(9),
+                    reason: None,
+                    calls: 0,
+                    talk_ms: 0,
+                    wrap_ms: 0,
+                    since_unix_ms: 10 + i as u64,
+                };
                 s.submit(Write::AgentStatus { agent: a.id, status: st }).recv().expect("reply").expect("durable");
             }
             a.id

@@ -136,6 +136,12 @@ impl Phone {
         code
     }
 
+    /// SIGKILL now, as a phone that vanishes mid-call: no BYE, no un-REGISTER.
+    pub fn vanish(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// SIGKILL, as a phone that vanishes: no un-REGISTER, no BYE.
     pub fn kill(mut self) {
         let _ = self.child.kill();

@@ -46,26 +46,13 @@ pub struct AgentSpec {
 #[derive(Debug, Clone, PartialEq)]
 pub enum AgentEvent {
     /// `totals` are this run's (the store adds earlier runs').
-    Changed {
-        agent: AgentId,
-        from: AgentState,
-        to: AgentState,
-        totals: AgentTotals,
-    },
+    Changed { agent: AgentId, from: AgentState, to: AgentState, totals: AgentTotals },
     /// The customer is being bridged to the agent: `time_to_agent` runs from the AMD human
     /// decision to the bridge being ordered. The shard applies it at its next command poll
     /// (within about 1 ms); across shards, after two more command round trips.
-    Connected {
-        agent: AgentId,
-        call: CallId,
-        time_to_agent: Duration,
-    },
+    Connected { agent: AgentId, call: CallId, time_to_agent: Duration },
     /// The agent's leg for `call` is over.
-    LegRecord {
-        agent: AgentId,
-        call: CallId,
-        record: Box<CallRecord>,
-    },
+    LegRecord { agent: AgentId, call: CallId, record: Box<CallRecord> },
 }
 
 pub type AgentSink = Box<dyn FnMut(&AgentEvent)>;

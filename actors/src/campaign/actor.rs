@@ -6,9 +6,10 @@
 #![allow(clippy::disallowed_methods)] // the shell reads the clock; the machine does not
 
 use super::config::{CampaignConfig, ModeName};
-use super::staffed::{Staffed, Staffing};
 use super::machine::{Campaign, Input, Output, Status};
+use super::staffed::{Staffed, Staffing};
 use crate::call::{CallActor, CallCommand, CallEnv, CallSpec, Command, FlowConfig, HangupOn, Progress};
+use crate::pacing::{AgentId, AgentPhase};
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use std::cell::RefCell;
@@ -16,7 +17,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use crate::pacing::{AgentId, AgentPhase};
 use waihu_model::{AnsweredBy, CallId, CallRecord, Disposition, EndedBy};
 use waihu_sip::trunk::{Admission, Admit};
 use waihu_storage::{Attempt, AttemptId, AttemptState, CampaignId, ContactId, Decision, Store, Write};
@@ -299,7 +299,8 @@ impl CampaignActor {
             ctx.cancel_future(h);
         }
         let due = self.machine.poll_timeout().map(|t| (t - utc_now()).to_std().unwrap_or(Duration::ZERO));
-        let pacer = self.staffed.as_ref().and_then(|s| s.poll_timeout()).map(|t| t.saturating_duration_since(Instant::now()));
+        let pacer =
+            self.staffed.as_ref().and_then(|s| s.poll_timeout()).map(|t| t.saturating_duration_since(Instant::now()));
         let next = [due, wait, pacer].into_iter().flatten().min();
         if let Some(d) = next.filter(|_| !self.stopping) {
             // A floor keeps a due-now contact that cannot be placed from spinning the loop.
