@@ -180,6 +180,7 @@ fn print_progress(_call: CallId, p: &Progress) {
     match p {
         Progress::SafeHarbour => eprintln!("waihu: no agent in time: playing the safe-harbour message"),
         Progress::Connected { peer } => eprintln!("waihu: bridged to leg {peer}"),
+        Progress::Relaying => eprintln!("waihu: the bridge carries audio"),
         Progress::Inviting { call_id, rtp_port } => {
             eprintln!("waihu: INVITE sent (Call-ID {call_id}, RTP port {rtp_port})")
         }

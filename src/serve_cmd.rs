@@ -67,6 +67,7 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
         let cenv = CampaignEnv { calls: env.clone(), store: store.clone(), trunks: pool, sip_t1: t1 };
         let mut actors = HashMap::new();
         let router = RouterActor::new(Box::new(|_| {})).start();
+        let time_to_audio: std::rc::Rc<std::cell::RefCell<Vec<u64>>> = Default::default();
         let live = std::rc::Rc::new(std::cell::Cell::new(0usize));
         let recs = match store.campaigns() {
             Ok(r) => r,
@@ -104,7 +105,8 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
             }
             live.set(live.get() + 1);
             let l = live.clone();
-            let staffing = Staffing { router: router.clone(), pool: rec.id as u32 };
+            let staffing =
+                Staffing { router: router.clone(), pool: rec.id as u32, time_to_audio: Some(time_to_audio.clone()) };
             let addr = actix::Actor::start(
                 CampaignActor::new(machine, cfg, cenv.clone(), Box::new(move |_| l.set(l.get() - 1)))
                     .with_staffing(staffing),
@@ -171,18 +173,11 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
         }
         // The agents' sessions end with their BYE (a moment).
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let mut t = floor.connects.borrow().clone();
-        if !t.is_empty() {
-            t.sort_unstable();
-            let q = |p: f64| t[((t.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0;
-            eprintln!(
-                "waihu serve: time to agent (AMD human decision to bridge) over {} calls: median {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-                t.len(),
-                q(0.5),
-                q(0.99),
-                q(1.0)
-            );
-        }
+        print_times("time to agent (AMD human decision to the bridge ordered)", &floor.connects.borrow());
+        print_times(
+            "time to audio (AMD human decision to the first customer frame relayed to the agent)",
+            &time_to_audio.borrow(),
+        );
         let c = store.commit_stats();
         eprintln!(
             "waihu serve: group commit: {} commits in {} flushes ({:.1} per fsync)",
@@ -199,6 +194,23 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
     let _ = std::fs::remove_file(&socket);
     drop(sip_rt);
     Ok(code)
+}
+
+/// Median, p99 and max of per-call times (µs), on stderr.
+fn print_times(what: &str, times: &[u64]) {
+    if times.is_empty() {
+        return;
+    }
+    let mut t = times.to_vec();
+    t.sort_unstable();
+    let q = |p: f64| t[((t.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0;
+    eprintln!(
+        "waihu serve: {what} over {} calls: median {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        t.len(),
+        q(0.5),
+        q(0.99),
+        q(1.0)
+    );
 }
 
 type Actors = std::rc::Rc<HashMap<u64, (waihu_storage::CampaignRecord, actix::Addr<CampaignActor>)>>;

@@ -128,7 +128,7 @@ fn on_demand_a_live_customer_reaches_the_agents_baresip_with_audio_both_ways() {
         Connect::OnDemand,
         1,
         &["available", "reserved", "ringing", "on-call", "wrap-up", "available"],
-        false,
+        Scenario::Talk,
     );
 }
 
@@ -137,7 +137,25 @@ fn on_demand_a_live_customer_reaches_the_agents_baresip_with_audio_both_ways() {
 /// ways as on demand, and the session outlives the customer's call.
 #[test]
 fn persistent_session_bridges_a_customer_across_shards_with_audio_both_ways() {
-    route_one_call(Connect::Persistent, 0, &["available", "reserved", "on-call", "wrap-up", "available"], false);
+    route_one_call(
+        Connect::Persistent,
+        0,
+        &["available", "reserved", "on-call", "wrap-up", "available"],
+        Scenario::Talk,
+    );
+}
+
+/// Hold, checked by content: while the agent holds, the customer hears music (800 Hz) and
+/// the agent hears nothing from the customer (the customer's 1 kHz tone stops reaching
+/// baresip); after resume both hear each other again.
+#[test]
+fn hold_plays_music_to_the_customer_and_mutes_them_to_the_agent() {
+    route_one_call(
+        Connect::Persistent,
+        0,
+        &["available", "reserved", "on-call", "wrap-up", "available"],
+        Scenario::Hold,
+    );
 }
 
 /// Recovery: the agent's phone vanishes (SIGKILL) mid-call, with no BYE. Its session leg
@@ -146,16 +164,28 @@ fn persistent_session_bridges_a_customer_across_shards_with_audio_both_ways() {
 /// Later the phone's registration expires too; nothing is left stuck.
 #[test]
 fn a_phone_that_vanishes_mid_call_logs_its_agent_out_and_ends_the_customers_call() {
-    route_one_call(Connect::Persistent, 1, &["available", "reserved", "on-call", "logged-out"], true);
+    route_one_call(Connect::Persistent, 1, &["available", "reserved", "on-call", "logged-out"], Scenario::Vanish);
 }
 
-fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str], vanish: bool) {
+/// What happens once the customer is connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scenario {
+    /// They talk; the customer hangs up.
+    Talk,
+    /// The agent's phone is killed mid-call.
+    Vanish,
+    /// They talk, the agent holds the customer (music) for 3 s, resumes; the customer hangs up.
+    Hold,
+}
+
+fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str], scenario: Scenario) {
+    let vanish = scenario == Scenario::Vanish;
     use actix::Actor;
     use std::cell::RefCell;
     use std::rc::Rc;
     use std::sync::Arc;
     use std::time::Instant;
-    use waihu_actors::agent::actor::{AgentActor, AgentEvent, AgentSpec, Login};
+    use waihu_actors::agent::actor::{AgentActor, AgentEvent, AgentSpec, HoldCustomer, Login, ResumeCustomer};
     use waihu_actors::agent::{AgentLimits, AgentState};
     use waihu_actors::call::{CallActor, CallCommand, CallEnv, CallSpec, Command, FlowConfig, HangupOn, Progress};
     use waihu_actors::router::actor::{CallOver, Customer, Enqueue, RouterActor, RouterEvent};
@@ -176,10 +206,11 @@ fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str
     registry.set_user("agent1", &ha1("agent1", "waihu.test", "secret"));
     let mut reg_events = registry.subscribe();
     // Each test of this file has its own RTP ports (they run in parallel).
-    let ports = match (connect, vanish) {
+    let ports = match (connect, scenario) {
         (Connect::OnDemand, _) => 47_000..47_200,
-        (Connect::Persistent, false) => 47_200..47_400,
-        (Connect::Persistent, true) => 47_400..47_600,
+        (Connect::Persistent, Scenario::Talk) => 47_200..47_400,
+        (Connect::Persistent, Scenario::Vanish) => 47_400..47_600,
+        (Connect::Persistent, Scenario::Hold) => 47_600..47_800,
     };
     let shards = ShardConfig { ports, media_timeout: Duration::from_secs(2), ..ShardConfig::default() };
     let plane = MediaPlane::spawn(2, shards).expect("media plane");
@@ -200,7 +231,8 @@ fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str
 
     // The customer: a human greeting, then 6 s of 1 kHz, then silence.
     let mut customer_audio = waihu_tests::sample_g711("call_04.wav", true);
-    customer_audio.extend(ulaw(&baresip::tone(1000.0, 6.0, 0.0)));
+    let tone_secs = if scenario == Scenario::Hold { 10.0 } else { 6.0 };
+    customer_audio.extend(ulaw(&baresip::tone(1000.0, tone_secs, 0.0)));
     let peer = waihu_tests::rtp_peer::RtpPeer::start(customer_audio, Duration::from_secs(45));
     let (mut sipp, sipp_port) = sipp_customer(dir.path(), peer.port);
 
@@ -252,7 +284,12 @@ fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str
                     since: now,
                     deadline: now + Duration::from_secs(2),
                 };
-                rtr.do_send(Enqueue(Customer { call, commands: addr.recipient(), shard: customer_shard }));
+                rtr.do_send(Enqueue(Customer {
+                    call,
+                    commands: addr.recipient(),
+                    shard: customer_shard,
+                    wrap_up: Duration::from_secs(1),
+                }));
             }
         });
         let (c, rtr) = (cr.clone(), router.clone());
@@ -295,7 +332,16 @@ fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str
             assert!(out, "the agent was not released: {:?}; customer record: {:?}", ae.borrow(), cr.borrow());
             return;
         }
-        actix::clock::sleep(Duration::from_secs(10)).await;
+        if scenario == Scenario::Hold {
+            // The greeting ends and the 1 kHz tone starts about 4 s after the connect.
+            actix::clock::sleep(Duration::from_secs(5)).await;
+            agent.do_send(HoldCustomer(baresip::tone(800.0, 1.0, 0.0).into()));
+            actix::clock::sleep(Duration::from_secs(3)).await;
+            agent.do_send(ResumeCustomer);
+            actix::clock::sleep(Duration::from_secs(4)).await;
+        } else {
+            actix::clock::sleep(Duration::from_secs(10)).await;
+        }
         addr.do_send(CallCommand(Command::Hangup));
         let back = wait_until(Duration::from_secs(15), || {
             ae.borrow().iter().any(|e| {
@@ -364,6 +410,22 @@ fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str
     );
 
     let agent_pcm = heard_by_agent.concat();
+    if scenario == Scenario::Hold {
+        // 20 ms frames: the customer heard the music for the 3 s hold, and the agent heard
+        // the customer's 1 kHz only outside it (about 5 s of the tone's 8 s up to the
+        // hang-up).
+        let music = baresip::tone_frames(&heard_by_customer, 800.0);
+        let agent_tone = baresip::tone_frames(&agent_pcm, 1000.0);
+        let customer_440 = baresip::tone_frames(&heard_by_customer, 440.0);
+        eprintln!("hold: customer heard music {music} frames, the agent's tone {customer_440}; agent heard the customer's tone {agent_tone} frames");
+        assert!((125..=175).contains(&music), "music on hold: {music} frames of 20 ms, expected about 150");
+        assert!(
+            (200..=325).contains(&agent_tone),
+            "the agent heard the customer's tone {agent_tone} frames, expected about 250 (none during hold)"
+        );
+        assert!(customer_440 > 300, "the customer heard the agent before and after the hold: {customer_440} frames");
+        return;
+    }
     let to_agent = baresip::tone_share(&agent_pcm, 1000.0);
     let to_customer = baresip::tone_share(&heard_by_customer, 440.0);
     eprintln!("agent heard 1 kHz at {to_agent:.3}; customer heard 440 Hz at {to_customer:.3}");
@@ -433,7 +495,11 @@ fn serve_connects_a_progressive_campaign_to_a_baresip_agent() {
     let _ = sipp.wait();
     assert_eq!(code, Some(0), "serve did not finish:\n{serve_err}");
     assert!(serve_err.contains("time to agent") && serve_err.contains("over 2 calls"), "{serve_err}");
-    eprintln!("{}", serve_err.lines().find(|l| l.contains("time to agent")).unwrap_or_default());
+    // Both people's audio reached the agent: the media plane said so for each.
+    assert!(serve_err.lines().any(|l| l.contains("time to audio") && l.contains("over 2 calls")), "{serve_err}");
+    for l in serve_err.lines().filter(|l| l.contains("time to")) {
+        eprintln!("{l}");
+    }
     let cdr = waihu_ok(&["cdr", "export", "--store", &store, "--campaign", "c"]);
     let rows: Vec<&str> = cdr.lines().skip(1).collect();
     assert_eq!(rows.len(), 2, "{cdr}");

@@ -207,3 +207,24 @@ pub fn tone_share(pcm: &[i16], hz: f64) -> f64 {
     }
     best
 }
+
+/// How many 20 ms frames of `pcm` are mostly `hz` (over 80% of a loud frame's energy).
+pub fn tone_frames(pcm: &[i16], hz: f64) -> usize {
+    pcm.chunks_exact(160)
+        .filter(|w| {
+            let energy: f64 = w.iter().map(|&s| (s as f64).powi(2)).sum();
+            if energy < 1e4 * 160.0 {
+                return false;
+            }
+            let k = (2.0 * std::f64::consts::PI * hz / 8000.0).cos() * 2.0;
+            let (mut s1, mut s2) = (0.0f64, 0.0f64);
+            for &x in w.iter() {
+                let s0 = x as f64 + k * s1 - s2;
+                s2 = s1;
+                s1 = s0;
+            }
+            let power = s1 * s1 + s2 * s2 - k * s1 * s2;
+            power / (energy * 80.0) > 0.8
+        })
+        .count()
+}

@@ -92,6 +92,15 @@ pub struct CustomerGone {
     pub call: CallId,
 }
 
+/// The agent puts the customer on hold: the customer hears `0` (looped), the agent hears
+/// nothing from the customer, and both legs stay up.
+#[derive(Debug)]
+pub struct HoldCustomer(pub Arc<[i16]>);
+
+/// Ends [`HoldCustomer`].
+#[derive(Debug)]
+pub struct ResumeCustomer;
+
 /// The agent's phone went away (its registration expired or was removed).
 #[derive(Debug)]
 pub struct PhoneGone(pub PhoneLoss);
@@ -421,6 +430,8 @@ impl Handler<Take> for AgentActor {
     type Result = ();
     fn handle(&mut self, m: Take, ctx: &mut Context<Self>) {
         let call = m.customer.call.call;
+        // The wrap-up after this call is the customer's campaign's.
+        self.agent.set_limits(AgentLimits { wrap_up: m.customer.wrap_up, ..self.spec.limits });
         self.agent.handle_input(Input::Reserve { call }, Instant::now());
         if self.agent.state() != &(AgentState::Reserved { call }) {
             // Not available after all (a pause crossed the router's decision): back it goes.
@@ -438,6 +449,24 @@ impl Handler<Withdrawn> for AgentActor {
     fn handle(&mut self, _: Withdrawn, ctx: &mut Context<Self>) {
         if let Some(call) = self.agent.state().call() {
             self.feed(Input::Released { call }, ctx);
+        }
+    }
+}
+
+impl Handler<HoldCustomer> for AgentActor {
+    type Result = ();
+    fn handle(&mut self, m: HoldCustomer, _ctx: &mut Context<Self>) {
+        if let (Some(job), AgentState::OnCall { .. }) = (&self.job, self.agent.state()) {
+            let _ = job.customer.commands.try_send(CallCommand(Command::HoldWithMusic { music: m.0 }));
+        }
+    }
+}
+
+impl Handler<ResumeCustomer> for AgentActor {
+    type Result = ();
+    fn handle(&mut self, _: ResumeCustomer, _ctx: &mut Context<Self>) {
+        if let (Some(job), AgentState::OnCall { .. }) = (&self.job, self.agent.state()) {
+            let _ = job.customer.commands.try_send(CallCommand(Command::EndHold));
         }
     }
 }
@@ -549,5 +578,7 @@ unit_messages!(
     PhoneGone,
     LegAnswered,
     LegEnded,
-    LegStarted
+    LegStarted,
+    HoldCustomer,
+    ResumeCustomer
 );

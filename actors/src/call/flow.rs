@@ -229,6 +229,13 @@ pub enum Command {
         shard: Option<usize>,
     },
     Unbridge,
+    /// The agent's hold, in the media plane: the far end hears `music` (looped) and its
+    /// bridged peer hears nothing from it; the SIP dialog is untouched (`Hold` re-INVITEs).
+    HoldWithMusic {
+        music: Arc<[i16]>,
+    },
+    /// Ends [`Command::HoldWithMusic`].
+    EndHold,
     /// We are shutting down: end the call as `Hangup` does, but an attempt cut short before
     /// its answer is `Interrupted`, not held against the contact.
     Shutdown,
@@ -292,6 +299,8 @@ pub enum Progress {
     Connected {
         peer: CallId,
     },
+    /// The bridge carries the far end's audio to its peer now (its first frame went out).
+    Relaying,
     /// The INVITE left, offering media on our `rtp_port`.
     Inviting {
         call_id: String,
@@ -745,6 +754,16 @@ impl CallFlow {
                 }
             }
             Command::Unbridge => self.media(MediaCommand::Unbridge),
+            Command::HoldWithMusic { music } => {
+                if self.live() {
+                    self.media(MediaCommand::Hold { music });
+                }
+            }
+            Command::EndHold => {
+                if self.live() {
+                    self.media(MediaCommand::Resume);
+                }
+            }
         }
     }
 
@@ -988,6 +1007,7 @@ impl CallFlow {
             | MediaEvent::FirstPacket { .. }
             | MediaEvent::Stats { .. }
             | MediaEvent::Recording { .. } => {}
+            MediaEvent::Relaying { .. } => self.progress(Progress::Relaying),
             MediaEvent::PlayDone { .. } => {
                 if self.abandoning && self.live() {
                     self.hang_up(HangupReason::SafeHarbour, now);

@@ -179,6 +179,7 @@ enum Heard {
     Human,
     Machine,
     Connected,
+    Relaying,
 }
 
 #[derive(Debug)]
@@ -470,6 +471,7 @@ impl CampaignActor {
                 Progress::Amd { answered_by: AnsweredBy::Human, .. } => Some(Heard::Human),
                 Progress::Amd { .. } => Some(Heard::Machine),
                 Progress::Connected { .. } => Some(Heard::Connected),
+                Progress::Relaying => Some(Heard::Relaying),
                 _ => None,
             };
             if let Some(heard) = heard.filter(|_| staffed) {
@@ -704,6 +706,7 @@ impl Handler<CallHeard> for CampaignActor {
             }
             Heard::Machine => s.machine(call, now),
             Heard::Connected => s.connected(call, now),
+            Heard::Relaying => s.relaying(call, now),
         }
         if let Some(l) = self.live.get_mut(&m.attempt) {
             l.phase = Phase::Answered;

@@ -11,6 +11,7 @@
 //! max_duration_seconds = 120
 //! keepalive = "auto"              # while nothing plays: auto (CN, else silence), silence, off
 //! amd_false_positive_rate = 0.02  # people AMD called machines (from review): counted as abandons
+//! wrap_up_seconds = 10            # campaigns with agents: wrap-up after a call, at most
 //! [[trunk]]                       # tried in this order; a congestion answer moves on
 //! name = "carrier-a"
 //! host = "127.0.0.1"
@@ -75,6 +76,10 @@ struct Raw {
     /// profile says so).
     #[serde(default)]
     amd_false_positive_rate: f64,
+    /// Campaigns with agents: the longest wrap-up after a call, then the agent is
+    /// available again.
+    #[serde(default = "default_wrap_up")]
+    wrap_up_seconds: u64,
     #[serde(default, rename = "trunk")]
     trunks: Vec<TrunkConfig>,
     #[serde(default)]
@@ -92,6 +97,9 @@ fn default_ring() -> u64 {
 }
 fn default_max_duration() -> u64 {
     120
+}
+fn default_wrap_up() -> u64 {
+    10
 }
 fn default_true() -> bool {
     true
@@ -115,6 +123,7 @@ pub struct CampaignConfig {
     pub amd: bool,
     pub keepalive: KeepaliveMode,
     pub amd_false_positive_rate: f64,
+    pub wrap_up: std::time::Duration,
     pub trunks: Vec<Arc<TrunkConfig>>,
     pub retry: RetryPolicy,
 }
@@ -181,6 +190,9 @@ impl CampaignConfig {
             }
             _ => {}
         }
+        if raw.wrap_up_seconds > 3600 {
+            return Err(invalid("wrap_up_seconds", "must be at most 3600"));
+        }
         if raw.ring_timeout_seconds < 5 || raw.ring_timeout_seconds > 120 {
             return Err(invalid("ring_timeout_seconds", "must be 5 to 120"));
         }
@@ -205,6 +217,7 @@ impl CampaignConfig {
             amd: raw.amd,
             keepalive: raw.keepalive.parse().map_err(|e: String| invalid("keepalive", e))?,
             amd_false_positive_rate: raw.amd_false_positive_rate,
+            wrap_up: std::time::Duration::from_secs(raw.wrap_up_seconds),
             trunks: raw.trunks.into_iter().map(Arc::new).collect(),
             retry: raw.retry.unwrap_or_default(),
         })

@@ -8,7 +8,9 @@ use crate::pacing::{AgentId, AgentPhase, DialMode, Input, Outcome, Output, Pacer
 use crate::router::actor::{CallOver, Customer, Enqueue, RouterActor};
 use crate::router::{LiveCall, PoolId};
 use actix::{Addr, Recipient};
-use std::collections::HashSet;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 use waihu_model::{CallId, Disposition};
 
@@ -17,6 +19,9 @@ use waihu_model::{CallId, Disposition};
 pub struct Staffing {
     pub router: Addr<RouterActor>,
     pub pool: PoolId,
+    /// Where each connected call's time to audio goes (µs from the AMD human decision to
+    /// the first customer frame relayed to the agent), when someone collects it.
+    pub time_to_audio: Option<Rc<RefCell<Vec<u64>>>>,
 }
 
 #[derive(Debug)]
@@ -25,7 +30,10 @@ pub struct Staffed {
     staffing: Staffing,
     /// Calls the pacer has heard the outcome of.
     resolved: HashSet<CallId>,
+    /// When AMD said human, per call waiting for its first relayed frame.
+    human_at: HashMap<CallId, Instant>,
     patience: Duration,
+    wrap_up: Duration,
 }
 
 fn dial_mode(cfg: &CampaignConfig) -> DialMode {
@@ -46,7 +54,14 @@ impl Staffed {
             ..PacerConfig::default()
         };
         let patience = pc.patience;
-        Staffed { pacer: Pacer::new(pc, seed, now), staffing, resolved: HashSet::new(), patience }
+        Staffed {
+            pacer: Pacer::new(pc, seed, now),
+            staffing,
+            resolved: HashSet::new(),
+            human_at: HashMap::new(),
+            patience,
+            wrap_up: cfg.wrap_up,
+        }
     }
 
     pub fn agent(&mut self, agent: AgentId, phase: AgentPhase, now: Instant) {
@@ -67,6 +82,7 @@ impl Staffed {
     /// AMD said a person: the pacer hears it, and the router gets the call.
     pub fn human(&mut self, call: CallId, commands: Recipient<CallCommand>, shard: usize, now: Instant) {
         self.resolve(call, Outcome::Human, now);
+        self.human_at.insert(call, now);
         let live = LiveCall {
             call,
             pool: self.staffing.pool,
@@ -76,7 +92,7 @@ impl Staffed {
             since: now,
             deadline: now + self.patience,
         };
-        self.staffing.router.do_send(Enqueue(Customer { call: live, commands, shard }));
+        self.staffing.router.do_send(Enqueue(Customer { call: live, commands, shard, wrap_up: self.wrap_up }));
     }
 
     pub fn machine(&mut self, call: CallId, now: Instant) {
@@ -87,6 +103,13 @@ impl Staffed {
         self.pacer.handle_input(Input::Connected { call }, now);
     }
 
+    /// The customer's audio reaches the agent: the call's time to audio is known.
+    pub fn relaying(&mut self, call: CallId, now: Instant) {
+        if let (Some(at), Some(sink)) = (self.human_at.remove(&call), self.staffing.time_to_audio.as_ref()) {
+            sink.borrow_mut().push(now.saturating_duration_since(at).as_micros() as u64);
+        }
+    }
+
     /// The call's record is in: an outcome never heard is "nobody to connect"; an
     /// abandoned person counts against the cap; the router forgets the call.
     pub fn ended(&mut self, call: CallId, disposition: Disposition, now: Instant) {
@@ -95,6 +118,7 @@ impl Staffed {
             self.pacer.handle_input(Input::Abandoned { call }, now);
         }
         self.resolved.remove(&call);
+        self.human_at.remove(&call);
         self.staffing.router.do_send(CallOver { call });
     }
 

@@ -19,6 +19,8 @@ pub struct Customer {
     pub call: LiveCall,
     pub commands: Recipient<CallCommand>,
     pub shard: usize,
+    /// The campaign's wrap-up limit for the agent who takes it.
+    pub wrap_up: std::time::Duration,
 }
 
 #[derive(Debug)]

@@ -263,6 +263,11 @@ pub enum Event {
     PlayDone {
         call: CallId,
     },
+    /// The first frame this leg heard since it was bridged has gone out to its peer: the
+    /// bridge carries audio now (time to agent ends here).
+    Relaying {
+        call: CallId,
+    },
     /// A finished recording: stereo 16-bit 8 kHz WAV (this leg left, its peer right).
     Recording {
         call: CallId,
@@ -325,6 +330,8 @@ struct SessionState {
     bridge: Option<CallId>,
     /// Set when `bridge` names a leg on another shard.
     remote_peer: Option<RemotePeer>,
+    /// Bridged, and no frame relayed yet: the first one raises [`Event::Relaying`].
+    announce_relay: bool,
     recording: Option<Recording>,
     media: MediaSession,
     sender: Option<RtpSender>,

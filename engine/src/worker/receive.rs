@@ -228,6 +228,10 @@ pub(super) fn on_datagram(
         while let Some(event) = s.media.poll_event() {
             s.emit(events, Event::Media { call, event });
         }
+        if used > 0 && s.announce_relay {
+            s.announce_relay = false;
+            s.emit(events, Event::Relaying { call });
+        }
         drop(peer_state);
         if remote {
             return;

@@ -255,7 +255,10 @@ pub(super) fn bridge(sessions: &Sessions, poller: &mut Poller, a: CallId, b: Cal
     let map = sessions.borrow();
     for (me, peer) in [(a, b), (b, a)] {
         if let Some(s) = map.get(&me) {
-            s.state.borrow_mut().bridge = Some(peer);
+            let mut st = s.state.borrow_mut();
+            st.bridge = Some(peer);
+            st.announce_relay = true;
+            drop(st);
             if s.port != 0 {
                 poller.promote(s.fd, me);
             }
@@ -295,6 +298,7 @@ pub(super) fn bridge_remote(
     let mut st = s.state.borrow_mut();
     st.bridge = Some(peer.call);
     st.remote_peer = Some(RemotePeer { socket: peer.socket, remote: peer.remote, sender });
+    st.announce_relay = true;
     if s.port != 0 {
         poller.promote(s.fd, call);
     }
@@ -353,6 +357,7 @@ pub(super) fn allocate(
         origin: Instant::now(),
         bridge: None,
         remote_peer: None,
+        announce_relay: false,
         held: false,
         play: None,
         recording: None,
