@@ -158,6 +158,18 @@ fn hold_plays_music_to_the_customer_and_mutes_them_to_the_agent() {
     );
 }
 
+/// Blind transfer to a named agent, checked by content: the customer ends up with agent 2
+/// (audio both ways), and agent 1 no longer hears them.
+#[test]
+fn blind_transfer_hands_the_customer_to_another_agent_with_audio_both_ways() {
+    route_one_call(
+        Connect::Persistent,
+        0,
+        &["available", "reserved", "on-call", "wrap-up", "available"],
+        Scenario::Transfer,
+    );
+}
+
 /// Recovery: the agent's phone vanishes (SIGKILL) mid-call, with no BYE. Its session leg
 /// hears no more RTP (media timeout, 2 s here), so the agent is logged out and the
 /// customer's call, which nobody carries any more, is ended with a BYE and a final record.
@@ -176,6 +188,9 @@ enum Scenario {
     Vanish,
     /// They talk, the agent holds the customer (music) for 3 s, resumes; the customer hangs up.
     Hold,
+    /// They talk, then agent 1 transfers the customer to agent 2 (another baresip); the
+    /// customer and agent 2 talk; the customer hangs up.
+    Transfer,
 }
 
 fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str], scenario: Scenario) {
@@ -185,7 +200,9 @@ fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str
     use std::rc::Rc;
     use std::sync::Arc;
     use std::time::Instant;
-    use waihu_actors::agent::actor::{AgentActor, AgentEvent, AgentSpec, HoldCustomer, Login, ResumeCustomer};
+    use waihu_actors::agent::actor::{
+        AgentActor, AgentEvent, AgentSpec, HoldCustomer, Login, ResumeCustomer, TransferCustomer,
+    };
     use waihu_actors::agent::{AgentLimits, AgentState};
     use waihu_actors::call::{CallActor, CallCommand, CallEnv, CallSpec, Command, FlowConfig, HangupOn, Progress};
     use waihu_actors::router::actor::{CallOver, Customer, Enqueue, RouterActor, RouterEvent};
@@ -211,6 +228,7 @@ fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str
         (Connect::Persistent, Scenario::Talk) => 47_200..47_400,
         (Connect::Persistent, Scenario::Vanish) => 47_400..47_600,
         (Connect::Persistent, Scenario::Hold) => 47_600..47_800,
+        (Connect::Persistent, Scenario::Transfer) => 47_800..48_000,
     };
     let shards = ShardConfig { ports, media_timeout: Duration::from_secs(2), ..ShardConfig::default() };
     let plane = MediaPlane::spawn(2, shards).expect("media plane");
@@ -228,6 +246,23 @@ fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str
     )));
     let registered = rt.block_on(next_event(&mut reg_events, Duration::from_secs(10)));
     assert!(matches!(registered, Some(Event::Registered { .. })), "{registered:?}\n{}", phone.borrow().log());
+    // Agent 2's phone (Transfer): its microphone plays 660 Hz.
+    let phone2 = (scenario == Scenario::Transfer).then(|| {
+        registry.set_user("agent2", &ha1("agent2", "waihu.test", "secret2"));
+        let p = Phone::start(
+            &dir.path().join("agent2"),
+            &PhoneConfig {
+                user: "agent2".into(),
+                password: "secret2".into(),
+                registrar: sip.local_addr(),
+                regint: 60,
+                mic: baresip::tone(660.0, 20.0, 60.0),
+            },
+        );
+        let registered = rt.block_on(next_event(&mut reg_events, Duration::from_secs(10)));
+        assert!(matches!(registered, Some(Event::Registered { .. })), "{registered:?}\n{}", p.log());
+        p
+    });
 
     // The customer: a human greeting, then 6 s of 1 kHz, then silence.
     let mut customer_audio = waihu_tests::sample_g711("call_04.wav", true);
@@ -268,6 +303,26 @@ fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str
             .await;
             assert!(up, "the session did not come up: {:?}", ae.borrow());
         }
+        let agent2 = (scenario == Scenario::Transfer).then(|| {
+            let spec2 = AgentSpec {
+                id: 2,
+                phone_user: "agent2".into(),
+                pools: vec![Membership { pool: 0, level: 0 }],
+                limits: AgentLimits { wrap_up: Duration::from_secs(1), ..AgentLimits::default() },
+                connect,
+            };
+            let a = ae.clone();
+            let a2 = AgentActor::new(spec2, env.clone(), registry.clone(), router.clone(), Box::new(move |e| a.borrow_mut().push(e.clone()))).start();
+            a2.do_send(Login);
+            a2
+        });
+        if agent2.is_some() {
+            let up = wait_until(Duration::from_secs(10), || {
+                ae.borrow().iter().any(|e| matches!(e, AgentEvent::Changed { agent: 2, to: AgentState::Available, .. }))
+            })
+            .await;
+            assert!(up, "agent 2's session did not come up: {:?}", ae.borrow());
+        }
 
         let me: Rc<RefCell<Option<actix::Addr<CallActor>>>> = Rc::default();
         let (m, rtr) = (me.clone(), router.clone());
@@ -289,6 +344,7 @@ fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str
                     commands: addr.recipient(),
                     shard: customer_shard,
                     wrap_up: Duration::from_secs(1),
+                    transferred: false,
                 }));
             }
         });
@@ -332,7 +388,13 @@ fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str
             assert!(out, "the agent was not released: {:?}; customer record: {:?}", ae.borrow(), cr.borrow());
             return;
         }
-        if scenario == Scenario::Hold {
+        if scenario == Scenario::Transfer {
+            // The 1 kHz tone starts about 4 s after the connect: agent 1 hears a second of
+            // it, then hands the customer to agent 2.
+            actix::clock::sleep(Duration::from_secs(5)).await;
+            agent.do_send(TransferCustomer { to_agent: Some(2), to_pool: None, wait: Duration::from_secs(10) });
+            actix::clock::sleep(Duration::from_secs(5)).await;
+        } else if scenario == Scenario::Hold {
             // The greeting ends and the 1 kHz tone starts about 4 s after the connect.
             actix::clock::sleep(Duration::from_secs(5)).await;
             agent.do_send(HoldCustomer(baresip::tone(800.0, 1.0, 0.0).into()));
@@ -344,8 +406,9 @@ fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str
         }
         addr.do_send(CallCommand(Command::Hangup));
         let back = wait_until(Duration::from_secs(15), || {
+            let last = if scenario == Scenario::Transfer { 2 } else { 1 };
             ae.borrow().iter().any(|e| {
-                matches!(e, AgentEvent::Changed { from: AgentState::WrapUp { .. }, to: AgentState::Available, .. })
+                matches!(e, AgentEvent::Changed { agent, from: AgentState::WrapUp { .. }, to: AgentState::Available, .. } if *agent == last)
             }) && (connect == Connect::Persistent
                 || ae.borrow().iter().any(|e| matches!(e, AgentEvent::LegRecord { .. })))
                 && cr.borrow().is_some()
@@ -362,7 +425,7 @@ fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str
         let events = agent_events.borrow();
         let states: Vec<&str> = events
             .iter()
-            .filter_map(|e| if let AgentEvent::Changed { to, .. } = e { Some(to.label()) } else { None })
+            .filter_map(|e| if let AgentEvent::Changed { agent: 1, to, .. } = e { Some(to.label()) } else { None })
             .collect();
         assert_eq!(states, expect_states, "{events:?}");
         let rec = customer_record.borrow().clone().expect("the customer's record");
@@ -381,7 +444,7 @@ fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str
     let events = agent_events.borrow();
     let states: Vec<&str> = events
         .iter()
-        .filter_map(|e| if let AgentEvent::Changed { to, .. } = e { Some(to.label()) } else { None })
+        .filter_map(|e| if let AgentEvent::Changed { agent: 1, to, .. } = e { Some(to.label()) } else { None })
         .collect();
     assert_eq!(states, expect_states, "{events:?}");
     if connect == Connect::Persistent {
@@ -410,6 +473,25 @@ fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str
     );
 
     let agent_pcm = heard_by_agent.concat();
+    if let Some(p2) = phone2 {
+        let heard2 = p2.heard().concat();
+        p2.quit();
+        let states2: Vec<&str> = events
+            .iter()
+            .filter_map(|e| if let AgentEvent::Changed { agent: 2, to, .. } = e { Some(to.label()) } else { None })
+            .collect();
+        assert_eq!(states2, ["available", "reserved", "on-call", "wrap-up", "available"], "{events:?}");
+        // By content: agent 1 heard a little of the 1 kHz tone, agent 2 the rest; the
+        // customer heard agent 1 (440 Hz), then agent 2 (660 Hz).
+        let (t1, t2) = (baresip::tone_frames(&agent_pcm, 1000.0), baresip::tone_frames(&heard2, 1000.0));
+        let (c440, c660) =
+            (baresip::tone_frames(&heard_by_customer, 440.0), baresip::tone_frames(&heard_by_customer, 660.0));
+        eprintln!("transfer: agent 1 heard {t1} frames of the customer's tone, agent 2 {t2}; the customer heard agent 1 {c440}, agent 2 {c660}");
+        assert!(t2 > 150, "agent 2 heard the customer's tone for {t2} frames");
+        assert!(t1 < 100, "agent 1 went on hearing the customer after the transfer: {t1} frames");
+        assert!(c440 > 100 && c660 > 150, "the customer heard agent 1 {c440} and agent 2 {c660} frames");
+        return;
+    }
     if scenario == Scenario::Hold {
         // 20 ms frames: the customer heard the music for the 3 s hold, and the agent heard
         // the customer's 1 kHz only outside it (about 5 s of the tone's 8 s up to the

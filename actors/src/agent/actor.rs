@@ -97,6 +97,15 @@ pub struct CustomerGone {
 #[derive(Debug)]
 pub struct HoldCustomer(pub Arc<[i16]>);
 
+/// Blind transfer of the agent's customer: to a named agent, or back to a pool's queue.
+/// The customer waits (hearing nothing) up to `wait` for the new agent, then the call ends.
+#[derive(Debug)]
+pub struct TransferCustomer {
+    pub to_agent: Option<AgentId>,
+    pub to_pool: Option<crate::router::PoolId>,
+    pub wait: Duration,
+}
+
 /// Ends [`HoldCustomer`].
 #[derive(Debug)]
 pub struct ResumeCustomer;
@@ -471,6 +480,31 @@ impl Handler<ResumeCustomer> for AgentActor {
     }
 }
 
+impl Handler<TransferCustomer> for AgentActor {
+    type Result = ();
+    fn handle(&mut self, m: TransferCustomer, ctx: &mut Context<Self>) {
+        if !matches!(self.agent.state(), AgentState::OnCall { .. }) {
+            return;
+        }
+        let Some(job) = self.job.take() else { return };
+        let call = job.customer.call.call;
+        // This agent lets go of the customer (its leg unbridged or hung up), and the
+        // customer goes back to the router for the named agent or the pool.
+        job.release_leg();
+        let _ = job.customer.commands.try_send(CallCommand(Command::Unbridge));
+        let now = Instant::now();
+        let mut customer = job.customer;
+        customer.call.for_agent = m.to_agent;
+        customer.call.pool = m.to_pool.unwrap_or(customer.call.pool);
+        customer.call.since = now;
+        customer.call.deadline = now + m.wait;
+        customer.call.priority = customer.call.priority.saturating_add(1);
+        customer.transferred = true;
+        self.router.do_send(Enqueue(customer));
+        self.feed(Input::CallEnded { call }, ctx);
+    }
+}
+
 impl Handler<CustomerGone> for AgentActor {
     type Result = ();
     fn handle(&mut self, m: CustomerGone, ctx: &mut Context<Self>) {
@@ -580,5 +614,6 @@ unit_messages!(
     LegEnded,
     LegStarted,
     HoldCustomer,
-    ResumeCustomer
+    ResumeCustomer,
+    TransferCustomer
 );

@@ -92,7 +92,13 @@ impl Staffed {
             since: now,
             deadline: now + self.patience,
         };
-        self.staffing.router.do_send(Enqueue(Customer { call: live, commands, shard, wrap_up: self.wrap_up }));
+        self.staffing.router.do_send(Enqueue(Customer {
+            call: live,
+            commands,
+            shard,
+            wrap_up: self.wrap_up,
+            transferred: false,
+        }));
     }
 
     pub fn machine(&mut self, call: CallId, now: Instant) {

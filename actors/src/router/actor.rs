@@ -21,6 +21,9 @@ pub struct Customer {
     pub shard: usize,
     /// The campaign's wrap-up limit for the agent who takes it.
     pub wrap_up: std::time::Duration,
+    /// Transferred by an agent (already talking, so the 2-second rule is behind it): if
+    /// nobody takes it by the deadline, the router ends the call.
+    pub transferred: bool,
 }
 
 #[derive(Debug)]
@@ -113,7 +116,9 @@ impl RouterActor {
                     (self.sink)(&RouterEvent::Assigned { call, agent, waited_us: waited.as_micros() as u64 });
                 }
                 Output::Expired { call } => {
-                    self.waiting.remove(&call);
+                    if let Some(c) = self.waiting.remove(&call).filter(|c| c.transferred) {
+                        let _ = c.commands.try_send(CallCommand(crate::call::Command::Hangup));
+                    }
                     (self.sink)(&RouterEvent::Expired { call });
                 }
                 // Ring-all rings phones through the agents' own actors; on-demand ring-all
