@@ -2,17 +2,21 @@
 //! answer (a person or a machine), or not. Pure and seeded: one seed gives one shift, on
 //! any machine. It jumps from event to event, so an 8-hour shift takes well under a second.
 //!
-//! Routing is the longest-idle agent. A person not connected within the patience (2 s)
-//! after AMD says human is abandoned (the safe-harbour message). Occupancy is reported
-//! two ways: talk time, and talk plus wrap-up, each ÷ logged-in time.
+//! The agents are the real agent state machines ([`crate::agent::Agent`]) and the calls are
+//! routed by the real router ([`crate::router::Router`], longest idle). A person the
+//! router has no agent for within the patience (2 s) after AMD says human is abandoned (the
+//! safe-harbour message). Occupancy is reported two ways: talk time, and talk plus
+//! wrap-up, each ÷ logged-in time.
 
 use super::baseline::{Baseline, BaselineConfig};
 use super::model::LogNormal;
 use super::pacer::{AgentPhase, Input, Outcome, Output, Pacer, PacerConfig};
+use crate::agent::{self, Agent, AgentLimits, AgentState};
+use crate::router::{self, LiveCall, Membership, ReadyAgent, Router};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -145,10 +149,20 @@ impl ShiftReport {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Ev {
-    Resolve { call: u64, outcome: u8 },
-    Patience { call: u64 },
-    TalkEnd { agent: u32 },
-    WrapEnd { agent: u32 },
+    Resolve {
+        call: u64,
+        outcome: u8,
+    },
+    /// A router deadline falls due.
+    Patience,
+    TalkEnd {
+        agent: u32,
+        call: u64,
+    },
+    /// An agent's timer (its wrap-up) falls due.
+    AgentTimer {
+        agent: u32,
+    },
 }
 
 const HUMAN: u8 = 0;
@@ -163,8 +177,8 @@ struct World<'a> {
     end_ms: u64,
     events: BinaryHeap<Reverse<(u64, u64, Ev)>>,
     seq: u64,
-    idle: VecDeque<u32>,
-    waiting: VecDeque<u64>,
+    agents: Vec<Agent>,
+    router: Router,
     next_call: u64,
     talk_ms: u64,
     wrap_ms: u64,
@@ -226,15 +240,78 @@ impl World<'_> {
         }
     }
 
+    /// The router gave `call` to `agent`: they talk.
     fn connect(&mut self, call: u64, agent: u32, ctl: &mut Running) {
         let now = self.at(self.now_ms);
         self.report.connected += 1;
         ctl.input(Input::Connected { call }, now);
-        ctl.input(Input::Agent { agent, phase: AgentPhase::Talking }, now);
+        self.agent_input(agent, agent::Input::Reserve { call }, ctl);
+        self.agent_input(agent, agent::Input::Connected { call }, ctl);
         let z = self.normal();
         let talk = self.cfg.talk.from_normal(z).max(1_000.0) as u64;
         self.book(self.now_ms, self.now_ms + talk, true);
-        self.schedule(self.now_ms + talk, Ev::TalkEnd { agent });
+        self.schedule(self.now_ms + talk, Ev::TalkEnd { agent, call });
+    }
+
+    /// Feeds an agent's machine, and carries its outputs to the pacer and the router.
+    fn agent_input(&mut self, agent: u32, input: agent::Input, ctl: &mut Running) {
+        let now = self.at(self.now_ms);
+        self.agents[agent as usize].handle_input(input, now);
+        self.agent_outputs(agent, ctl);
+    }
+
+    fn agent_outputs(&mut self, agent: u32, ctl: &mut Running) {
+        let now = self.at(self.now_ms);
+        while let Some(o) = self.agents[agent as usize].poll_output() {
+            let agent::Output::Changed { to, .. } = o else { continue };
+            let phase = match to {
+                AgentState::LoggedOut | AgentState::Paused { .. } => AgentPhase::Offline,
+                AgentState::Available => AgentPhase::Idle,
+                AgentState::WrapUp { .. } => AgentPhase::WrapUp,
+                _ => AgentPhase::Talking,
+            };
+            ctl.input(Input::Agent { agent, phase }, now);
+            match to {
+                AgentState::Available => {
+                    let a = &self.agents[agent as usize];
+                    let ready = ReadyAgent {
+                        agent,
+                        pools: vec![Membership { pool: 0, level: 0 }],
+                        idle_since: a.idle_since().unwrap_or(now),
+                        talk_ms: a.totals().talk_ms,
+                        calls: a.totals().calls,
+                    };
+                    self.router.handle_input(router::Input::Ready(ready), now);
+                }
+                AgentState::WrapUp { .. } => {
+                    if let Some((at, _)) = self.agents[agent as usize].poll_timeout() {
+                        let ms = at.saturating_duration_since(self.t0).as_millis() as u64;
+                        self.schedule(ms, Ev::AgentTimer { agent });
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.router_outputs(ctl);
+    }
+
+    /// Carries the router's decisions out: a call given to an agent, or abandoned.
+    fn router_outputs(&mut self, ctl: &mut Running) {
+        let now = self.at(self.now_ms);
+        while let Some(o) = self.router.poll_output() {
+            match o {
+                router::Output::Assign { call, agent, .. } => self.connect(call, agent, ctl),
+                router::Output::Expired { call } => {
+                    self.report.abandons += 1;
+                    if self.report.lives >= 100 {
+                        let rate = self.report.abandon_rate();
+                        self.report.peak_rate = self.report.peak_rate.max(rate);
+                    }
+                    ctl.input(Input::Abandoned { call }, now);
+                }
+                router::Output::Offer { .. } | router::Output::Withdraw { .. } => {}
+            }
+        }
     }
 
     fn handle(&mut self, ev: Ev, ctl: &mut Running) {
@@ -249,39 +326,29 @@ impl World<'_> {
                 ctl.input(Input::Resolved { call, outcome: o }, now);
                 if o == Outcome::Human {
                     self.report.lives += 1;
-                    if let Some(agent) = self.idle.pop_front() {
-                        self.connect(call, agent, ctl);
-                    } else {
-                        self.waiting.push_back(call);
-                        let patience = self.cfg.patience.as_millis() as u64;
-                        self.schedule(self.now_ms + patience, Ev::Patience { call });
+                    let deadline = now + self.cfg.patience;
+                    let live =
+                        LiveCall { call, pool: 0, priority: 0, min_level: 0, for_agent: None, since: now, deadline };
+                    self.router.handle_input(router::Input::Enqueue(live), now);
+                    if self.router.waiting() > 0 {
+                        let ms = self.now_ms + self.cfg.patience.as_millis() as u64;
+                        self.schedule(ms, Ev::Patience);
                     }
+                    self.router_outputs(ctl);
                 }
             }
-            Ev::Patience { call } => {
-                if let Some(i) = self.waiting.iter().position(|c| *c == call) {
-                    self.waiting.remove(i);
-                    self.report.abandons += 1;
-                    if self.report.lives >= 100 {
-                        let rate = self.report.abandon_rate();
-                        self.report.peak_rate = self.report.peak_rate.max(rate);
-                    }
-                    ctl.input(Input::Abandoned { call }, now);
-                }
+            Ev::Patience => {
+                self.router.handle_timeout(now);
+                self.router_outputs(ctl);
             }
-            Ev::TalkEnd { agent } => {
-                ctl.input(Input::Agent { agent, phase: AgentPhase::WrapUp }, now);
+            Ev::TalkEnd { agent, call } => {
                 let wrap = self.cfg.wrap.as_millis() as u64;
                 self.book(self.now_ms, self.now_ms + wrap, false);
-                self.schedule(self.now_ms + wrap, Ev::WrapEnd { agent });
+                self.agent_input(agent, agent::Input::CallEnded { call }, ctl);
             }
-            Ev::WrapEnd { agent } => {
-                ctl.input(Input::Agent { agent, phase: AgentPhase::Idle }, now);
-                if let Some(call) = self.waiting.pop_front() {
-                    self.connect(call, agent, ctl);
-                } else {
-                    self.idle.push_back(agent);
-                }
+            Ev::AgentTimer { agent } => {
+                self.agents[agent as usize].handle_timeout(now);
+                self.agent_outputs(agent, ctl);
             }
         }
     }
@@ -318,8 +385,13 @@ pub fn run_shift(cfg: &ShiftConfig, controller: &Controller, seed: u64) -> Shift
         end_ms: cfg.length.as_millis() as u64,
         events: BinaryHeap::new(),
         seq: 0,
-        idle: (0..cfg.agents).collect(),
-        waiting: VecDeque::new(),
+        agents: (0..cfg.agents)
+            .map(|a| {
+                let limits = AgentLimits { wrap_up: cfg.wrap, reserve_timeout: cfg.length, ring_timeout: cfg.length };
+                Agent::new(a, limits, t0)
+            })
+            .collect(),
+        router: Router::new(t0),
         next_call: 0,
         talk_ms: 0,
         wrap_ms: 0,
@@ -339,7 +411,7 @@ pub fn run_shift(cfg: &ShiftConfig, controller: &Controller, seed: u64) -> Shift
     };
     let (mut ticks, mut guarded) = (0u64, 0u64);
     for agent in 0..cfg.agents {
-        ctl.input(Input::Agent { agent, phase: AgentPhase::Idle }, t0);
+        w.agent_input(agent, agent::Input::Login, &mut ctl);
     }
     loop {
         let tick = ctl.next().map(|t| t.saturating_duration_since(t0).as_millis() as u64);
