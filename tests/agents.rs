@@ -506,6 +506,9 @@ fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str
             "the agent heard the customer's tone {agent_tone} frames, expected about 250 (none during hold)"
         );
         assert!(customer_440 > 300, "the customer heard the agent before and after the hold: {customer_440} frames");
+        // And not during it: about 12 s connected less the 3 s hold is 450 frames; the agent's
+        // voice leaking into the music would make it about 600.
+        assert!(customer_440 < 500, "the agent's voice reached the customer on hold: {customer_440} frames");
         return;
     }
     let to_agent = baresip::tone_share(&agent_pcm, 1000.0);

@@ -57,9 +57,15 @@ pub enum AgentEvent {
 
 pub type AgentSink = Box<dyn FnMut(&AgentEvent)>;
 
-/// Agent legs' call ids: the customer's id with the top bit set (ids are the control
-/// plane's and unique across shards).
+/// Agent legs' call ids: the top bit set, the agent's id in bits 40-62 and the customer's
+/// id below (ids are the control plane's and unique across shards; a customer handed from
+/// one agent to the next gets a new leg id while the old leg is still closing).
 pub const AGENT_LEG_BIT: CallId = 1 << 63;
+const CUSTOMER_BITS: CallId = (1 << 40) - 1;
+
+fn agent_leg(agent: AgentId, customer: CallId) -> CallId {
+    AGENT_LEG_BIT | ((agent as CallId & 0x7f_ffff) << 40) | (customer & CUSTOMER_BITS)
+}
 /// A persistent session's call id: the agent's id with the two top bits set.
 pub const SESSION_BITS: CallId = 3 << 62;
 
@@ -240,6 +246,15 @@ impl AgentActor {
             _ if from == AgentState::Available => self.router.do_send(AgentUnavailable { agent: id }),
             _ => {}
         }
+        // Logged out (a lost phone, a logout): a persistent session still up is hung up, so
+        // the next login calls the phone afresh.
+        if to == AgentState::LoggedOut {
+            if let Some(s) = self.session.take() {
+                if let Some(a) = s.addr {
+                    a.do_send(CallCommand(Command::Hangup));
+                }
+            }
+        }
         // A call the agent no longer holds: its leg goes.
         if to.call().is_none() || matches!(to, AgentState::WrapUp { .. }) {
             if let Some(job) = self.job.take() {
@@ -290,7 +305,7 @@ impl AgentActor {
             self.feed(Input::PhoneLost { why: PhoneLoss::RegistrationExpired }, ctx);
             return;
         };
-        let leg = call | AGENT_LEG_BIT;
+        let leg = agent_leg(self.spec.id, call);
         self.job = Some(Job { customer, leg, leg_shard: shard, leg_addr: None, bridged: false, session: false });
         self.call_phone(leg, shard, target, ctx);
         self.feed(Input::Offered { call }, ctx);
@@ -439,8 +454,6 @@ impl Handler<Take> for AgentActor {
     type Result = ();
     fn handle(&mut self, m: Take, ctx: &mut Context<Self>) {
         let call = m.customer.call.call;
-        // The wrap-up after this call is the customer's campaign's.
-        self.agent.set_limits(AgentLimits { wrap_up: m.customer.wrap_up, ..self.spec.limits });
         self.agent.handle_input(Input::Reserve { call }, Instant::now());
         if self.agent.state() != &(AgentState::Reserved { call }) {
             // Not available after all (a pause crossed the router's decision): back it goes.
@@ -448,6 +461,8 @@ impl Handler<Take> for AgentActor {
             self.drive(ctx);
             return;
         }
+        // The wrap-up after this call is the customer's campaign's.
+        self.agent.set_limits(AgentLimits { wrap_up: m.customer.wrap_up, ..self.spec.limits });
         self.drive(ctx);
         self.offer(m.customer, ctx);
     }
@@ -466,7 +481,13 @@ impl Handler<HoldCustomer> for AgentActor {
     type Result = ();
     fn handle(&mut self, m: HoldCustomer, _ctx: &mut Context<Self>) {
         if let (Some(job), AgentState::OnCall { .. }) = (&self.job, self.agent.state()) {
+            // The customer hears music and is not heard; the agent's side is unbridged too, so
+            // nothing of the agent reaches the customer meanwhile (across shards as well).
             let _ = job.customer.commands.try_send(CallCommand(Command::HoldWithMusic { music: m.0 }));
+            let _ = job.customer.commands.try_send(CallCommand(Command::Unbridge));
+            if let Some(leg) = &job.leg_addr {
+                leg.do_send(CallCommand(Command::Unbridge));
+            }
         }
     }
 }
@@ -476,6 +497,8 @@ impl Handler<ResumeCustomer> for AgentActor {
     fn handle(&mut self, _: ResumeCustomer, _ctx: &mut Context<Self>) {
         if let (Some(job), AgentState::OnCall { .. }) = (&self.job, self.agent.state()) {
             let _ = job.customer.commands.try_send(CallCommand(Command::EndHold));
+            let bridge = Command::Bridge { peer: job.leg, shard: Some(job.leg_shard) };
+            let _ = job.customer.commands.try_send(CallCommand(bridge));
         }
     }
 }
@@ -571,7 +594,7 @@ impl Handler<LegEnded> for AgentActor {
         let mine = self.job.as_ref().filter(|j| j.leg == m.leg).map(|j| (j.customer.call.call, j.bridged));
         // Its record, whether the agent still holds the call (the phone hung up) or not (we
         // hung it up when the customer's side ended).
-        let call = m.leg & !AGENT_LEG_BIT;
+        let call = m.leg & CUSTOMER_BITS;
         (self.sink)(&AgentEvent::LegRecord { agent: self.spec.id, call, record: m.record });
         match mine {
             // The phone hung up (or never answered): the agent's side of the call is over.

@@ -240,6 +240,10 @@ impl Agent {
             (Input::Logout, S::LoggedOut) => {}
             (Input::Logout, _) => {
                 self.abandon_reserved();
+                // Logged out mid-call: the call is handed back (its own policy ends it).
+                if let S::OnCall { call } = self.state {
+                    self.out.push_back(Output::Abandon { call });
+                }
                 self.go(S::LoggedOut, now)
             }
             (Input::Pause { reason }, S::Available | S::Paused { .. }) => self.go(S::Paused { reason }, now),

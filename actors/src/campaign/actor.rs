@@ -525,9 +525,6 @@ impl CampaignActor {
 
     fn on_record(&mut self, attempt: AttemptId, mut record: CallRecord, ctx: &mut Context<Self>) {
         let Some(live) = self.live.get_mut(&attempt) else { return };
-        if let Some(s) = self.staffed.as_mut() {
-            s.ended(attempt as CallId, record.disposition, Instant::now());
-        }
         // The number stays sealed in the contact.
         record.target.clear();
         record.trunk = live.attempt.trunk.clone();
@@ -562,6 +559,11 @@ impl CampaignActor {
                 }
             },
         };
+        // Every end passes here (a call's record, or a dial refused before any call): the
+        // pacer and the router hear of it once.
+        if let Some(s) = self.staffed.as_mut() {
+            s.ended(attempt as CallId, disposition, Instant::now());
+        }
         rec.state = AttemptState::Ended;
         if rec.record.is_none() {
             let now = unix_ms();

@@ -123,6 +123,7 @@ impl Staffed {
         if disposition == Disposition::Abandoned {
             self.pacer.handle_input(Input::Abandoned { call }, now);
         }
+        self.pacer.handle_input(Input::Gone { call }, now);
         self.resolved.remove(&call);
         self.human_at.remove(&call);
         self.staffing.router.do_send(CallOver { call });

@@ -91,8 +91,9 @@ impl Baseline {
                     self.waiting.insert(call);
                 }
             }
-            Input::Connected { call } => {
+            Input::Connected { call } | Input::Gone { call } => {
                 self.waiting.remove(&call);
+                self.calls.remove(&call);
             }
             Input::Abandoned { call } => {
                 if self.waiting.remove(&call) {

@@ -180,6 +180,11 @@ pub enum Input {
     Abandoned {
         call: CallId,
     },
+    /// The call is over (whatever happened): a person still counted as waiting is not
+    /// (they hung up before any agent came, which is no abandon of ours).
+    Gone {
+        call: CallId,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -353,6 +358,10 @@ impl Pacer {
                     self.z -= self.cfg.z_step * self.cfg.abandon_target;
                     self.clamp_z();
                 }
+            }
+            Input::Gone { call } => {
+                self.waiting.remove(&call);
+                self.calls.remove(&call);
             }
             Input::Abandoned { call } => {
                 if self.waiting.remove(&call).is_some() {

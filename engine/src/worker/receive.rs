@@ -199,7 +199,8 @@ pub(super) fn on_datagram(
                 used += 1;
                 return;
             }
-            let Some(p) = peer_state.as_deref_mut() else { return };
+            // A held peer hears its music, not us.
+            let Some(p) = peer_state.as_deref_mut().filter(|p| !p.held) else { return };
             if let Some(r) = p.recording.as_mut() {
                 r.right.extend_from_slice(f.pcm);
             }
