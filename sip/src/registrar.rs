@@ -214,6 +214,9 @@ pub struct Registrar {
     /// user → HA1.
     users: HashMap<String, String>,
     bindings: HashMap<String, Vec<Binding>>,
+    /// The highest nonce count accepted per nonce (a replayed Authorization has no higher
+    /// one); entries go once their nonce is stale.
+    counts: HashMap<String, u32>,
     out: VecDeque<Event>,
 }
 
@@ -244,7 +247,14 @@ fn digest_params(v: &str) -> Option<HashMap<String, String>> {
 
 impl Registrar {
     pub fn new(cfg: RegistrarConfig, now: Instant) -> Self {
-        Registrar { cfg, epoch: now, users: HashMap::new(), bindings: HashMap::new(), out: VecDeque::new() }
+        Registrar {
+            cfg,
+            epoch: now,
+            users: HashMap::new(),
+            bindings: HashMap::new(),
+            counts: HashMap::new(),
+            out: VecDeque::new(),
+        }
     }
 
     pub fn realm(&self) -> &str {
@@ -341,6 +351,21 @@ impl Registrar {
         if !fresh {
             return self.challenge(now, true);
         }
+        // Replay: each nonce count is good once (without qop, the nonce itself is).
+        let nc = field("nc").and_then(|n| u32::from_str_radix(n, 16).ok()).unwrap_or(1);
+        if self.counts.get(nonce).is_some_and(|&last| nc <= last) {
+            return self.challenge(now, false);
+        }
+        if self.counts.len() >= 100_000 {
+            let (epoch, life) = (self.epoch, self.cfg.nonce_life);
+            self.counts.retain(|n, _| {
+                let t = n.get(..n.len().saturating_sub(16)).and_then(|t| u64::from_str_radix(t, 16).ok());
+                t.is_some_and(|t| {
+                    Duration::from_secs(now.saturating_duration_since(epoch).as_secs().saturating_sub(t)) < life
+                })
+            });
+        }
+        self.counts.insert(nonce.to_string(), nc);
         // The credentials are the To user's own: agent1 cannot register agent2's phone.
         if username != req.user {
             return Reply::Forbidden;
@@ -434,15 +459,20 @@ mod tests {
         assert_eq!(r, "6629fae49393a05397450978507c4ef1");
     }
 
-    /// What a phone computes from a challenge.
+    /// What a phone computes from a challenge (nonce count 1).
     fn answer(challenge: &str, user: &str, pass: &str, realm: &str) -> String {
+        answer_nc(challenge, user, pass, realm, 1)
+    }
+
+    fn answer_nc(challenge: &str, user: &str, pass: &str, realm: &str, nc: u32) -> String {
         let p = digest_params(challenge).unwrap();
         let nonce = &p["nonce"];
         let uri = "sip:127.0.0.1:5090";
+        let nc = format!("{nc:08x}");
         let ha2 = md5_hex(&["REGISTER", uri]);
-        let resp = md5_hex(&[&ha1(user, realm, pass), nonce, "00000001", "abc", "auth", &ha2]);
+        let resp = md5_hex(&[&ha1(user, realm, pass), nonce, &nc, "abc", "auth", &ha2]);
         format!(
-            "Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{resp}\", cnonce=\"abc\", qop=auth, nc=00000001, algorithm=MD5"
+            "Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{resp}\", cnonce=\"abc\", qop=auth, nc={nc}, algorithm=MD5"
         )
     }
 
@@ -526,11 +556,30 @@ mod tests {
     }
 
     #[test]
+    fn a_replayed_authorization_is_challenged() {
+        let t0 = Instant::now();
+        let mut r = registrar(t0);
+        let c = challenge_of(r.handle_register(&reg("agent1", None, None), t0));
+        let auth = answer(&c, "agent1", "secret", "waihu");
+        assert!(matches!(r.handle_register(&reg("agent1", Some(auth.clone()), None), t0), Reply::Ok(_)));
+        // The same header again (a captured REGISTER, another Contact): not accepted.
+        let mut evil = reg("agent1", Some(auth), None);
+        evil.contacts[0].uri = "<sip:agent1@203.0.113.9:5060>".into();
+        assert!(matches!(r.handle_register(&evil, t0), Reply::Challenge(_)));
+        assert_eq!(r.contacts("agent1"), ["<sip:agent1@127.0.0.1:5070>"]);
+    }
+
+    #[test]
     fn unregister_and_interval_rules() {
         let t0 = Instant::now();
         let mut r = registrar(t0);
         let c = challenge_of(r.handle_register(&reg("agent1", None, None), t0));
-        let auth = || Some(answer(&c, "agent1", "secret", "waihu"));
+        // A phone counts its uses of the nonce up (nc), as RFC 2617 says.
+        let n = std::cell::Cell::new(0u32);
+        let auth = || {
+            n.set(n.get() + 1);
+            Some(answer_nc(&c, "agent1", "secret", "waihu", n.get()))
+        };
         assert_eq!(r.handle_register(&reg("agent1", auth(), Some(5)), t0), Reply::IntervalTooBrief(30));
         assert!(matches!(r.handle_register(&reg("agent1", auth(), Some(99_999)), t0), Reply::Ok(v) if v[0].1 == 3600));
         r.poll_output();
@@ -541,6 +590,7 @@ mod tests {
         star.wildcard = true;
         assert_eq!(r.handle_register(&star, t0), Reply::Bad("Contact: * needs Expires: 0 and no other contact"));
         star.expires = Some(0);
+        star.authorization = auth();
         assert_eq!(r.handle_register(&star, t0), Reply::Ok(vec![]));
     }
 

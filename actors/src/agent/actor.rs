@@ -88,9 +88,11 @@ pub struct Take {
     pub customer: Customer,
 }
 
-/// Ring-all: another agent took the call this one was offered.
+/// Ring-all: another agent took `call`, which this one was offered.
 #[derive(Debug)]
-pub struct Withdrawn;
+pub struct Withdrawn {
+    pub call: CallId,
+}
 
 /// The customer's call ended.
 #[derive(Debug)]
@@ -470,9 +472,25 @@ impl Handler<Take> for AgentActor {
 
 impl Handler<Withdrawn> for AgentActor {
     type Result = ();
-    fn handle(&mut self, _: Withdrawn, ctx: &mut Context<Self>) {
-        if let Some(call) = self.agent.state().call() {
-            self.feed(Input::Released { call }, ctx);
+    fn handle(&mut self, m: Withdrawn, ctx: &mut Context<Self>) {
+        match self.agent.state() {
+            AgentState::Reserved { call } | AgentState::Ringing { call } if *call == m.call => {
+                self.feed(Input::Released { call: m.call }, ctx)
+            }
+            // Offered and withdrawn before this agent did anything: the router took it out
+            // of its indexes, so it says again that it is available.
+            AgentState::Available => {
+                let t = self.agent.totals();
+                let ready = ReadyAgent {
+                    agent: self.spec.id,
+                    pools: self.spec.pools.clone(),
+                    idle_since: self.agent.idle_since().unwrap_or_else(Instant::now),
+                    talk_ms: t.talk_ms,
+                    calls: t.calls,
+                };
+                self.router.do_send(AgentReady { ready, addr: ctx.address() });
+            }
+            _ => {}
         }
     }
 }

@@ -128,10 +128,10 @@ impl RouterActor {
                         self.router.handle_input(Input::Answered { call, agent }, Instant::now());
                     }
                 }
-                Output::Withdraw { agents, .. } => {
+                Output::Withdraw { call, agents } => {
                     for a in agents {
                         if let Some(addr) = self.agents.get(&a) {
-                            addr.do_send(crate::agent::actor::Withdrawn);
+                            addr.do_send(crate::agent::actor::Withdrawn { call });
                         }
                     }
                 }
