@@ -217,6 +217,9 @@ pub struct Registrar {
     /// The highest nonce count accepted per nonce (a replayed Authorization has no higher
     /// one); entries go once their nonce is stale.
     counts: HashMap<String, u32>,
+    /// Makes every challenge's nonce unique (two phones challenged in one second must not
+    /// share a nonce, or the second one's first count looks like a replay).
+    seq: std::cell::Cell<u64>,
     out: VecDeque<Event>,
 }
 
@@ -253,6 +256,7 @@ impl Registrar {
             users: HashMap::new(),
             bindings: HashMap::new(),
             counts: HashMap::new(),
+            seq: std::cell::Cell::new(0),
             out: VecDeque::new(),
         }
     }
@@ -281,10 +285,14 @@ impl Registrar {
         b.into_iter().map(|b| b.contact.clone()).collect()
     }
 
+    /// `<time hex>.<sequence hex><keyed hash of both, 16 hex>`.
     fn nonce(&self, now: Instant) -> String {
         let t = now.saturating_duration_since(self.epoch).as_secs();
+        let n = self.seq.get().wrapping_add(1);
+        self.seq.set(n);
         let key: String = self.cfg.secret.iter().map(|b| format!("{b:02x}")).collect();
-        format!("{t:x}{}", &md5_hex(&[&key, &t.to_string()])[..16])
+        let body = format!("{t:x}.{n:x}");
+        format!("{body}{}", &md5_hex(&[&key, &body])[..16])
     }
 
     /// Whether `nonce` is ours, and whether it is still fresh.
@@ -292,12 +300,12 @@ impl Registrar {
         if nonce.len() <= 16 || !nonce.is_ascii() {
             return None;
         }
-        let (t, mac) = nonce.split_at(nonce.len() - 16);
-        let t = u64::from_str_radix(t, 16).ok()?;
+        let (body, mac) = nonce.split_at(nonce.len() - 16);
         let key: String = self.cfg.secret.iter().map(|b| format!("{b:02x}")).collect();
-        if md5_hex(&[&key, &t.to_string()])[..16] != *mac {
+        if md5_hex(&[&key, body])[..16] != *mac {
             return None;
         }
+        let t = u64::from_str_radix(body.split('.').next()?, 16).ok()?;
         let age = now.saturating_duration_since(self.epoch).as_secs().saturating_sub(t);
         Some(Duration::from_secs(age) < self.cfg.nonce_life)
     }
@@ -359,7 +367,7 @@ impl Registrar {
         if self.counts.len() >= 100_000 {
             let (epoch, life) = (self.epoch, self.cfg.nonce_life);
             self.counts.retain(|n, _| {
-                let t = n.get(..n.len().saturating_sub(16)).and_then(|t| u64::from_str_radix(t, 16).ok());
+                let t = n.split('.').next().and_then(|t| u64::from_str_radix(t, 16).ok());
                 t.is_some_and(|t| {
                     Duration::from_secs(now.saturating_duration_since(epoch).as_secs().saturating_sub(t)) < life
                 })
@@ -553,6 +561,24 @@ mod tests {
             r.handle_register(&reg("agent1", Some(answer(&forged, "agent1", "secret", "waihu")), None), t0),
         );
         assert!(!again.contains("stale"), "{again}");
+    }
+
+    #[test]
+    fn two_phones_challenged_in_one_second_get_different_nonces() {
+        let t0 = Instant::now();
+        let mut r = registrar(t0);
+        r.set_user("agent2", &ha1("agent2", "waihu", "two"));
+        let c1 = challenge_of(r.handle_register(&reg("agent1", None, None), t0));
+        let c2 = challenge_of(r.handle_register(&reg("agent2", None, None), t0));
+        assert_ne!(digest_params(&c1).unwrap()["nonce"], digest_params(&c2).unwrap()["nonce"]);
+        assert!(matches!(
+            r.handle_register(&reg("agent1", Some(answer(&c1, "agent1", "secret", "waihu")), None), t0),
+            Reply::Ok(_)
+        ));
+        assert!(matches!(
+            r.handle_register(&reg("agent2", Some(answer(&c2, "agent2", "two", "waihu")), None), t0),
+            Reply::Ok(_)
+        ));
     }
 
     #[test]
