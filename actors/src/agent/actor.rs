@@ -231,20 +231,23 @@ impl AgentActor {
         }
     }
 
+    /// Tells the router this agent is available, with what its strategies rank by.
+    fn announce_ready(&self, ctx: &mut Context<Self>) {
+        let t = self.agent.totals();
+        let ready = ReadyAgent {
+            agent: self.spec.id,
+            pools: self.spec.pools.clone(),
+            idle_since: self.agent.idle_since().unwrap_or_else(Instant::now),
+            talk_ms: t.talk_ms,
+            calls: t.calls,
+        };
+        self.router.do_send(AgentReady { ready, addr: ctx.address() });
+    }
+
     fn changed(&mut self, from: AgentState, to: AgentState, ctx: &mut Context<Self>) {
         let id = self.spec.id;
         match &to {
-            AgentState::Available => {
-                let t = self.agent.totals();
-                let ready = ReadyAgent {
-                    agent: id,
-                    pools: self.spec.pools.clone(),
-                    idle_since: self.agent.idle_since().unwrap_or_else(Instant::now),
-                    talk_ms: t.talk_ms,
-                    calls: t.calls,
-                };
-                self.router.do_send(AgentReady { ready, addr: ctx.address() });
-            }
+            AgentState::Available => self.announce_ready(ctx),
             _ if from == AgentState::Available => self.router.do_send(AgentUnavailable { agent: id }),
             _ => {}
         }
@@ -479,17 +482,7 @@ impl Handler<Withdrawn> for AgentActor {
             }
             // Offered and withdrawn before this agent did anything: the router took it out
             // of its indexes, so it says again that it is available.
-            AgentState::Available => {
-                let t = self.agent.totals();
-                let ready = ReadyAgent {
-                    agent: self.spec.id,
-                    pools: self.spec.pools.clone(),
-                    idle_since: self.agent.idle_since().unwrap_or_else(Instant::now),
-                    talk_ms: t.talk_ms,
-                    calls: t.calls,
-                };
-                self.router.do_send(AgentReady { ready, addr: ctx.address() });
-            }
+            AgentState::Available => self.announce_ready(ctx),
             _ => {}
         }
     }
