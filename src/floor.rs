@@ -118,7 +118,7 @@ pub fn start(
                 }
             }
             AgentEvent::Connected { time_to_agent, .. } => c.borrow_mut().push(time_to_agent.as_micros() as u64),
-            AgentEvent::LegRecord { .. } => {}
+            AgentEvent::LegRecord { .. } | AgentEvent::MonitorRecord { .. } => {}
         });
         let addr = AgentActor::new(spec, env.clone(), registry.clone(), router.clone(), sink).start();
         addrs.push(addr.clone());

@@ -179,6 +179,22 @@ fn a_phone_that_vanishes_mid_call_logs_its_agent_out_and_ends_the_customers_call
     route_one_call(Connect::Persistent, 1, &["available", "reserved", "on-call", "logged-out"], Scenario::Vanish);
 }
 
+/// Supervisor monitoring, checked by content with three tones (customer 1 kHz, agent
+/// 440 Hz, supervisor 1.5 kHz). The agent's session is on shard 1 and the customer on
+/// shard 0, so the mix on the customer's shard takes the agent in through a proxy. A
+/// supervisor's baresip is called with auto-answer and listens for 3 s (hears both, heard
+/// by nobody), whispers for 3 s (only the agent hears them), barges for 3 s (everyone hears
+/// everyone), then stops; the customer and the agent talk on, bridged again.
+#[test]
+fn a_supervisor_listens_whispers_and_barges_and_each_side_hears_only_whom_it_should() {
+    route_one_call(
+        Connect::Persistent,
+        0,
+        &["available", "reserved", "on-call", "wrap-up", "available"],
+        Scenario::Monitor,
+    );
+}
+
 /// What happens once the customer is connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Scenario {
@@ -191,6 +207,8 @@ enum Scenario {
     /// They talk, then agent 1 transfers the customer to agent 2 (another baresip); the
     /// customer and agent 2 talk; the customer hangs up.
     Transfer,
+    /// A supervisor listens, whispers, barges, then leaves; the customer hangs up.
+    Monitor,
 }
 
 fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str], scenario: Scenario) {
@@ -201,12 +219,13 @@ fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str
     use std::sync::Arc;
     use std::time::Instant;
     use waihu_actors::agent::actor::{
-        AgentActor, AgentEvent, AgentSpec, HoldCustomer, Login, ResumeCustomer, TransferCustomer,
+        AgentActor, AgentEvent, AgentSpec, HoldCustomer, Login, Monitor, ResumeCustomer, StopMonitor, TransferCustomer,
     };
     use waihu_actors::agent::{AgentLimits, AgentState};
     use waihu_actors::call::{CallActor, CallCommand, CallEnv, CallSpec, Command, FlowConfig, HangupOn, Progress};
     use waihu_actors::router::actor::{CallOver, Customer, Enqueue, RouterActor, RouterEvent};
     use waihu_actors::router::{LiveCall, Membership};
+    use waihu_engine::mixer::MonitorMode;
     use waihu_engine::worker::{MediaPlane, ShardConfig};
     use waihu_model::{AnsweredBy, CallRecord};
     use waihu_sip::trunk::TrunkConfig;
@@ -229,6 +248,7 @@ fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str
         (Connect::Persistent, Scenario::Vanish) => 47_400..47_600,
         (Connect::Persistent, Scenario::Hold) => 47_600..47_800,
         (Connect::Persistent, Scenario::Transfer) => 47_800..48_000,
+        (Connect::Persistent, Scenario::Monitor) => 48_000..48_200,
     };
     let shards = ShardConfig { ports, media_timeout: Duration::from_secs(2), ..ShardConfig::default() };
     let plane = MediaPlane::spawn(2, shards).expect("media plane");
@@ -246,17 +266,23 @@ fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str
     )));
     let registered = rt.block_on(next_event(&mut reg_events, Duration::from_secs(10)));
     assert!(matches!(registered, Some(Event::Registered { .. })), "{registered:?}\n{}", phone.borrow().log());
-    // Agent 2's phone (Transfer): its microphone plays 660 Hz.
-    let phone2 = (scenario == Scenario::Transfer).then(|| {
-        registry.set_user("agent2", &ha1("agent2", "waihu.test", "secret2"));
+    // Agent 2's phone (Transfer): its microphone plays 660 Hz. The supervisor's (Monitor):
+    // 1.5 kHz.
+    let second = match scenario {
+        Scenario::Transfer => Some(("agent2", 660.0)),
+        Scenario::Monitor => Some(("super1", 1500.0)),
+        _ => None,
+    };
+    let phone2 = second.map(|(user, hz)| {
+        registry.set_user(user, &ha1(user, "waihu.test", "secret2"));
         let p = Phone::start(
-            &dir.path().join("agent2"),
+            &dir.path().join(user),
             &PhoneConfig {
-                user: "agent2".into(),
+                user: user.into(),
                 password: "secret2".into(),
                 registrar: sip.local_addr(),
                 regint: 60,
-                mic: baresip::tone(660.0, 20.0, 60.0),
+                mic: baresip::tone(hz, 30.0, 60.0),
             },
         );
         let registered = rt.block_on(next_event(&mut reg_events, Duration::from_secs(10)));
@@ -266,7 +292,11 @@ fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str
 
     // The customer: a human greeting, then 6 s of 1 kHz, then silence.
     let mut customer_audio = waihu_tests::sample_g711("call_04.wav", true);
-    let tone_secs = if scenario == Scenario::Hold { 10.0 } else { 6.0 };
+    let tone_secs = match scenario {
+        Scenario::Hold => 10.0,
+        Scenario::Monitor => 16.0,
+        _ => 6.0,
+    };
     customer_audio.extend(ulaw(&baresip::tone(1000.0, tone_secs, 0.0)));
     let peer = waihu_tests::rtp_peer::RtpPeer::start(customer_audio, Duration::from_secs(45));
     let (mut sipp, sipp_port) = sipp_customer(dir.path(), peer.port);
@@ -364,7 +394,8 @@ fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str
         let spec = CallSpec {
             flow,
             trunk: Arc::new(TrunkConfig::direct("127.0.0.1", sipp_port)),
-            shard: Some(1),
+            // Where the router is told the customer is (and an on-demand agent's leg goes).
+            shard: Some(customer_shard),
             call_id: None,
         };
         let addr = CallActor::start(env.clone(), spec, progress, record).await.expect("customer call starts");
@@ -394,6 +425,17 @@ fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str
             actix::clock::sleep(Duration::from_secs(5)).await;
             agent.do_send(TransferCustomer { to_agent: Some(2), to_pool: None, wait: Duration::from_secs(10) });
             actix::clock::sleep(Duration::from_secs(5)).await;
+        } else if scenario == Scenario::Monitor {
+            // The 1 kHz tone starts about 4 s after the connect and lasts 16 s.
+            actix::clock::sleep(Duration::from_secs(5)).await;
+            for mode in [MonitorMode::Listen, MonitorMode::Whisper, MonitorMode::Barge] {
+                agent.do_send(Monitor { supervisor: "super1".into(), mode });
+                // The first 0.5 s: the supervisor's phone answering.
+                let wait = if mode == MonitorMode::Listen { 3500 } else { 3000 };
+                actix::clock::sleep(Duration::from_millis(wait)).await;
+            }
+            agent.do_send(StopMonitor);
+            actix::clock::sleep(Duration::from_secs(4)).await;
         } else if scenario == Scenario::Hold {
             // The greeting ends and the 1 kHz tone starts about 4 s after the connect.
             actix::clock::sleep(Duration::from_secs(5)).await;
@@ -473,6 +515,36 @@ fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str
     );
 
     let agent_pcm = heard_by_agent.concat();
+    if scenario == Scenario::Monitor {
+        let p2 = phone2.expect("the supervisor's phone");
+        let sup = p2.heard().concat();
+        p2.quit();
+        let frames = |pcm: &[i16], hz: f64| baresip::tone_frames_at(pcm, hz, 0.2);
+        let (sup_customer, sup_agent) = (frames(&sup, 1000.0), frames(&sup, 440.0));
+        let (agent_sup, customer_sup) = (frames(&agent_pcm, 1500.0), frames(&heard_by_customer, 1500.0));
+        let (agent_customer, customer_agent) = (frames(&agent_pcm, 1000.0), frames(&heard_by_customer, 440.0));
+        eprintln!(
+            "monitor (20 ms frames): the supervisor heard the customer {sup_customer}, the agent {sup_agent}; \
+             the agent heard the supervisor {agent_sup}, the customer {agent_customer}; \
+             the customer heard the supervisor {customer_sup}, the agent {customer_agent}"
+        );
+        // 9 s monitored: the supervisor heard both sides throughout (450 frames each).
+        assert!(sup_customer > 350 && sup_agent > 350, "the supervisor heard {sup_customer} / {sup_agent} frames");
+        // The agent heard the supervisor in whisper and barge (6 s, 300 frames); hearing them
+        // in listen too would make it 450.
+        assert!((220..=360).contains(&agent_sup), "the agent heard the supervisor {agent_sup} frames, expected ~300");
+        // The customer heard the supervisor only in barge (3 s, 150 frames); in whisper too
+        // would make it 300.
+        assert!(
+            (100..=210).contains(&customer_sup),
+            "the customer heard the supervisor {customer_sup} frames, expected ~150"
+        );
+        // Customer and agent heard each other all along, through the mix and after it (the
+        // tone's 16 s less the phone's answer: about 750 frames).
+        assert!(agent_customer > 600, "the agent heard the customer {agent_customer} frames");
+        assert!(customer_agent > 600, "the customer heard the agent {customer_agent} frames");
+        return;
+    }
     if let Some(p2) = phone2 {
         let heard2 = p2.heard().concat();
         p2.quit();

@@ -12,6 +12,7 @@ pub mod dtmf;
 pub mod frame;
 pub mod jitter;
 pub mod leg;
+pub mod mixer;
 pub mod offline;
 pub mod resample;
 pub mod rtcp;

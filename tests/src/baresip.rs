@@ -210,6 +210,12 @@ pub fn tone_share(pcm: &[i16], hz: f64) -> f64 {
 
 /// How many 20 ms frames of `pcm` are mostly `hz` (over 80% of a loud frame's energy).
 pub fn tone_frames(pcm: &[i16], hz: f64) -> usize {
+    tone_frames_at(pcm, hz, 0.8)
+}
+
+/// How many loud 20 ms frames of `pcm` have more than `share` of their energy at `hz`
+/// (a mix of two equal tones gives each about half).
+pub fn tone_frames_at(pcm: &[i16], hz: f64, share: f64) -> usize {
     pcm.chunks_exact(160)
         .filter(|w| {
             let energy: f64 = w.iter().map(|&s| (s as f64).powi(2)).sum();
@@ -224,7 +230,7 @@ pub fn tone_frames(pcm: &[i16], hz: f64) -> usize {
                 s1 = s0;
             }
             let power = s1 * s1 + s2 * s2 - k * s1 * s2;
-            power / (energy * 80.0) > 0.8
+            power / (energy * 80.0) > share
         })
         .count()
 }

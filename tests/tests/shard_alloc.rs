@@ -1,6 +1,6 @@
 //! The shard thread itself, not only the session code, allocates nothing in steady state:
-//! a live glommio shard receives RTP over UDP for ten sessions (eight running AMD, two
-//! bridged and relaying to each other) while a counting allocator watches everything the
+//! a live glommio shard receives RTP over UDP for 13 sessions (all running AMD; two of
+//! them bridged and relaying to each other, three mixed three-way) while a counting allocator watches everything the
 //! shard's own code does: epoll and recvmmsg, the session, AMD, relaying, events, the
 //! pacer and the timer task (`worker::in_shard_code`). glommio's reactor is not ours and
 //! allocates per wake-up; that count is printed, not asserted.
@@ -34,13 +34,13 @@ fn count() {
 #[global_allocator]
 static GLOBAL: CountingAlloc = CountingAlloc { on_alloc: count };
 
-const SESSIONS: u64 = 10;
+const SESSIONS: u64 = 13;
 
 #[test]
 fn a_live_shard_allocates_nothing_per_packet() {
-    let base = 34_000 + (std::process::id() % 200) as u16 * 24;
+    let base = 34_000 + (std::process::id() % 150) as u16 * 32;
     let cfg = ShardConfig {
-        ports: base..base + 24,
+        ports: base..base + 32,
         media_timeout: Duration::from_secs(60),
         stats_interval: None,
         rtcp_interval: Duration::from_secs(60),
@@ -63,6 +63,10 @@ fn a_live_shard_allocates_nothing_per_packet() {
         senders.push((tx, local, packets));
     }
     shard.send(Command::Bridge { a: 8, b: 9 }).expect("bridge");
+    // Three-way (a supervisor's barge): mixed on every pacer tick.
+    let barge = waihu_engine::mixer::MonitorMode::Barge.hears();
+    let legs = vec![(10, barge[0]), (11, barge[1]), (12, barge[2])];
+    shard.send(Command::Mix { mix: 10, legs }).expect("mix");
 
     let progress = Arc::new(AtomicUsize::new(0));
     let p = progress.clone();

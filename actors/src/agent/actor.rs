@@ -15,6 +15,8 @@ use crate::router::{Membership, ReadyAgent};
 use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, SpawnHandle, WrapFuture};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use waihu_engine::mixer::MonitorMode;
+use waihu_engine::worker::MixLeg;
 use waihu_model::{CallId, CallRecord};
 use waihu_sip::registrar::contact_uri;
 use waihu_sip::registry::Registry;
@@ -53,18 +55,28 @@ pub enum AgentEvent {
     Connected { agent: AgentId, call: CallId, time_to_agent: Duration },
     /// The agent's leg for `call` is over.
     LegRecord { agent: AgentId, call: CallId, record: Box<CallRecord> },
+    /// A supervisor's monitoring leg on `call` (this agent's) is over.
+    MonitorRecord { agent: AgentId, call: CallId, record: Box<CallRecord> },
 }
 
 pub type AgentSink = Box<dyn FnMut(&AgentEvent)>;
 
-/// Agent legs' call ids: the top bit set, the agent's id in bits 40-62 and the customer's
+/// Agent legs' call ids: the top bit set, the agent's id in bits 40-60 and the customer's
 /// id below (ids are the control plane's and unique across shards; a customer handed from
-/// one agent to the next gets a new leg id while the old leg is still closing).
+/// one agent to the next gets a new leg id while the old leg is still closing). Bit 61 is
+/// the media plane's ([`waihu_engine::worker::PROXY_BIT`]).
 pub const AGENT_LEG_BIT: CallId = 1 << 63;
+/// A supervisor's monitoring leg: bit 62 alone, the monitored agent and the customer below.
+pub const MONITOR_BIT: CallId = 1 << 62;
 const CUSTOMER_BITS: CallId = (1 << 40) - 1;
+const AGENT_BITS: CallId = (1 << 21) - 1;
 
 fn agent_leg(agent: AgentId, customer: CallId) -> CallId {
-    AGENT_LEG_BIT | ((agent as CallId & 0x7f_ffff) << 40) | (customer & CUSTOMER_BITS)
+    AGENT_LEG_BIT | ((agent as CallId & AGENT_BITS) << 40) | (customer & CUSTOMER_BITS)
+}
+
+fn monitor_leg(agent: AgentId, customer: CallId) -> CallId {
+    MONITOR_BIT | ((agent as CallId & AGENT_BITS) << 40) | (customer & CUSTOMER_BITS)
 }
 /// A persistent session's call id: the agent's id with the two top bits set.
 pub const SESSION_BITS: CallId = 3 << 62;
@@ -122,6 +134,20 @@ pub struct ResumeCustomer;
 #[derive(Debug)]
 pub struct PhoneGone(pub PhoneLoss);
 
+/// A supervisor monitors the agent's call: the supervisor's registered phone (`supervisor`
+/// names its registrar account) is called with auto-answer, on the customer's shard, and
+/// mixed with the customer and the agent as `mode` says. Sent again while monitoring, it
+/// changes the mode. Monitoring ends with [`StopMonitor`], when the supervisor hangs up,
+/// and when the agent's call ends, is held or is transferred.
+#[derive(Debug)]
+pub struct Monitor {
+    pub supervisor: String,
+    pub mode: MonitorMode,
+}
+
+#[derive(Debug)]
+pub struct StopMonitor;
+
 #[derive(Debug)]
 struct LegAnswered {
     leg: CallId,
@@ -160,6 +186,16 @@ impl Job {
     }
 }
 
+/// A supervisor on the agent's call.
+struct Monitoring {
+    leg: CallId,
+    customer: CallId,
+    mode: MonitorMode,
+    addr: Option<Addr<CallActor>>,
+    /// The mix's legs, once it is up.
+    mixed: Option<(usize, Vec<MixLeg>)>,
+}
+
 /// The agent's persistent session leg.
 struct SessionLeg {
     leg: CallId,
@@ -176,6 +212,7 @@ pub struct AgentActor {
     router: Addr<RouterActor>,
     job: Option<Job>,
     session: Option<SessionLeg>,
+    monitoring: Option<Monitoring>,
     timer: Option<SpawnHandle>,
     sink: AgentSink,
 }
@@ -202,6 +239,7 @@ impl AgentActor {
             router,
             job: None,
             session: None,
+            monitoring: None,
             timer: None,
             sink,
         }
@@ -260,9 +298,11 @@ impl AgentActor {
                 }
             }
         }
-        // A call the agent no longer holds: its leg goes.
+        // A call the agent no longer holds: its leg goes, and so does a supervisor on it.
         if to.call().is_none() || matches!(to, AgentState::WrapUp { .. }) {
-            if let Some(job) = self.job.take() {
+            let job = self.job.take();
+            self.end_monitor(ctx);
+            if let Some(job) = job {
                 job.release_leg();
                 if matches!(to, AgentState::WrapUp { .. }) {
                     // The agent ended it, or the customer did: both sides go.
@@ -318,10 +358,74 @@ impl AgentActor {
 
     /// The registered phone's URI, host and port.
     fn phone_target(&self) -> Option<(String, String, u16)> {
-        let contact = self.registry.contacts(&self.spec.phone_user).into_iter().next()?;
+        self.target_of(&self.spec.phone_user)
+    }
+
+    /// Where account `user`'s registered phone is: URI, host and port.
+    fn target_of(&self, user: &str) -> Option<(String, String, u16)> {
+        let contact = self.registry.contacts(user).into_iter().next()?;
         let uri = contact_uri(&contact).to_string();
         let (host, port) = host_port(&uri)?;
         Some((uri, host, port))
+    }
+
+    /// The supervisor's phone answered: customer, agent and supervisor are mixed on the
+    /// customer's shard (the agent's leg joins through a proxy when it is on another).
+    fn mix(&mut self, ctx: &mut Context<Self>) {
+        let (Some(job), Some(mon)) = (self.job.as_ref().filter(|j| j.bridged), self.monitoring.as_mut()) else {
+            return;
+        };
+        let h = mon.mode.hears();
+        let home = job.customer.shard;
+        let legs = vec![
+            MixLeg { call: job.customer.call.call, shard: home, hears: h[0] },
+            MixLeg { call: job.leg, shard: job.leg_shard, hears: h[1] },
+            MixLeg { call: mon.leg, shard: home, hears: h[2] },
+        ];
+        if let Some((home, legs)) = &mut mon.mixed {
+            // Already mixed: a new mode, the same legs.
+            legs.iter_mut().zip(h).for_each(|(l, h)| l.hears = h);
+            let _ = self.env.plane.remix_across(mon.leg, *home, legs);
+            return;
+        }
+        let (plane, id) = (self.env.plane.clone(), mon.leg);
+        let l = legs.clone();
+        ctx.spawn(async move { plane.mix_across(id, home, &l).await }.into_actor(self).map(move |r, act, _ctx| {
+            if let Err(e) = r {
+                eprintln!("waihu: monitoring call {id}: no mix: {e}");
+            }
+            match act.monitoring.as_mut().filter(|m| m.leg == id) {
+                Some(m) => m.mixed = Some((home, legs)),
+                None => {
+                    // Monitoring ended while the mix was being set up: undo it.
+                    let _ = act.env.plane.end_mix_across(id, home, &legs);
+                    act.rebridge();
+                }
+            }
+        }));
+    }
+
+    /// Ends monitoring: the mix goes, the customer and the agent are bridged again (when
+    /// the agent still holds the call), and the supervisor's leg is hung up.
+    fn end_monitor(&mut self, _ctx: &mut Context<Self>) {
+        let Some(mon) = self.monitoring.take() else { return };
+        if let Some((home, legs)) = &mon.mixed {
+            let _ = self.env.plane.end_mix_across(mon.leg, *home, legs);
+            if self.job.as_ref().is_some_and(|j| j.customer.call.call == mon.customer) {
+                self.rebridge();
+            }
+        }
+        if let Some(a) = mon.addr {
+            a.do_send(CallCommand(Command::Hangup));
+        }
+    }
+
+    /// Bridges the job's customer and agent leg again (after a mix).
+    fn rebridge(&self) {
+        if let Some(job) = self.job.as_ref().filter(|j| j.bridged) {
+            let bridge = Command::Bridge { peer: job.leg, shard: Some(job.leg_shard) };
+            let _ = job.customer.commands.try_send(CallCommand(bridge));
+        }
     }
 
     /// Bridges the job's customer to its agent leg (the phone answered, or the session is
@@ -490,7 +594,9 @@ impl Handler<Withdrawn> for AgentActor {
 
 impl Handler<HoldCustomer> for AgentActor {
     type Result = ();
-    fn handle(&mut self, m: HoldCustomer, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, m: HoldCustomer, ctx: &mut Context<Self>) {
+        // A supervisor on the call leaves it first (the hold unbridges both sides).
+        self.end_monitor(ctx);
         if let (Some(job), AgentState::OnCall { .. }) = (&self.job, self.agent.state()) {
             // The customer hears music and is not heard; the agent's side is unbridged too, so
             // nothing of the agent reaches the customer meanwhile (across shards as well).
@@ -520,6 +626,7 @@ impl Handler<TransferCustomer> for AgentActor {
         if !matches!(self.agent.state(), AgentState::OnCall { .. }) {
             return;
         }
+        self.end_monitor(ctx);
         let Some(job) = self.job.take() else { return };
         let call = job.customer.call.call;
         // This agent lets go of the customer (its leg unbridged or hung up), and the
@@ -553,9 +660,47 @@ impl Handler<PhoneGone> for AgentActor {
     }
 }
 
+impl Handler<Monitor> for AgentActor {
+    type Result = ();
+    fn handle(&mut self, m: Monitor, ctx: &mut Context<Self>) {
+        let Some(job) = self.job.as_ref().filter(|j| j.bridged) else { return };
+        if !matches!(self.agent.state(), AgentState::OnCall { .. }) {
+            return;
+        }
+        if let Some(mon) = self.monitoring.as_mut() {
+            mon.mode = m.mode;
+            self.mix(ctx);
+            return;
+        }
+        let Some(target) = self.target_of(&m.supervisor) else {
+            eprintln!("waihu: agent {}: supervisor {} has no registered phone", self.spec.id, m.supervisor);
+            return;
+        };
+        let customer = job.customer.call.call;
+        let leg = monitor_leg(self.spec.id, customer);
+        let shard = job.customer.shard;
+        self.monitoring = Some(Monitoring { leg, customer, mode: m.mode, addr: None, mixed: None });
+        self.call_phone(leg, shard, target, ctx);
+    }
+}
+
+impl Handler<StopMonitor> for AgentActor {
+    type Result = ();
+    fn handle(&mut self, _: StopMonitor, ctx: &mut Context<Self>) {
+        self.end_monitor(ctx);
+    }
+}
+
 impl Handler<LegStarted> for AgentActor {
     type Result = ();
     fn handle(&mut self, m: LegStarted, ctx: &mut Context<Self>) {
+        if let Some(mon) = self.monitoring.as_mut().filter(|s| s.leg == m.leg) {
+            match m.addr {
+                Some(a) => mon.addr = Some(a),
+                None => self.monitoring = None,
+            }
+            return;
+        }
         if let Some(s) = self.session.as_mut().filter(|s| s.leg == m.leg) {
             match m.addr {
                 Some(a) => s.addr = Some(a),
@@ -580,6 +725,10 @@ impl Handler<LegStarted> for AgentActor {
 impl Handler<LegAnswered> for AgentActor {
     type Result = ();
     fn handle(&mut self, m: LegAnswered, ctx: &mut Context<Self>) {
+        if self.monitoring.as_ref().is_some_and(|s| s.leg == m.leg) {
+            self.mix(ctx);
+            return;
+        }
         if let Some(s) = self.session.as_mut().filter(|s| s.leg == m.leg) {
             s.up = true;
             self.feed(Input::Login, ctx);
@@ -594,6 +743,16 @@ impl Handler<LegAnswered> for AgentActor {
 impl Handler<LegEnded> for AgentActor {
     type Result = ();
     fn handle(&mut self, m: LegEnded, ctx: &mut Context<Self>) {
+        if m.leg & (AGENT_LEG_BIT | MONITOR_BIT) == MONITOR_BIT {
+            // A supervisor's leg: they hung up (or never answered), or we did.
+            if let Some(mon) = self.monitoring.as_mut().filter(|s| s.leg == m.leg) {
+                mon.addr = None;
+                self.end_monitor(ctx);
+            }
+            let call = m.leg & CUSTOMER_BITS;
+            (self.sink)(&AgentEvent::MonitorRecord { agent: self.spec.id, call, record: m.record });
+            return;
+        }
         if self.session.as_ref().is_some_and(|s| s.leg == m.leg) {
             // The session is gone (the phone hung up, or its media stopped): logged out,
             // and a customer on it is handled by policy.
@@ -649,5 +808,7 @@ unit_messages!(
     LegStarted,
     HoldCustomer,
     ResumeCustomer,
-    TransferCustomer
+    TransferCustomer,
+    Monitor,
+    StopMonitor
 );

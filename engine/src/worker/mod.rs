@@ -192,7 +192,19 @@ pub enum Command {
         call: CallId,
         mode: Keepalive,
     },
-    /// Disconnect a leg from its bridge (both directions).
+    /// Joins legs of this shard in a mix (supervisor monitoring, see [`crate::mixer`]):
+    /// each leg hears the sum of the legs its bitmask names (bit i: the i-th leg listed),
+    /// paced at 20 ms. Each leg first leaves any bridge or other mix. Sent again with the
+    /// same `mix`, it changes who hears whom.
+    Mix {
+        mix: CallId,
+        legs: Vec<(CallId, u8)>,
+    },
+    /// Ends a mix: its legs hear nothing until they are bridged or mixed again.
+    EndMix {
+        mix: CallId,
+    },
+    /// Disconnect a leg from its bridge (both directions), or take it out of its mix.
     Unbridge {
         call: CallId,
     },
@@ -227,6 +239,33 @@ pub struct RemoteLeg {
     pub remote: SocketAddr,
     pub codec: crate::codec::Codec,
     pub payload_type: u8,
+}
+
+/// One leg of [`MediaPlane::mix_across`]: where it is and whom it hears (bit i: the i-th
+/// leg of the list).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MixLeg {
+    pub call: CallId,
+    pub shard: usize,
+    pub hears: u8,
+}
+
+/// Bit 61 of a call id marks the media plane's own proxy sessions; the control plane's
+/// ids keep it clear.
+pub const PROXY_BIT: CallId = 1 << 61;
+
+/// The id of the proxy twin that carries `call` into a mix on another shard.
+pub fn proxy_id(call: CallId) -> CallId {
+    call | PROXY_BIT
+}
+
+/// Where a local socket is reached on this host (a wildcard bind is reached on loopback).
+fn loopback(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), addr.port())
+    } else {
+        addr
+    }
 }
 
 /// The sending half of a cross-shard bridge, held by the leg whose audio it carries.
@@ -332,6 +371,8 @@ struct SessionState {
     remote_peer: Option<RemotePeer>,
     /// Bridged, and no frame relayed yet: the first one raises [`Event::Relaying`].
     announce_relay: bool,
+    /// The mix this leg is in (instead of a bridge).
+    mix: Option<MixSlot>,
     recording: Option<Recording>,
     media: MediaSession,
     sender: Option<RtpSender>,
@@ -364,6 +405,13 @@ impl SessionState {
             Err(flume::TrySendError::Full(_)) => o.dropped.set(o.dropped.get() + 1),
         }
     }
+}
+
+/// A leg's place in a mix: the mixer is shared by its members' sessions.
+struct MixSlot {
+    id: CallId,
+    mixer: Rc<RefCell<crate::mixer::Mixer>>,
+    index: usize,
 }
 
 struct Playback {
@@ -603,6 +651,53 @@ impl MediaPlane {
         let leg_b = rb.recv_async().await.map_err(|_| WorkerError::ShardGone)??;
         shard(sa)?.send(Command::BridgeRemote { call: a, peer: leg_b })?;
         shard(sb)?.send(Command::BridgeRemote { call: b, peer: leg_a })
+    }
+
+    /// Mixes legs that may sit on different shards, on shard `home` (see [`Command::Mix`]).
+    /// A leg on another shard joins through a proxy pair: a twin session on each shard,
+    /// named [`proxy_id`] of the leg, the two streaming to each other over loopback RTP;
+    /// the leg is bridged to its twin on its own shard, and the twin on `home` is in the
+    /// mix in its place. Undo with [`MediaPlane::end_mix_across`].
+    pub async fn mix_across(&self, mix: CallId, home: usize, legs: &[MixLeg]) -> Result<(), WorkerError> {
+        let shard = |i: usize| self.shard(i).ok_or(WorkerError::ShardGone);
+        let mut members = Vec::with_capacity(legs.len());
+        for leg in legs {
+            if leg.shard == home {
+                members.push((leg.call, leg.hears));
+                continue;
+            }
+            let proxy = proxy_id(leg.call);
+            // Their events (a Closed at the end) are of no interest: the owner is gone.
+            let (owner, _) = owner_channel();
+            let near = shard(home)?.begin_allocate_for(proxy, PayloadMap::default(), owner.clone())?;
+            let far = shard(leg.shard)?.begin_allocate_for(proxy, PayloadMap::default(), owner)?;
+            let near = loopback(near.recv_async().await.map_err(|_| WorkerError::ShardGone)??);
+            let far = loopback(far.recv_async().await.map_err(|_| WorkerError::ShardGone)??);
+            shard(home)?.send(Command::SetRemote { call: proxy, remote: far, symmetric: false })?;
+            shard(leg.shard)?.send(Command::SetRemote { call: proxy, remote: near, symmetric: false })?;
+            shard(leg.shard)?.send(Command::Bridge { a: leg.call, b: proxy })?;
+            members.push((proxy, leg.hears));
+        }
+        shard(home)?.send(Command::Mix { mix, legs: members })
+    }
+
+    /// Changes who hears whom in a running [`MediaPlane::mix_across`] (the same legs).
+    pub fn remix_across(&self, mix: CallId, home: usize, legs: &[MixLeg]) -> Result<(), WorkerError> {
+        let members = legs.iter().map(|l| (if l.shard == home { l.call } else { proxy_id(l.call) }, l.hears)).collect();
+        self.shard(home).ok_or(WorkerError::ShardGone)?.send(Command::Mix { mix, legs: members })
+    }
+
+    /// Ends a [`MediaPlane::mix_across`]: the mix goes and the proxy pairs close. The legs
+    /// hear nothing until they are bridged again.
+    pub fn end_mix_across(&self, mix: CallId, home: usize, legs: &[MixLeg]) -> Result<(), WorkerError> {
+        let shard = |i: usize| self.shard(i).ok_or(WorkerError::ShardGone);
+        shard(home)?.send(Command::EndMix { mix })?;
+        for leg in legs.iter().filter(|l| l.shard != home) {
+            let call = proxy_id(leg.call);
+            shard(leg.shard)?.send(Command::Close { call })?;
+            shard(home)?.send(Command::Close { call })?;
+        }
+        Ok(())
     }
 
     /// The shard a new call goes to when nothing ties it to another leg.

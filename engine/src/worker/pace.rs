@@ -12,6 +12,8 @@ pub(super) async fn pace(cfg: ShardConfig, sessions: Sessions, events: flume::Se
     let mut pcm = [0i16; PTIME_SAMPLES];
     let mut out: Vec<u8> = Vec::with_capacity(1500);
     let mut rtcp: Vec<u8> = Vec::with_capacity(64);
+    let mut mixed = [0i16; PTIME_SAMPLES];
+    let mut tick: u64 = 0;
     let mut timer = Timer::new(period);
     loop {
         let now = Instant::now();
@@ -20,6 +22,7 @@ pub(super) async fn pace(cfg: ShardConfig, sessions: Sessions, events: flume::Se
             (&mut timer).await;
         }
         next += period;
+        tick += 1;
         let _audit = ShardCode::enter();
         for sess in sessions.borrow().iter() {
             let (&call, sess) = sess;
@@ -30,6 +33,10 @@ pub(super) async fn pace(cfg: ShardConfig, sessions: Sessions, events: flume::Se
                 send_rtcp(st, &sess.socket, &mut rtcp);
             }
             if st.play.is_none() {
+                if mixed_frame(st, tick, &mut mixed) {
+                    send_pcm(st, &sess.socket, &mixed, &mut out);
+                    continue;
+                }
                 keepalive(st, &sess.socket, now, &mut out);
                 continue;
             }
@@ -61,6 +68,26 @@ pub(super) async fn pace(cfg: ShardConfig, sessions: Sessions, events: flume::Se
                 let _ = sess.socket.send_to(&out, remote);
             }
         }
+    }
+}
+
+/// A mixed leg's frame for this tick: what the members it hears sent. False when the leg
+/// is in no mix or hears nobody.
+fn mixed_frame(st: &mut SessionState, tick: u64, out: &mut [i16; PTIME_SAMPLES]) -> bool {
+    let Some(slot) = st.mix.as_ref() else { return false };
+    let heard = slot.mixer.borrow_mut().frame_for(slot.index, tick, out);
+    if let (true, Some(r)) = (heard, st.recording.as_mut()) {
+        r.right.extend_from_slice(out);
+    }
+    heard
+}
+
+/// Sends one 20 ms frame of PCM to the leg's far end.
+fn send_pcm(st: &mut SessionState, socket: &UdpSocket, pcm: &[i16], out: &mut Vec<u8>) {
+    let (Some(tx), Some(remote)) = (st.sender.as_mut(), st.remote) else { return };
+    out.clear();
+    if tx.pack_pcm(pcm, out).is_ok() {
+        let _ = socket.send_to(out, remote);
     }
 }
 

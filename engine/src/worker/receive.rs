@@ -181,9 +181,15 @@ pub(super) fn on_datagram(
         let payloads = s.media.payloads();
         let mut peer_state = peer.as_ref().map(|(p, _)| p.borrow_mut());
         let recording = &mut s.recording;
+        // In a mix: what the leg says goes to the mixer (a held leg is heard by nobody).
+        let mix = if s.held { None } else { s.mix.as_ref() };
         let mut sink = |f: Frame<'_>| {
             if let Some(r) = recording.as_mut() {
                 r.left.extend_from_slice(f.pcm);
+            }
+            if let Some(m) = mix {
+                m.mixer.borrow_mut().push(m.index, f.pcm);
+                return;
             }
             if let Some(rp) = remote_peer.as_deref_mut() {
                 if used == outgoing.len() {

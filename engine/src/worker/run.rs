@@ -147,6 +147,11 @@ pub(super) fn handle(
             failed.map_or(Ok(()), Err)
         }
         Command::BridgeRemote { call, peer } => bridge_remote(sessions, &mut poller.borrow_mut(), call, peer),
+        Command::Mix { mix: id, legs } => mix(sessions, &mut poller.borrow_mut(), id, legs),
+        Command::EndMix { mix } => {
+            end_mix(sessions, mix);
+            Ok(())
+        }
         Command::Unbridge { call } => {
             unbridge(sessions, &mut poller.borrow_mut(), call);
             Ok(())
@@ -305,12 +310,52 @@ pub(super) fn bridge_remote(
     Ok(())
 }
 
+/// Puts `legs` in mix `id` (replacing what `id` was), each out of its bridge or other mix.
+pub(super) fn mix(
+    sessions: &Sessions,
+    poller: &mut Poller,
+    id: CallId,
+    legs: Vec<(CallId, u8)>,
+) -> Result<(), WorkerError> {
+    let mixer = crate::mixer::Mixer::new(&legs).map_err(|e| WorkerError::Session(e.to_string()))?;
+    if let Some(&(missing, _)) = legs.iter().find(|(c, _)| !sessions.borrow().contains_key(c)) {
+        return Err(WorkerError::NoSession(missing));
+    }
+    end_mix(sessions, id);
+    for &(c, _) in &legs {
+        unbridge(sessions, poller, c);
+    }
+    let mixer = Rc::new(RefCell::new(mixer));
+    let map = sessions.borrow();
+    for (index, (c, _)) in legs.iter().enumerate() {
+        if let Some(s) = map.get(c) {
+            s.state.borrow_mut().mix = Some(MixSlot { id, mixer: mixer.clone(), index });
+        }
+    }
+    Ok(())
+}
+
+/// Takes every leg out of mix `id` (a mix nobody is in is gone).
+pub(super) fn end_mix(sessions: &Sessions, id: CallId) {
+    for s in sessions.borrow().values() {
+        let mut st = s.state.borrow_mut();
+        if st.mix.as_ref().is_some_and(|m| m.id == id) {
+            st.mix = None;
+        }
+    }
+}
+
 pub(super) fn unbridge(sessions: &Sessions, poller: &mut Poller, call: CallId) {
     let map = sessions.borrow();
     let me = map.get(&call);
     if let Some(s) = me {
+        let mut st = s.state.borrow_mut();
         // A cross-shard bridge: dropping the peer's socket closes this shard's duplicate.
-        s.state.borrow_mut().remote_peer = None;
+        st.remote_peer = None;
+        // Out of its mix: the others stop hearing it.
+        if let Some(slot) = st.mix.take() {
+            slot.mixer.borrow_mut().remove(slot.index);
+        }
     }
     let peer = me.and_then(|s| s.state.borrow_mut().bridge.take());
     let peer = peer.and_then(|p| map.get(&p));
@@ -358,6 +403,7 @@ pub(super) fn allocate(
         bridge: None,
         remote_peer: None,
         announce_relay: false,
+        mix: None,
         held: false,
         play: None,
         recording: None,
