@@ -18,6 +18,7 @@ use waihu_actors::router::actor::RouterActor;
 use waihu_actors::router::Membership;
 use waihu_sip::registrar::Event;
 use waihu_storage::{AgentStatus, Store, Write};
+use waihu_storage::{LegRecord, LegRole};
 
 fn unix_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
@@ -118,7 +119,14 @@ pub fn start(
                 }
             }
             AgentEvent::Connected { time_to_agent, .. } => c.borrow_mut().push(time_to_agent.as_micros() as u64),
-            AgentEvent::LegRecord { .. } | AgentEvent::MonitorRecord { .. } => {}
+            // Every agent-side leg's record is kept, under the customer's call.
+            AgentEvent::LegRecord { agent, call, record } | AgentEvent::MonitorRecord { agent, call, record } => {
+                let role = if matches!(e, AgentEvent::LegRecord { .. }) { LegRole::Agent } else { LegRole::Supervisor };
+                let leg = LegRecord { customer: *call, agent: *agent, role, record: (**record).clone() };
+                let _ = st.submit(Write::Leg(Box::new(leg)));
+            }
+            // The campaign stores the wrap-up itself.
+            AgentEvent::WrappedUp { .. } => {}
         });
         let addr = AgentActor::new(spec, env.clone(), registry.clone(), router.clone(), sink).start();
         addrs.push(addr.clone());

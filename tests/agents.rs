@@ -220,7 +220,9 @@ fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str
     use std::time::Instant;
     use waihu_actors::agent::actor::{
         AgentActor, AgentEvent, AgentSpec, HoldCustomer, Login, Monitor, ResumeCustomer, StopMonitor, TransferCustomer,
+        WrapUpCall,
     };
+    use waihu_actors::agent::wrapup::WrapUp;
     use waihu_actors::agent::{AgentLimits, AgentState};
     use waihu_actors::call::{CallActor, CallCommand, CallEnv, CallSpec, Command, FlowConfig, HangupOn, Progress};
     use waihu_actors::router::actor::{CallOver, Customer, Enqueue, RouterActor, RouterEvent};
@@ -375,6 +377,7 @@ fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str
                     shard: customer_shard,
                     wrap_up: Duration::from_secs(1),
                     transferred: false,
+                    wrap: None,
                 }));
             }
         });
@@ -445,6 +448,13 @@ fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str
             actix::clock::sleep(Duration::from_secs(4)).await;
         } else {
             actix::clock::sleep(Duration::from_secs(10)).await;
+            // The agent wraps up while still talking: a code this campaign lacks is refused
+            // with what it has; a good one is kept until the call ends.
+            let bad = agent.send(WrapUpCall(WrapUp { code: "maybe".into(), ..WrapUp::default() })).await;
+            let e = bad.expect("agent replies").expect_err("an unknown code");
+            assert!(e.to_string().contains("sale"), "{e}");
+            let wrap = WrapUp { code: "sale".into(), notes: "同意办理".into(), ..WrapUp::default() };
+            agent.send(WrapUpCall(wrap)).await.expect("agent replies").expect("a good wrap-up");
         }
         addr.do_send(CallCommand(Command::Hangup));
         let back = wait_until(Duration::from_secs(15), || {
@@ -583,6 +593,17 @@ fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str
         assert!(customer_440 < 500, "the agent's voice reached the customer on hold: {customer_440} frames");
         return;
     }
+    // The wrap-up given while talking went out as the call ended, and ended the wrap-up at
+    // once (well inside its 1 s limit).
+    assert!(
+        events.iter().any(|e| matches!(e, AgentEvent::WrappedUp { agent: 1, call: 1, code } if code == "sale")),
+        "{events:?}"
+    );
+    let wrap_ms = events.iter().rev().find_map(|e| match e {
+        AgentEvent::Changed { to: AgentState::Available, totals, .. } => Some(totals.wrap_ms),
+        _ => None,
+    });
+    assert!(wrap_ms.is_some_and(|ms| ms < 500), "wrap-up lasted {wrap_ms:?} ms");
     let to_agent = baresip::tone_share(&agent_pcm, 1000.0);
     let to_customer = baresip::tone_share(&heard_by_customer, 440.0);
     eprintln!("agent heard 1 kHz at {to_agent:.3}; customer heard 440 Hz at {to_customer:.3}");

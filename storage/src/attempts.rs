@@ -132,6 +132,10 @@ pub enum Write {
         agent: crate::agents::AgentId,
         status: crate::agents::AgentStatus,
     },
+    /// An agent's wrap-up of a call.
+    WrapUp(crate::WrapUpRecord),
+    /// The record of an agent-side leg of a customer's call.
+    Leg(Box<crate::LegRecord>),
     /// Nothing to write: resolves once everything before it is on disk.
     Barrier,
 }
@@ -226,6 +230,8 @@ impl Store {
             Write::ContactState { campaign, contact, state } => self.set_contact_state(*campaign, *contact, state),
             Write::Decision(d) => self.record_decision(d),
             Write::AgentStatus { agent, status } => self.put_agent_status(*agent, status),
+            Write::WrapUp(w) => self.put_wrap_up(w),
+            Write::Leg(l) => self.put_leg(l),
             Write::Barrier => Ok(()),
         }
     }

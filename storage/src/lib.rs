@@ -10,6 +10,7 @@ pub mod contacts;
 pub mod dnc;
 pub mod key;
 mod seal;
+pub mod wrapups;
 
 pub use agents::{AgentRecord, AgentStatus};
 pub use attempts::{Attempt, AttemptId, AttemptState, Callback, CommitStats, ContactState, Decision, PastCall, Write};
@@ -19,6 +20,7 @@ pub use contacts::{
 };
 pub use dnc::DncEntry;
 pub use key::{KeySource, KEY_ENV};
+pub use wrapups::{LegRecord, LegRole, WrapUpRecord};
 
 use std::path::Path;
 
@@ -63,6 +65,8 @@ pub struct Store {
     agents: sled::Tree,
     agent_status: sled::Tree,
     agent_log: sled::Tree,
+    wrapups: sled::Tree,
+    legs: sled::Tree,
     sealer: std::sync::Arc<seal::Sealer>,
     /// The group-commit thread, started on first use (it holds a clone of the store).
     committer: std::sync::Arc<std::sync::OnceLock<attempts::Committer>>,
@@ -123,6 +127,8 @@ impl Store {
             agents: db.open_tree("agents")?,
             agent_status: db.open_tree("agent_status")?,
             agent_log: db.open_tree("agent_log")?,
+            wrapups: db.open_tree("wrapups")?,
+            legs: db.open_tree("legs")?,
             committer: Default::default(),
             commit_counters: Default::default(),
             purge_error: None,

@@ -9,8 +9,10 @@
 #![allow(clippy::disallowed_methods)] // the shell reads the clock; the machine never does
 
 use super::machine::{Agent, AgentId, AgentLimits, AgentState, AgentTotals, Input, Output, PhoneLoss};
+use super::wrapup::{self, default_codes, Effect, WrapCode, WrapError, WrapUp};
 use crate::call::{CallActor, CallCommand, CallEnv, CallSpec, Command, FlowConfig, HangupOn, KeepaliveMode, Progress};
-use crate::router::actor::{AgentReady, AgentUnavailable, CallOver, Customer, Enqueue, RouterActor};
+use crate::campaign::actor::Dispose;
+use crate::router::actor::{AgentReady, AgentUnavailable, CallOver, Customer, Enqueue, RouterActor, WrapTo};
 use crate::router::{Membership, ReadyAgent};
 use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, SpawnHandle, WrapFuture};
 use std::sync::Arc;
@@ -57,6 +59,8 @@ pub enum AgentEvent {
     LegRecord { agent: AgentId, call: CallId, record: Box<CallRecord> },
     /// A supervisor's monitoring leg on `call` (this agent's) is over.
     MonitorRecord { agent: AgentId, call: CallId, record: Box<CallRecord> },
+    /// The agent wrapped up `call` with this code.
+    WrappedUp { agent: AgentId, call: CallId, code: String },
 }
 
 pub type AgentSink = Box<dyn FnMut(&AgentEvent)>;
@@ -148,6 +152,16 @@ pub struct Monitor {
 #[derive(Debug)]
 pub struct StopMonitor;
 
+/// The agent's wrap-up of their current or last call. Checked against the campaign's
+/// codes at once (the reply says what is wrong); it goes to the campaign when the call has
+/// ended, and ends the wrap-up: the agent is available again (or pauses, if they asked).
+#[derive(Debug)]
+pub struct WrapUpCall(pub WrapUp);
+
+impl Message for WrapUpCall {
+    type Result = Result<(), WrapError>;
+}
+
 #[derive(Debug)]
 struct LegAnswered {
     leg: CallId,
@@ -186,6 +200,14 @@ impl Job {
     }
 }
 
+/// The call the agent wraps up: its campaign's side, and a wrap-up given while talking
+/// (sent once the call has ended).
+struct WrapTarget {
+    call: CallId,
+    to: Option<WrapTo>,
+    given: Option<(WrapUp, Effect)>,
+}
+
 /// A supervisor on the agent's call.
 struct Monitoring {
     leg: CallId,
@@ -213,6 +235,7 @@ pub struct AgentActor {
     job: Option<Job>,
     session: Option<SessionLeg>,
     monitoring: Option<Monitoring>,
+    wrap: Option<WrapTarget>,
     timer: Option<SpawnHandle>,
     sink: AgentSink,
 }
@@ -240,6 +263,7 @@ impl AgentActor {
             job: None,
             session: None,
             monitoring: None,
+            wrap: None,
             timer: None,
             sink,
         }
@@ -312,7 +336,28 @@ impl AgentActor {
             }
         }
         let totals = self.agent.totals();
-        (self.sink)(&AgentEvent::Changed { agent: id, from, to, totals });
+        (self.sink)(&AgentEvent::Changed { agent: id, from, to: to.clone(), totals });
+        match &to {
+            // The call is over: a wrap-up given while talking goes now, and ends the wrap-up.
+            AgentState::WrapUp { call } => {
+                if let Some(given) = self.wrap.as_mut().filter(|w| w.call == *call).and_then(|w| w.given.take()) {
+                    self.send_wrap_up(given);
+                    ctx.notify(Ready);
+                }
+            }
+            AgentState::OnCall { .. } => {}
+            // Wrap-up over (given, or its time ran out), or the call lost: nothing more to give.
+            _ => self.wrap = None,
+        }
+    }
+
+    /// The wrap-up goes to the customer's campaign, and out as an event.
+    fn send_wrap_up(&mut self, (wrap, effect): (WrapUp, Effect)) {
+        let Some(target) = self.wrap.take() else { return };
+        (self.sink)(&AgentEvent::WrappedUp { agent: self.spec.id, call: target.call, code: wrap.code.clone() });
+        if let Some(to) = target.to {
+            let _ = to.campaign.try_send(Dispose { call: target.call, agent: self.spec.id, wrap, effect });
+        }
     }
 
     /// The agent cannot take the call after all. Not yet connected: the customer waits
@@ -440,6 +485,7 @@ impl AgentActor {
             return;
         }
         job.bridged = true;
+        self.wrap = Some(WrapTarget { call, to: job.customer.wrap.clone(), given: None });
         let waited = job.customer.call.since.elapsed();
         (self.sink)(&AgentEvent::Connected { agent: self.spec.id, call, time_to_agent: waited });
         self.feed(Input::Connected { call }, ctx);
@@ -681,6 +727,34 @@ impl Handler<Monitor> for AgentActor {
         let shard = job.customer.shard;
         self.monitoring = Some(Monitoring { leg, customer, mode: m.mode, addr: None, mixed: None });
         self.call_phone(leg, shard, target, ctx);
+    }
+}
+
+impl Handler<WrapUpCall> for AgentActor {
+    type Result = Result<(), WrapError>;
+    fn handle(&mut self, m: WrapUpCall, ctx: &mut Context<Self>) -> Self::Result {
+        let call = match self.agent.state() {
+            AgentState::OnCall { call } | AgentState::WrapUp { call } => *call,
+            _ => return Err(WrapError::NoCall),
+        };
+        let Some(target) = self.wrap.as_mut().filter(|w| w.call == call) else { return Err(WrapError::NoCall) };
+        let defaults;
+        let codes: &[WrapCode] = match &target.to {
+            Some(to) => &to.codes,
+            None => {
+                defaults = default_codes();
+                &defaults
+            }
+        };
+        let effect = wrapup::check(codes, &m.0, self.spec.id, crate::clock::utc_now())?;
+        if matches!(self.agent.state(), AgentState::OnCall { .. }) {
+            // Given while talking: it goes when the call ends (the contact is not final yet).
+            target.given = Some((m.0, effect));
+            return Ok(());
+        }
+        self.send_wrap_up((m.0, effect));
+        self.feed(Input::Ready, ctx);
+        Ok(())
     }
 }
 

@@ -2,5 +2,6 @@
 
 pub mod actor;
 pub mod machine;
+pub mod wrapup;
 
 pub use machine::{Agent, AgentId, AgentLimits, AgentState, AgentTotals, Input, Output, PhoneLoss, Timer};

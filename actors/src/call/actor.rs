@@ -8,13 +8,14 @@
 #![allow(clippy::disallowed_methods)] // the shell reads the clock; the flow never does
 
 use super::flow::{CallFlow, Command, FlowConfig, Input, MediaCommand, Output, Progress};
+use crate::clock::unix_ms;
 use actix::{
     Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, SpawnHandle, StreamHandler,
     WrapFuture,
 };
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 use waihu_engine::session::PayloadMap;
 use waihu_engine::worker::{self, Command as ShardCommand, Event as MediaEvent, MediaPlane, WorkerError};
 use waihu_model::{CallId, CallRecord};
@@ -89,10 +90,6 @@ impl std::fmt::Debug for CallActor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CallActor").field("id", &self.flow.id()).field("shard", &self.shard).finish()
     }
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 impl CallActor {

@@ -8,18 +8,20 @@
 use super::config::{CampaignConfig, ModeName};
 use super::machine::{Campaign, Input, Output, Status};
 use super::staffed::{Staffed, Staffing};
+use crate::agent::wrapup::{Effect, WrapUp};
 use crate::call::{CallActor, CallCommand, CallEnv, CallSpec, Command, FlowConfig, HangupOn, Progress};
+use crate::clock::{unix_ms, utc_now};
 use crate::pacing::{AgentId, AgentPhase};
+use crate::router::actor::WrapTo;
 use actix::prelude::*;
-use chrono::{DateTime, Utc};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use waihu_model::{AnsweredBy, CallId, CallRecord, Disposition, EndedBy};
 use waihu_sip::trunk::{Admission, Admit};
-use waihu_storage::{Attempt, AttemptId, AttemptState, CampaignId, ContactId, Decision, Store, Write};
+use waihu_storage::{Attempt, AttemptId, AttemptState, CampaignId, ContactId, Decision, Store, WrapUpRecord, Write};
 
 /// Every trunk's admission (CPS and channels), shared by all campaigns on this thread, so
 /// the caps hold across campaigns.
@@ -35,14 +37,6 @@ pub fn mask(number: &str) -> String {
     let h: String = chars[..head].iter().collect();
     let t: String = chars[chars.len() - tail..].iter().collect();
     format!("{h}****{t}")
-}
-
-fn utc_now() -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(unix_ms() as i64).unwrap_or_default()
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Where an attempt is.
@@ -76,6 +70,8 @@ struct Live {
     target: String,
     phase: Phase,
     call: Option<Addr<CallActor>>,
+    /// A callback booked for this agent.
+    for_agent: Option<AgentId>,
 }
 
 /// What the campaign actor needs to run.
@@ -159,6 +155,20 @@ struct CallDone {
 }
 
 impl Message for CallDone {
+    type Result = ();
+}
+
+/// An agent wrapped up one of this campaign's calls (checked against its codes): the
+/// wrap-up is stored and the contact closed, reopened or booked for its callback.
+#[derive(Debug)]
+pub struct Dispose {
+    pub call: CallId,
+    pub agent: AgentId,
+    pub wrap: WrapUp,
+    pub effect: Effect,
+}
+
+impl Message for Dispose {
     type Result = ();
 }
 
@@ -420,8 +430,10 @@ impl CampaignActor {
         let target = format!("sip:{phone}@{}:{}", t.host, t.port);
         // Written and made durable on the commit thread (a group commit); the INVITE waits
         // for it, the actor does not.
+        let for_agent = state.callback.as_ref().and_then(|c| c.agent.as_deref()?.parse().ok());
         let rx = self.env.store.submit(Write::BeginAttempt(rec.clone(), state));
-        self.live.insert(attempt, Live { attempt: rec, trunk, target, phase: Phase::Committing, call: None });
+        self.live
+            .insert(attempt, Live { attempt: rec, trunk, target, phase: Phase::Committing, call: None, for_agent });
         ctx.spawn(
             async move {
                 let result = rx.recv_async().await.unwrap_or_else(|_| Err("the commit thread is gone".into()));
@@ -699,9 +711,14 @@ impl Handler<CallHeard> for CampaignActor {
         let now = Instant::now();
         match m.heard {
             Heard::Human => {
-                let addr = self.live.get(&m.attempt).and_then(|l| l.call.clone());
+                let live = self.live.get(&m.attempt);
+                let (addr, for_agent) = (live.and_then(|l| l.call.clone()), live.and_then(|l| l.for_agent));
+                let wrap = WrapTo { campaign: ctx.address().recipient(), codes: self.cfg.dispositions.clone() };
                 match addr {
-                    Some(addr) => s.human(call, addr.recipient(), self.env.calls.plane.shard_for(call), now),
+                    Some(addr) => {
+                        let shard = self.env.calls.plane.shard_for(call);
+                        s.human(call, addr.recipient(), shard, (for_agent, Some(wrap)), now)
+                    }
                     // Not started as far as we know: nobody to connect.
                     None => s.machine(call, now),
                 }
@@ -713,6 +730,47 @@ impl Handler<CallHeard> for CampaignActor {
         if let Some(l) = self.live.get_mut(&m.attempt) {
             l.phase = Phase::Answered;
         }
+        self.pump(ctx);
+    }
+}
+
+impl Handler<Dispose> for CampaignActor {
+    type Result = ();
+
+    fn handle(&mut self, m: Dispose, ctx: &mut Context<Self>) {
+        let campaign = self.id();
+        let contact = match self.env.store.attempt(campaign, m.call as AttemptId) {
+            Ok(a) => a.map(|a| a.contact),
+            Err(e) => {
+                self.store_failed(&e.to_string(), ctx);
+                return;
+            }
+        };
+        let w = WrapUpRecord {
+            campaign,
+            call: m.call,
+            contact,
+            agent: m.agent,
+            code: m.wrap.code.clone(),
+            notes: m.wrap.notes.clone(),
+            follow_up: m.wrap.follow_up.clone(),
+            callback_unix_ms: m.wrap.callback.as_ref().map(|c| c.at.timestamp_millis().max(0) as u64),
+            callback_same_agent: m.wrap.callback.as_ref().is_some_and(|c| c.same_agent),
+            at_unix_ms: unix_ms(),
+        };
+        let rx = self.env.store.submit(Write::WrapUp(w));
+        self.report_failure(rx, ctx);
+        let Some(contact) = contact else { return };
+        if m.effect.dnc {
+            // The person asked not to be called again: on the `agent` list, for every campaign.
+            let phone = self.env.store.contact(campaign, contact).ok().flatten().map(|c| c.contact.phone);
+            if let Some(phone) = phone {
+                if let Err(e) = self.env.store.add_dnc("agent", &[phone], unix_ms()) {
+                    self.store_failed(&e.to_string(), ctx);
+                }
+            }
+        }
+        self.machine.handle_input(Input::WrappedUp { contact, effect: m.effect }, utc_now());
         self.pump(ctx);
     }
 }

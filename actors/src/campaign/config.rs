@@ -12,6 +12,12 @@
 //! keepalive = "auto"              # while nothing plays: auto (CN, else silence), silence, off
 //! amd_false_positive_rate = 0.02  # people AMD called machines (from review): counted as abandons
 //! wrap_up_seconds = 10            # campaigns with agents: wrap-up after a call, at most
+//! [[disposition]]                 # wrap-up codes (none listed: agent::wrapup::default_codes)
+//! code = "sale"
+//! label = "Sale / agreed"
+//! final = true                    # the contact is done (false: retry_minutes or callback)
+//! callback = false                # the agent must give a callback time
+//! dnc = false                     # the number goes on the `agent` do-not-call list
 //! [[trunk]]                       # tried in this order; a congestion answer moves on
 //! name = "carrier-a"
 //! host = "127.0.0.1"
@@ -23,6 +29,7 @@
 //! ```
 
 use super::retry::RetryPolicy;
+use crate::agent::wrapup::{check_codes, default_codes, WrapCode};
 use crate::call::KeepaliveMode;
 use crate::compliance::Profile;
 use chrono_tz::Tz;
@@ -82,6 +89,8 @@ struct Raw {
     wrap_up_seconds: u64,
     #[serde(default, rename = "trunk")]
     trunks: Vec<TrunkConfig>,
+    #[serde(default, rename = "disposition")]
+    dispositions: Vec<WrapCode>,
     #[serde(default)]
     retry: Option<RetryPolicy>,
 }
@@ -126,6 +135,8 @@ pub struct CampaignConfig {
     pub wrap_up: std::time::Duration,
     pub trunks: Vec<Arc<TrunkConfig>>,
     pub retry: RetryPolicy,
+    /// Wrap-up codes, checked.
+    pub dispositions: Arc<[WrapCode]>,
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
@@ -205,7 +216,10 @@ impl CampaignConfig {
                 ),
             ));
         }
+        let dispositions = if raw.dispositions.is_empty() { default_codes() } else { raw.dispositions };
+        check_codes(&dispositions).map_err(|e| invalid("disposition", e))?;
         Ok(CampaignConfig {
+            dispositions: dispositions.into(),
             mode: raw.mode,
             lines: raw.lines,
             profile,
@@ -247,6 +261,10 @@ mod tests {
         let c = parse(&d, &format!("mode = \"broadcast\"\nmessage = \"m.wav\"\n{TRUNK}")).expect("good");
         assert_eq!(c.message.as_ref().map(|m| m.len()), Some(8000));
         assert_eq!((c.lines, c.profile.name.as_str(), c.trunks.len()), (10, "us_tsr", 1));
+        assert_eq!(c.dispositions.len(), default_codes().len());
+        let own = format!("mode = \"broadcast\"\nmessage = \"m.wav\"\n{TRUNK}[[disposition]]\ncode = \"yes\"\n");
+        let c = parse(&d, &own).expect("good");
+        assert_eq!(c.dispositions.iter().map(|c| (c.code.as_str(), c.closes)).collect::<Vec<_>>(), [("yes", true)]);
     }
 
     #[test]
@@ -282,5 +300,12 @@ mod tests {
         assert_eq!(e, "campaign config: amd_false_positive_rate: must be between 0 and 1");
         let e = err(format!("mode = \"broadcast\"\nmessage = \"m.wav\"\nlines = 0\n{TRUNK}"));
         assert_eq!(e, "campaign config: lines: must be at least 1");
+        let e = err(format!(
+            "mode = \"broadcast\"\nmessage = \"m.wav\"\n{TRUNK}[[disposition]]\ncode = \"x\"\nfinal = false\n"
+        ));
+        assert_eq!(
+            e,
+            "campaign config: disposition: code \"x\": a code that is not final needs retry_minutes or callback"
+        );
     }
 }

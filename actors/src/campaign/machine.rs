@@ -60,6 +60,12 @@ pub enum Input {
         at: DateTime<Utc>,
         agent: Option<String>,
     },
+    /// The agent wrapped up the contact's call (after it ended): close the contact under
+    /// the agent's code, or dial it again later, or book its callback.
+    WrappedUp {
+        contact: ContactId,
+        effect: crate::agent::wrapup::Effect,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -344,13 +350,56 @@ impl Campaign {
                 }
             }
             Input::Callback { contact, at, agent } => self.schedule_callback(contact, at, agent),
+            Input::WrappedUp { contact, effect } => self.wrapped_up(contact, effect),
         }
         self.check_finished();
     }
 
     fn schedule_callback(&mut self, contact: ContactId, at: DateTime<Utc>, agent: Option<String>) {
+        self.reopen(contact, at, Some(Callback { at_unix_ms: unix_ms(at), agent }));
+    }
+
+    fn wrapped_up(&mut self, contact: ContactId, e: crate::agent::wrapup::Effect) {
+        match e.again_at {
+            Some(at) if e.is_callback => {
+                self.schedule_callback(contact, at, e.for_agent.map(|a| a.to_string()));
+                return;
+            }
+            Some(at) => {
+                self.reopen(contact, at, None);
+                return;
+            }
+            None => {}
+        }
         let Some(slot) = self.contacts.get_mut(&contact) else { return };
-        slot.state.callback = Some(Callback { at_unix_ms: unix_ms(at), agent });
+        if !e.close || slot.state.in_flight.is_some() {
+            return;
+        }
+        // Final under the agent's code (in place of the call's own label).
+        match slot.state.final_label.replace(e.code.clone()) {
+            Some(old) => {
+                if let Some(n) = self.final_by_label.get_mut(&old) {
+                    *n = n.saturating_sub(1);
+                }
+            }
+            None => {
+                self.finals += 1;
+                self.hopper.remove(contact);
+            }
+        }
+        *self.final_by_label.entry(e.code).or_default() += 1;
+        slot.state.due_unix_ms = None;
+        let state = slot.state.clone();
+        self.out.push_back(Output::State { contact, state });
+    }
+
+    /// The contact is due again at `at` (a callback, when given): a final contact is
+    /// reopened.
+    fn reopen(&mut self, contact: ContactId, at: DateTime<Utc>, callback: Option<Callback>) {
+        let Some(slot) = self.contacts.get_mut(&contact) else { return };
+        if callback.is_some() {
+            slot.state.callback = callback;
+        }
         if slot.state.in_flight.is_some() {
             // It waits for the call up to end; `on_ended` schedules it then.
             return;
@@ -601,6 +650,7 @@ mod tests {
             keepalive: crate::call::KeepaliveMode::Auto,
             amd_false_positive_rate: 0.05,
             wrap_up: std::time::Duration::from_secs(10),
+            dispositions: crate::agent::wrapup::default_codes().into(),
             trunks: (0..trunks)
                 .map(|i| Arc::new(TrunkConfig { name: format!("t{i}"), ..TrunkConfig::direct("127.0.0.1", 5060) }))
                 .collect(),
@@ -768,6 +818,58 @@ mod tests {
         c.handle_input(Input::Line { attempt: 2, trunk: 1 }, now);
         assert_eq!(dials(&outputs(&mut c)), vec![(2, 1, 1)]);
         assert_eq!(c.trunk_order(now + Duration::seconds(31)), vec![0, 1], "the back-off ends");
+    }
+
+    #[test]
+    fn a_wrap_up_relabels_a_final_contact_or_reopens_it_later() {
+        use crate::agent::wrapup::{check, default_codes, CallbackAsk, WrapUp};
+        let now = utc(OPEN);
+        let done = |id| {
+            let mut d = contact(id, 0);
+            d.1.final_label = Some("answered".into());
+            d.1.attempts = 1;
+            d
+        };
+        let mut c = Campaign::new(1, config(1, 5), RunState::Finished, vec![done(1), done(2), done(3)], &[], now);
+        outputs(&mut c);
+        let codes = default_codes();
+        let effect = |w: WrapUp| check(&codes, &w, 4, now).expect("valid");
+        // A sale: still final, now under "sale".
+        c.handle_input(
+            Input::WrappedUp { contact: 1, effect: effect(WrapUp { code: "sale".into(), ..WrapUp::default() }) },
+            now,
+        );
+        let out = outputs(&mut c);
+        assert!(
+            matches!(&out[..], [Output::State { contact: 1, state }] if state.final_label.as_deref() == Some("sale")),
+            "{out:?}"
+        );
+        let st = c.status(now);
+        assert_eq!((st.final_by_label.get("sale"), st.final_by_label.get("answered")), (Some(&1), Some(&2)));
+        // Not the right person: dialled again in two hours.
+        let wrong = effect(WrapUp { code: "wrong-person".into(), ..WrapUp::default() });
+        c.handle_input(Input::WrappedUp { contact: 2, effect: wrong }, now);
+        let out = outputs(&mut c);
+        assert!(
+            matches!(&out[..], [Output::State { contact: 2, state }, Output::Run(RunState::Running)]
+                if state.final_label.is_none() && state.due_unix_ms == Some(unix_ms(now + Duration::minutes(120)))),
+            "{out:?}"
+        );
+        // A callback with the same agent: reserved for agent 4 ("4") at its time.
+        let at = now + Duration::hours(3);
+        let cb = WrapUp {
+            code: "callback".into(),
+            callback: Some(CallbackAsk { at, same_agent: true }),
+            ..WrapUp::default()
+        };
+        c.handle_input(Input::WrappedUp { contact: 3, effect: effect(cb) }, now);
+        let out = outputs(&mut c);
+        assert!(
+            matches!(&out[..], [Output::State { contact: 3, state }]
+                if state.callback.as_ref().and_then(|c| c.agent.as_deref()) == Some("4") && state.final_label.is_none()),
+            "{out:?}"
+        );
+        assert_eq!(c.status(now).callbacks, 1);
     }
 
     #[test]

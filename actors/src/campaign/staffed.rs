@@ -5,7 +5,7 @@
 use super::config::{CampaignConfig, ModeName};
 use crate::call::CallCommand;
 use crate::pacing::{AgentId, AgentPhase, DialMode, Input, Outcome, Output, Pacer, PacerConfig};
-use crate::router::actor::{CallOver, Customer, Enqueue, RouterActor};
+use crate::router::actor::{CallOver, Customer, Enqueue, RouterActor, WrapTo};
 use crate::router::{LiveCall, PoolId};
 use actix::{Addr, Recipient};
 use std::cell::RefCell;
@@ -79,8 +79,16 @@ impl Staffed {
         }
     }
 
-    /// AMD said a person: the pacer hears it, and the router gets the call.
-    pub fn human(&mut self, call: CallId, commands: Recipient<CallCommand>, shard: usize, now: Instant) {
+    /// AMD said a person: the pacer hears it, and the router gets the call (for the named
+    /// agent, when it is their callback).
+    pub fn human(
+        &mut self,
+        call: CallId,
+        commands: Recipient<CallCommand>,
+        shard: usize,
+        (for_agent, wrap): (Option<AgentId>, Option<WrapTo>),
+        now: Instant,
+    ) {
         self.resolve(call, Outcome::Human, now);
         self.human_at.insert(call, now);
         let live = LiveCall {
@@ -88,7 +96,7 @@ impl Staffed {
             pool: self.staffing.pool,
             priority: 0,
             min_level: 0,
-            for_agent: None,
+            for_agent,
             since: now,
             deadline: now + self.patience,
         };
@@ -98,6 +106,7 @@ impl Staffed {
             shard,
             wrap_up: self.wrap_up,
             transferred: false,
+            wrap,
         }));
     }
 

@@ -24,6 +24,15 @@ pub struct Customer {
     /// Transferred by an agent (already talking, so the 2-second rule is behind it): if
     /// nobody takes it by the deadline, the router ends the call.
     pub transferred: bool,
+    /// Where the agent's wrap-up goes, and the codes it may use (None: no campaign).
+    pub wrap: Option<WrapTo>,
+}
+
+/// A campaign's side of wrap-up: its actor and its disposition codes.
+#[derive(Debug, Clone)]
+pub struct WrapTo {
+    pub campaign: Recipient<crate::campaign::actor::Dispose>,
+    pub codes: std::sync::Arc<[crate::agent::wrapup::WrapCode]>,
 }
 
 #[derive(Debug)]
