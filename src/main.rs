@@ -1,10 +1,12 @@
 //! `waihu`: the single binary. Subcommands grow with the project; today: `amd` (analyse
 //! answered-call audio), `demo` (AMD over the shipped sample calls, with a score) and
 //! `call` (one call over a SIP trunk, with AMD), `dial` (the SIP throughput benchmark),
-//! `serve` (run the store's campaigns) and the operator's `campaign`, `dnc`, `cdr`.
+//! `serve` (run the store's campaigns) and the operator's `campaign`, `dnc`, `cdr`,
+//! `agent`, `kb` and `script`.
 
 mod agent_cmd;
 mod amd_cmd;
+mod assist_cmd;
 mod call_cmd;
 mod campaign_cmd;
 mod demo;
@@ -50,6 +52,11 @@ enum Cmd {
     /// Call detail records.
     #[command(subcommand)]
     Cdr(campaign_cmd::CdrCmd),
+    /// The knowledge base agents search during calls (Chinese and English).
+    #[command(subcommand)]
+    Kb(assist_cmd::KbCmd),
+    /// A campaign's call script, filled in for one contact.
+    Script(assist_cmd::ScriptArgs),
     /// Convert a WAV (any rate; PCM16, mu-law, A-law) to headerless 8 kHz mu-law, the
     /// format SIPp's rtp_stream plays.
     ToUlaw { wav: std::path::PathBuf, out: std::path::PathBuf },
@@ -68,6 +75,8 @@ fn main() -> std::process::ExitCode {
         Cmd::Dnc(c) => campaign_cmd::dnc(c),
         Cmd::Cdr(c) => campaign_cmd::cdr(c),
         Cmd::Agent(c) => agent_cmd::run(c),
+        Cmd::Kb(c) => assist_cmd::kb(c),
+        Cmd::Script(a) => assist_cmd::script(a),
         Cmd::ToUlaw { wav, out } => to_ulaw(&wav, &out),
     };
     match r {

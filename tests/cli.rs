@@ -170,6 +170,62 @@ fn campaign_commands_refuse_bad_input_and_keep_the_store_whole() {
     let _ = std::fs::remove_dir_all(&d);
 }
 
+/// Agent assist from the command line: a campaign's script filled in for a contact (a
+/// field the list lacks is shown and reported), and the knowledge base searched in Chinese
+/// (no spaces: segmented) and English, per campaign.
+#[test]
+fn scripts_fill_in_contacts_and_the_knowledge_base_finds_chinese_and_english_articles() {
+    let d = tmp("assist");
+    let store = d.join("store").to_string_lossy().to_string();
+    campaign_files(&d);
+    write(&d.join("script.txt"), "您好，{name}，我是{agent}。关于您的{plan}：{missing_col}".as_bytes());
+    let cfg = d.join("assist.toml");
+    write(
+        &cfg,
+        b"mode = \"broadcast\"\nmessage = \"m.wav\"\nscript = \"script.txt\"\n[[trunk]]\nhost = \"127.0.0.1\"\n",
+    );
+    let (ok, out, err) =
+        run(&["campaign", "create", "--store", &store, "--name", "renew", "--config", &cfg.to_string_lossy()]);
+    assert!(ok, "{out}{err}");
+    let csv = d.join("list.csv");
+    write(&csv, "phone,name,timezone,plan\n+8613800138000,王芳,Asia/Shanghai,宽带 500M\n".as_bytes());
+    let (ok, out, err) = run(&["campaign", "import", "--store", &store, "--name", "renew", &csv.to_string_lossy()]);
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = run(&["script", "--store", &store, "renew", "--phone", "+8613800138000", "--agent", "李明"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "您好，王芳，我是李明。关于您的宽带 500M：[missing_col?]");
+    assert!(err.contains("no value for: missing_col"), "{err}");
+    let (ok, _, err) = run(&["script", "--store", &store, "renew", "--phone", "+8613900000000"]);
+    assert!(!ok && err.contains("no such contact"), "{err}");
+
+    let add = |title: &str, body: &str, campaign: Option<&str>| {
+        let mut args = vec!["kb", "add", "--store", &store, "--title", title, "--body", body];
+        if let Some(c) = campaign {
+            args.extend(["--campaign", c]);
+        }
+        let (ok, out, err) = run(&args);
+        assert!(ok && out.starts_with("article "), "{out}{err}");
+    };
+    add("宽带套餐退订流程", "客户要求退订宽带套餐时，先核实身份，再说明违约金。", None);
+    add("信用卡分期还款", "分期手续费按月收取。", Some("renew"));
+    add("Cancelling a broadband plan", "Verify the customer's identity first.", None);
+    let (ok, _, err) = run(&["kb", "add", "--store", &store, "--title", "x", "--body", "y", "--campaign", "nope"]);
+    assert!(!ok && err.contains("no campaign named \"nope\""), "{err}");
+    let (ok, out, err) = run(&["kb", "search", "--store", &store, "宽带退订"]);
+    assert!(ok, "{err}");
+    let first = out.lines().next().unwrap_or_default();
+    assert!(first.contains("宽带套餐退订流程") && first.contains("宽带") && first.contains("退订"), "{out}");
+    let (ok, out, _) = run(&["kb", "search", "--store", &store, "cancel broadband plans", "--limit", "1"]);
+    assert!(ok && out.contains("Cancelling a broadband plan") && out.lines().count() == 1, "{out}");
+    let (ok, out, _) = run(&["kb", "search", "--store", &store, "信用卡", "--campaign", "other"]);
+    assert!(ok && out.contains("no article matches"), "an article for another campaign: {out}");
+    let (ok, out, _) = run(&["kb", "search", "--store", &store, "信用卡", "--campaign", "renew"]);
+    assert!(ok && out.contains("信用卡分期还款"), "{out}");
+    let (ok, out, _) = run(&["kb", "list", "--store", &store]);
+    assert!(ok && out.lines().count() == 3, "{out}");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
 /// A full disk during an import: a 40 MiB tmpfs, filled part of the way by the import. Needs root (to mount); says so and skips
 /// without it.
 #[test]

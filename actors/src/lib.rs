@@ -4,6 +4,7 @@
 //! outputs. Only the actors read the clock.
 
 pub mod agent;
+pub mod assist;
 pub mod call;
 pub mod campaign;
 pub mod compliance;

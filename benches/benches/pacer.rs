@@ -81,6 +81,7 @@ fn campaign(n: u64) -> (Campaign, DateTime<Utc>) {
         amd_false_positive_rate: 0.0,
         wrap_up: Duration::from_secs(10),
         dispositions: waihu_actors::agent::wrapup::default_codes().into(),
+        script: None,
         trunks: vec![Arc::new(TrunkConfig::direct("127.0.0.1", 5060))],
         retry: RetryPolicy::default(),
     };

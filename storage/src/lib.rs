@@ -3,6 +3,7 @@
 //! keyed hash (HMAC-SHA256), never by plaintext. It knows nothing of actix.
 
 pub mod agents;
+pub mod articles;
 pub mod attempts;
 pub mod campaigns;
 pub mod codec;
@@ -13,6 +14,7 @@ mod seal;
 pub mod wrapups;
 
 pub use agents::{AgentRecord, AgentStatus};
+pub use articles::{Article, ArticleId};
 pub use attempts::{Attempt, AttemptId, AttemptState, Callback, CommitStats, ContactState, Decision, PastCall, Write};
 pub use campaigns::{CampaignRecord, RunState};
 pub use contacts::{
@@ -66,6 +68,7 @@ pub struct Store {
     agent_status: sled::Tree,
     agent_log: sled::Tree,
     wrapups: sled::Tree,
+    articles: sled::Tree,
     legs: sled::Tree,
     sealer: std::sync::Arc<seal::Sealer>,
     /// The group-commit thread, started on first use (it holds a clone of the store).
@@ -128,6 +131,7 @@ impl Store {
             agent_status: db.open_tree("agent_status")?,
             agent_log: db.open_tree("agent_log")?,
             wrapups: db.open_tree("wrapups")?,
+            articles: db.open_tree("articles")?,
             legs: db.open_tree("legs")?,
             committer: Default::default(),
             commit_counters: Default::default(),

@@ -430,7 +430,12 @@ impl CampaignActor {
         let target = format!("sip:{phone}@{}:{}", t.host, t.port);
         // Written and made durable on the commit thread (a group commit); the INVITE waits
         // for it, the actor does not.
-        let for_agent = state.callback.as_ref().and_then(|c| c.agent.as_deref()?.parse().ok());
+        // A callback booked for a named agent (their id, or their name): routed to them.
+        let for_agent = state
+            .callback
+            .as_ref()
+            .and_then(|c| c.agent.as_deref())
+            .and_then(|a| a.parse().ok().or_else(|| store.agent_by_name(a).ok().flatten().map(|r| r.id)));
         let rx = self.env.store.submit(Write::BeginAttempt(rec.clone(), state));
         self.live
             .insert(attempt, Live { attempt: rec, trunk, target, phase: Phase::Committing, call: None, for_agent });

@@ -12,6 +12,7 @@
 //! keepalive = "auto"              # while nothing plays: auto (CN, else silence), silence, off
 //! amd_false_positive_rate = 0.02  # people AMD called machines (from review): counted as abandons
 //! wrap_up_seconds = 10            # campaigns with agents: wrap-up after a call, at most
+//! script = "script.txt"          # the agents' call script: {name}, {agent}, any list column
 //! [[disposition]]                 # wrap-up codes (none listed: agent::wrapup::default_codes)
 //! code = "sale"
 //! label = "Sale / agreed"
@@ -30,6 +31,7 @@
 
 use super::retry::RetryPolicy;
 use crate::agent::wrapup::{check_codes, default_codes, WrapCode};
+use crate::assist::script::Script;
 use crate::call::KeepaliveMode;
 use crate::compliance::Profile;
 use chrono_tz::Tz;
@@ -91,6 +93,7 @@ struct Raw {
     trunks: Vec<TrunkConfig>,
     #[serde(default, rename = "disposition")]
     dispositions: Vec<WrapCode>,
+    script: Option<PathBuf>,
     #[serde(default)]
     retry: Option<RetryPolicy>,
 }
@@ -137,6 +140,8 @@ pub struct CampaignConfig {
     pub retry: RetryPolicy,
     /// Wrap-up codes, checked.
     pub dispositions: Arc<[WrapCode]>,
+    /// The agents' call script, checked.
+    pub script: Option<Arc<Script>>,
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
@@ -216,10 +221,23 @@ impl CampaignConfig {
                 ),
             ));
         }
+        let script = match raw.script.as_deref() {
+            Some(p) => {
+                let p = path(p);
+                let text = std::fs::read_to_string(&p).map_err(|e| ConfigError::File {
+                    field: "script",
+                    path: p.clone(),
+                    reason: e.to_string(),
+                })?;
+                Some(Arc::new(Script::parse(&text).map_err(|e| invalid("script", e.to_string()))?))
+            }
+            None => None,
+        };
         let dispositions = if raw.dispositions.is_empty() { default_codes() } else { raw.dispositions };
         check_codes(&dispositions).map_err(|e| invalid("disposition", e))?;
         Ok(CampaignConfig {
             dispositions: dispositions.into(),
+            script,
             mode: raw.mode,
             lines: raw.lines,
             profile,

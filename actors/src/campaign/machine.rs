@@ -651,6 +651,7 @@ mod tests {
             amd_false_positive_rate: 0.05,
             wrap_up: std::time::Duration::from_secs(10),
             dispositions: crate::agent::wrapup::default_codes().into(),
+            script: None,
             trunks: (0..trunks)
                 .map(|i| Arc::new(TrunkConfig { name: format!("t{i}"), ..TrunkConfig::direct("127.0.0.1", 5060) }))
                 .collect(),
