@@ -201,6 +201,7 @@ fn print_progress(_call: CallId, p: &Progress) {
         Progress::Transfer { to, status } => eprintln!("waihu: REFER to {to} -> {status}"),
         Progress::TransferResult { status } => eprintln!("waihu: transfer result (NOTIFY) {status}"),
         Progress::ReferDeclined { target } => eprintln!("waihu: declined the far end's REFER to {target}"),
+        Progress::ReferRequested { target } => eprintln!("waihu: accepted a REFER to {target}"),
         Progress::HangingUp { reason } => eprintln!("waihu: hanging up ({reason})"),
     }
 }

@@ -120,8 +120,14 @@ pub fn start(
             }
             AgentEvent::Connected { time_to_agent, .. } => c.borrow_mut().push(time_to_agent.as_micros() as u64),
             // Every agent-side leg's record is kept, under the customer's call.
-            AgentEvent::LegRecord { agent, call, record } | AgentEvent::MonitorRecord { agent, call, record } => {
-                let role = if matches!(e, AgentEvent::LegRecord { .. }) { LegRole::Agent } else { LegRole::Supervisor };
+            AgentEvent::LegRecord { agent, call, record }
+            | AgentEvent::MonitorRecord { agent, call, record }
+            | AgentEvent::ThirdPartyRecord { agent, call, record } => {
+                let role = match e {
+                    AgentEvent::LegRecord { .. } => LegRole::Agent,
+                    AgentEvent::MonitorRecord { .. } => LegRole::Supervisor,
+                    _ => LegRole::ThirdParty,
+                };
                 let leg = LegRecord { customer: *call, agent: *agent, role, record: (**record).clone() };
                 let _ = st.submit(Write::Leg(Box::new(leg)));
             }

@@ -195,6 +195,36 @@ fn a_supervisor_listens_whispers_and_barges_and_each_side_hears_only_whom_it_sho
     );
 }
 
+/// Attended transfer, checked by content with four sounds (customer 1 kHz, agent 1's
+/// 440 Hz, agent 2's phone 1.3 kHz, the music on hold's chime): agent 1 consults agent 2's
+/// phone while the customer hears music, swaps back to the customer (agent 2 hears music),
+/// swaps again, and completes: the customer and agent 2 talk, agent 1 goes to wrap-up, and
+/// when the customer hangs up agent 2's leg is hung up too.
+#[test]
+fn attended_transfer_consults_swaps_and_completes_with_audio_checked_each_way() {
+    route_one_call(
+        Connect::Persistent,
+        0,
+        &["available", "reserved", "on-call", "wrap-up", "available"],
+        Scenario::Attended,
+    );
+}
+
+/// The agent's own phone transfers the customer (baresip's transfer key: a REFER in the
+/// agent's leg), to an outside number: waihu accepts it (202, NOTIFY), dials the number
+/// over the customer's trunk (a second SIPp with its own RTP peer), bridges the customer to
+/// it and releases the agent; the two talk (checked by content) until the customer hangs
+/// up, and then the outside leg is hung up too.
+#[test]
+fn a_refer_from_the_agents_phone_transfers_the_customer_to_an_outside_number() {
+    route_one_call(
+        Connect::OnDemand,
+        1,
+        &["available", "reserved", "ringing", "on-call", "wrap-up", "available"],
+        Scenario::Refer,
+    );
+}
+
 /// What happens once the customer is connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Scenario {
@@ -209,6 +239,10 @@ enum Scenario {
     Transfer,
     /// A supervisor listens, whispers, barges, then leaves; the customer hangs up.
     Monitor,
+    /// Agent 1 consults agent 2's phone, swaps twice, completes; the customer hangs up.
+    Attended,
+    /// Agent 1's phone REFERs the customer to an outside number; the customer hangs up.
+    Refer,
 }
 
 fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str], scenario: Scenario) {
@@ -219,9 +253,10 @@ fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str
     use std::sync::Arc;
     use std::time::Instant;
     use waihu_actors::agent::actor::{
-        AgentActor, AgentEvent, AgentSpec, HoldCustomer, Login, Monitor, ResumeCustomer, StopMonitor, TransferCustomer,
-        WrapUpCall,
+        AgentActor, AgentEvent, AgentSpec, CompleteTransfer, ConsultTransfer, HoldCustomer, Login, Monitor,
+        ResumeCustomer, StopMonitor, SwapConsult, TransferCustomer, WrapUpCall,
     };
+    use waihu_actors::agent::transfer::{Target, TransferError};
     use waihu_actors::agent::wrapup::WrapUp;
     use waihu_actors::agent::{AgentLimits, AgentState};
     use waihu_actors::call::{CallActor, CallCommand, CallEnv, CallSpec, Command, FlowConfig, HangupOn, Progress};
@@ -251,6 +286,8 @@ fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str
         (Connect::Persistent, Scenario::Hold) => 47_600..47_800,
         (Connect::Persistent, Scenario::Transfer) => 47_800..48_000,
         (Connect::Persistent, Scenario::Monitor) => 48_000..48_200,
+        (Connect::Persistent, Scenario::Attended) => 48_200..48_400,
+        (_, Scenario::Refer) => 48_400..48_600,
     };
     let shards = ShardConfig { ports, media_timeout: Duration::from_secs(2), ..ShardConfig::default() };
     let plane = MediaPlane::spawn(2, shards).expect("media plane");
@@ -273,6 +310,7 @@ fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str
     let second = match scenario {
         Scenario::Transfer => Some(("agent2", 660.0)),
         Scenario::Monitor => Some(("super1", 1500.0)),
+        Scenario::Attended => Some(("agent2", 1300.0)),
         _ => None,
     };
     let phone2 = second.map(|(user, hz)| {
@@ -296,12 +334,24 @@ fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str
     let mut customer_audio = waihu_tests::sample_g711("call_04.wav", true);
     let tone_secs = match scenario {
         Scenario::Hold => 10.0,
-        Scenario::Monitor => 16.0,
+        Scenario::Monitor | Scenario::Attended => 16.0,
+        Scenario::Refer => 12.0,
         _ => 6.0,
     };
     customer_audio.extend(ulaw(&baresip::tone(1000.0, tone_secs, 0.0)));
     let peer = waihu_tests::rtp_peer::RtpPeer::start(customer_audio, Duration::from_secs(45));
     let (mut sipp, sipp_port) = sipp_customer(dir.path(), peer.port);
+    // Refer: the outside number, on the customer's trunk: a second SIPp whose RTP peer
+    // plays 1.3 kHz.
+    let outside = (scenario == Scenario::Refer).then(|| {
+        let d = dir.path().join("outside");
+        std::fs::create_dir_all(&d).expect("dir");
+        let peer =
+            waihu_tests::rtp_peer::RtpPeer::start(ulaw(&baresip::tone(1300.0, 30.0, 0.0)), Duration::from_secs(45));
+        let (sipp, port) = sipp_customer(&d, peer.port);
+        (peer, sipp, port, d)
+    });
+    let trunk = outside.as_ref().map(|o| Arc::new(TrunkConfig::direct("127.0.0.1", o.2)));
 
     let agent_events: Rc<RefCell<Vec<AgentEvent>>> = Rc::default();
     let router_events: Rc<RefCell<Vec<RouterEvent>>> = Rc::default();
@@ -378,6 +428,7 @@ fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str
                     wrap_up: Duration::from_secs(1),
                     transferred: false,
                     wrap: None,
+                    trunk: trunk.clone(),
                 }));
             }
         });
@@ -426,8 +477,30 @@ fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str
             // The 1 kHz tone starts about 4 s after the connect: agent 1 hears a second of
             // it, then hands the customer to agent 2.
             actix::clock::sleep(Duration::from_secs(5)).await;
-            agent.do_send(TransferCustomer { to_agent: Some(2), to_pool: None, wait: Duration::from_secs(10) });
+            agent.do_send(TransferCustomer { to_agent: Some(2), to_pool: None, to_target: None, wait: Duration::from_secs(10) });
             actix::clock::sleep(Duration::from_secs(5)).await;
+        } else if scenario == Scenario::Attended {
+            // The 1 kHz tone starts about 4 s after the connect and lasts 16 s.
+            actix::clock::sleep(Duration::from_secs(5)).await;
+            let to = Target::Phone("agent2".into());
+            agent.send(ConsultTransfer { to }).await.expect("agent replies").expect("consult");
+            // Asked at once, before agent 2's phone can have answered (a SIP round trip).
+            let early = agent.send(CompleteTransfer).await.expect("agent replies");
+            assert_eq!(early, Err(TransferError::NotAnswered));
+            actix::clock::sleep(Duration::from_secs(3)).await;
+            agent.send(SwapConsult).await.expect("agent replies").expect("swap to the customer");
+            actix::clock::sleep(Duration::from_secs(3)).await;
+            agent.send(SwapConsult).await.expect("agent replies").expect("swap to agent 2");
+            actix::clock::sleep(Duration::from_secs(2)).await;
+            agent.send(CompleteTransfer).await.expect("agent replies").expect("complete");
+            let e = agent.send(SwapConsult).await.expect("agent replies").expect_err("nothing to swap any more");
+            assert_eq!(e, TransferError::NoConsult);
+            actix::clock::sleep(Duration::from_secs(4)).await;
+        } else if scenario == Scenario::Refer {
+            actix::clock::sleep(Duration::from_secs(5)).await;
+            let r = ph.borrow().command("transfer", "sip:+8613900000002@127.0.0.1");
+            assert!(r.is_ok(), "baresip's transfer command: {r:?}");
+            actix::clock::sleep(Duration::from_secs(6)).await;
         } else if scenario == Scenario::Monitor {
             // The 1 kHz tone starts about 4 s after the connect and lasts 16 s.
             actix::clock::sleep(Duration::from_secs(5)).await;
@@ -459,11 +532,14 @@ fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str
         addr.do_send(CallCommand(Command::Hangup));
         let back = wait_until(Duration::from_secs(15), || {
             let last = if scenario == Scenario::Transfer { 2 } else { 1 };
+            let third_done = !matches!(scenario, Scenario::Attended | Scenario::Refer)
+                || ae.borrow().iter().any(|e| matches!(e, AgentEvent::ThirdPartyRecord { .. }));
             ae.borrow().iter().any(|e| {
                 matches!(e, AgentEvent::Changed { agent, from: AgentState::WrapUp { .. }, to: AgentState::Available, .. } if *agent == last)
             }) && (connect == Connect::Persistent
                 || ae.borrow().iter().any(|e| matches!(e, AgentEvent::LegRecord { .. })))
                 && cr.borrow().is_some()
+                && third_done
         })
         .await;
         assert!(back, "the agent did not come back: {:?}; customer record: {:?}", ae.borrow(), cr.borrow());
@@ -525,6 +601,60 @@ fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str
     );
 
     let agent_pcm = heard_by_agent.concat();
+    if scenario == Scenario::Attended {
+        let p2 = phone2.expect("agent 2's phone");
+        let heard2 = p2.heard().concat();
+        p2.quit();
+        let frames = |pcm: &[i16], hz: f64| baresip::tone_frames_at(pcm, hz, 0.5);
+        let (c2, cmusic, c1) =
+            (frames(&heard_by_customer, 1300.0), frames(&heard_by_customer, 523.25), frames(&heard_by_customer, 440.0));
+        let (a2, a_cust) = (frames(&agent_pcm, 1300.0), frames(&agent_pcm, 1000.0));
+        let (t_cust, t_a1, t_music) = (frames(&heard2, 1000.0), frames(&heard2, 440.0), frames(&heard2, 523.25));
+        eprintln!(
+            "attended (20 ms frames): customer heard agent 2 {c2}, music {cmusic}, agent 1 {c1}; \
+             agent 1 heard agent 2 {a2}, the customer {a_cust}; agent 2 heard the customer {t_cust}, agent 1 {t_a1}, music {t_music}"
+        );
+        // Consulting 3 s + 2 s: agent 1 and agent 2 hear each other; the customer holds.
+        assert!((150..=330).contains(&a2), "agent 1 heard agent 2 {a2} frames, expected ~250");
+        assert!(
+            (150..=330).contains(&t_a1),
+            "agent 2 heard agent 1 {t_a1} frames, expected ~250 (none after the join)"
+        );
+        // The swap: agent 1 and the customer for 3 s (plus ~1 s of the tone before the
+        // consultation), agent 2 on hold (the chime's 523 Hz is a quarter of it).
+        assert!((100..=300).contains(&a_cust), "agent 1 heard the customer {a_cust} frames, expected ~200");
+        assert!(t_music >= 15, "agent 2 heard no music on hold during the swap: {t_music}");
+        assert!(cmusic >= 30, "the customer heard no music on hold: {cmusic}");
+        // After the join (4 s): the customer and agent 2.
+        assert!(
+            (120..=260).contains(&c2),
+            "the customer heard agent 2 {c2} frames, expected ~200 (none before the join)"
+        );
+        assert!(t_cust >= 120, "agent 2 heard the customer {t_cust} frames after the join");
+        return;
+    }
+    if scenario == Scenario::Refer {
+        let (outside_peer, mut outside_sipp, _, d) = outside.expect("the outside number");
+        let heard_outside = outside_peer.finish();
+        let code = waihu_tests::wait_child(&mut outside_sipp, Duration::from_secs(10));
+        assert_eq!(
+            code,
+            Some(0),
+            "the outside SIPp: {}",
+            std::fs::read_to_string(d.join("sipp.out")).unwrap_or_default()
+        );
+        let frames = |pcm: &[i16], hz: f64| baresip::tone_frames_at(pcm, hz, 0.5);
+        let (c_out, out_c, a_c) =
+            (frames(&heard_by_customer, 1300.0), frames(&heard_outside, 1000.0), frames(&agent_pcm, 1000.0));
+        eprintln!("refer (20 ms frames): the customer heard the outside number {c_out}, it heard the customer {out_c}; the agent heard the customer {a_c}");
+        // Transferred at 5 s, hung up at 11 s: about 300 frames each way.
+        assert!((220..=380).contains(&c_out), "the customer heard the outside number {c_out} frames, expected ~300");
+        assert!((220..=380).contains(&out_c), "the outside number heard the customer {out_c} frames, expected ~300");
+        // The tone starts ~4 s after the connect and the phone transferred at 5 s.
+        assert!(a_c < 100, "the agent went on hearing the customer after the transfer: {a_c} frames");
+        assert!(events.iter().any(|e| matches!(e, AgentEvent::ThirdPartyRecord { call: 1, .. })), "{events:?}");
+        return;
+    }
     if scenario == Scenario::Monitor {
         let p2 = phone2.expect("the supervisor's phone");
         let sup = p2.heard().concat();

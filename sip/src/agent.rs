@@ -115,6 +115,9 @@ pub enum SipCommand {
     AnswerReoffer { id: u64, sdp: Option<String> },
     /// Answer the far end's REFER `id` with this final status (e.g. 603 Decline).
     AnswerRefer { id: u64, status: u16 },
+    /// After accepting a REFER (202): the NOTIFY that says how the referred call went
+    /// (a sipfrag with `status`), ending the REFER's implicit subscription.
+    NotifyRefer { status: u16 },
 }
 
 impl SipCommand {
@@ -127,7 +130,7 @@ impl SipCommand {
             SipCommand::Reinvite { .. } => Some(Request::Reinvite),
             SipCommand::Refresh { .. } => Some(Request::Refresh),
             SipCommand::Refer { .. } => Some(Request::Refer),
-            SipCommand::AnswerReoffer { .. } | SipCommand::AnswerRefer { .. } => None,
+            SipCommand::AnswerReoffer { .. } | SipCommand::AnswerRefer { .. } | SipCommand::NotifyRefer { .. } => None,
         }
     }
 }
@@ -696,6 +699,12 @@ fn run(
                     let _ = h.reply(StatusCode::from(status)).await;
                 });
             }
+        }
+        SipCommand::NotifyRefer { status } => {
+            tokio::spawn(async move {
+                // The far end's answer to our NOTIFY changes nothing for the call.
+                let _ = d.notify_refer(StatusCode::from(status), "terminated;reason=noresource").await;
+            });
         }
     }
 }

@@ -42,6 +42,8 @@ pub enum LegRole {
     Agent,
     /// A supervisor listening, whispering or barging.
     Supervisor,
+    /// Someone the agent consulted or handed the customer to (a number, a colleague's phone).
+    ThirdParty,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -61,7 +61,12 @@ fn run(socket: UdpSocket, ulaw: Vec<u8>, limit: Duration, heard: Arc<Mutex<Vec<i
     let mut pkt = Vec::with_capacity(172);
     while !stop.load(Ordering::Relaxed) && Instant::now() < end {
         if let Ok((n, from)) = socket.recv_from(&mut buf) {
-            remote.get_or_insert(from);
+            if remote.is_none() {
+                // The stream's clock starts now, not when the thread did (a peer that waited
+                // seconds for its first packet must not send those seconds in one burst).
+                remote = Some(from);
+                next_send = Instant::now();
+            }
             if let Ok((h, body)) = RtpHeader::parse(&buf[..n]) {
                 if h.payload_type == 0 {
                     let mut out = heard.lock().unwrap_or_else(|p| p.into_inner());

@@ -9,12 +9,15 @@
 #![allow(clippy::disallowed_methods)] // the shell reads the clock; the machine never does
 
 use super::machine::{Agent, AgentId, AgentLimits, AgentState, AgentTotals, Input, Output, PhoneLoss};
+use super::transfer::{Consult, Party, Step, Target, TransferError};
 use super::wrapup::{self, default_codes, Effect, WrapCode, WrapError, WrapUp};
+use crate::call::flow::hold_music;
 use crate::call::{CallActor, CallCommand, CallEnv, CallSpec, Command, FlowConfig, HangupOn, KeepaliveMode, Progress};
 use crate::campaign::actor::Dispose;
 use crate::router::actor::{AgentReady, AgentUnavailable, CallOver, Customer, Enqueue, RouterActor, WrapTo};
 use crate::router::{Membership, ReadyAgent};
-use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, SpawnHandle, WrapFuture};
+use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, Recipient, SpawnHandle, WrapFuture};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use waihu_engine::mixer::MonitorMode;
@@ -61,22 +64,30 @@ pub enum AgentEvent {
     MonitorRecord { agent: AgentId, call: CallId, record: Box<CallRecord> },
     /// The agent wrapped up `call` with this code.
     WrappedUp { agent: AgentId, call: CallId, code: String },
+    /// A third party's leg on `call` (consulted, or handed the customer) is over.
+    ThirdPartyRecord { agent: AgentId, call: CallId, record: Box<CallRecord> },
 }
 
 pub type AgentSink = Box<dyn FnMut(&AgentEvent)>;
 
-/// Agent legs' call ids: the top bit set, the agent's id in bits 40-60 and the customer's
+/// Agent legs' call ids: the top bit set, the agent's id in bits 40-59 and the customer's
 /// id below (ids are the control plane's and unique across shards; a customer handed from
 /// one agent to the next gets a new leg id while the old leg is still closing). Bit 61 is
 /// the media plane's ([`waihu_engine::worker::PROXY_BIT`]).
 pub const AGENT_LEG_BIT: CallId = 1 << 63;
 /// A supervisor's monitoring leg: bit 62 alone, the monitored agent and the customer below.
 pub const MONITOR_BIT: CallId = 1 << 62;
+/// With [`AGENT_LEG_BIT`]: a third party's leg (consulted, or handed the customer).
+pub const THIRD_PARTY_BIT: CallId = 1 << 60;
 const CUSTOMER_BITS: CallId = (1 << 40) - 1;
-const AGENT_BITS: CallId = (1 << 21) - 1;
+const AGENT_BITS: CallId = (1 << 20) - 1;
 
 fn agent_leg(agent: AgentId, customer: CallId) -> CallId {
     AGENT_LEG_BIT | ((agent as CallId & AGENT_BITS) << 40) | (customer & CUSTOMER_BITS)
+}
+
+fn third_leg(agent: AgentId, customer: CallId) -> CallId {
+    agent_leg(agent, customer) | THIRD_PARTY_BIT
 }
 
 fn monitor_leg(agent: AgentId, customer: CallId) -> CallId {
@@ -121,13 +132,57 @@ pub struct CustomerGone {
 #[derive(Debug)]
 pub struct HoldCustomer(pub Arc<[i16]>);
 
-/// Blind transfer of the agent's customer: to a named agent, or back to a pool's queue.
-/// The customer waits (hearing nothing) up to `wait` for the new agent, then the call ends.
+/// Blind transfer of the agent's customer: to a named agent, or back to a pool's queue
+/// (the customer waits, hearing nothing, up to `wait` for the new agent, then the call
+/// ends); or to a number or a registered phone (`to_target`: the customer hears music
+/// while it rings, and goes back to the pool's queue if nobody answers).
 #[derive(Debug)]
 pub struct TransferCustomer {
     pub to_agent: Option<AgentId>,
     pub to_pool: Option<crate::router::PoolId>,
+    pub to_target: Option<Target>,
     pub wait: Duration,
+}
+
+/// Attended transfer, step one: the customer holds (music) while `to` is called; the
+/// agent talks with them once they answer.
+#[derive(Debug)]
+pub struct ConsultTransfer {
+    pub to: Target,
+}
+
+/// During a consultation: back to whoever holds.
+#[derive(Debug)]
+pub struct SwapConsult;
+
+/// Ends a consultation by joining the customer and the consulted party; the agent leaves
+/// (to wrap-up). When either of the two hangs up, the other is hung up.
+#[derive(Debug)]
+pub struct CompleteTransfer;
+
+/// Ends a consultation without a transfer: the consulted party is hung up and the agent
+/// is back with the customer.
+#[derive(Debug)]
+pub struct CancelConsult;
+
+impl Message for ConsultTransfer {
+    type Result = Result<(), TransferError>;
+}
+impl Message for SwapConsult {
+    type Result = Result<(), TransferError>;
+}
+impl Message for CompleteTransfer {
+    type Result = Result<(), TransferError>;
+}
+impl Message for CancelConsult {
+    type Result = Result<(), TransferError>;
+}
+
+/// The agent's phone REFERred its leg (its transfer key) to `target`.
+#[derive(Debug)]
+struct PhoneRefer {
+    leg: CallId,
+    target: String,
 }
 
 /// Ends [`HoldCustomer`].
@@ -208,6 +263,23 @@ struct WrapTarget {
     given: Option<(WrapUp, Effect)>,
 }
 
+/// A party being consulted on the agent's call.
+struct ThirdParty {
+    leg: CallId,
+    shard: usize,
+    addr: Option<Addr<CallActor>>,
+    consult: Consult,
+}
+
+/// A customer handed to a third party: when either leg ends, the other is hung up.
+struct Handoff {
+    leg: CallId,
+    addr: Option<Addr<CallActor>>,
+    commands: Recipient<CallCommand>,
+    /// Blind, and not answered yet: the customer, to queue again if nobody answers.
+    pending: Option<Customer>,
+}
+
 /// A supervisor on the agent's call.
 struct Monitoring {
     leg: CallId,
@@ -235,6 +307,8 @@ pub struct AgentActor {
     job: Option<Job>,
     session: Option<SessionLeg>,
     monitoring: Option<Monitoring>,
+    third: Option<ThirdParty>,
+    handoffs: HashMap<CallId, Handoff>,
     wrap: Option<WrapTarget>,
     timer: Option<SpawnHandle>,
     sink: AgentSink,
@@ -263,6 +337,8 @@ impl AgentActor {
             job: None,
             session: None,
             monitoring: None,
+            third: None,
+            handoffs: HashMap::new(),
             wrap: None,
             timer: None,
             sink,
@@ -326,6 +402,11 @@ impl AgentActor {
         if to.call().is_none() || matches!(to, AgentState::WrapUp { .. }) {
             let job = self.job.take();
             self.end_monitor(ctx);
+            if let Some(t) = self.third.take() {
+                if let Some(a) = t.addr {
+                    a.do_send(CallCommand(Command::Hangup));
+                }
+            }
             if let Some(job) = job {
                 job.release_leg();
                 if matches!(to, AgentState::WrapUp { .. }) {
@@ -506,25 +587,43 @@ impl AgentActor {
             ("Call-Info".into(), format!("<sip:{host}>;answer-after=0")),
             ("Alert-Info".into(), "<http://127.0.0.1/auto-answer>;info=alert-autoanswer".into()),
         ];
+        let ring = self.spec.limits.ring_timeout;
+        self.start_leg(leg, shard, uri, Arc::new(trunk), ring, ctx);
+    }
+
+    /// Starts a leg of the agent's (to a phone, or out over a trunk), whose media sits on
+    /// `shard`; its progress and end come back as [`LegAnswered`], [`PhoneRefer`] and
+    /// [`LegEnded`].
+    fn start_leg(
+        &mut self,
+        leg: CallId,
+        shard: usize,
+        uri: String,
+        trunk: Arc<TrunkConfig>,
+        ring_timeout: Duration,
+        ctx: &mut Context<Self>,
+    ) {
         let flow = FlowConfig {
             id: leg,
             target: uri,
             trunk: trunk.name.clone(),
-            ring_timeout: self.spec.limits.ring_timeout,
+            ring_timeout,
             amd: false,
             hangup_on: HangupOn::Never,
             // A session lasts the agent's shift.
             max_duration: Duration::from_secs(12 * 3600),
             keepalive: KeepaliveMode::Silence,
+            // The agent's own phone may transfer its customer (its transfer key).
+            honour_refer: leg & (AGENT_LEG_BIT | THIRD_PARTY_BIT) == AGENT_LEG_BIT,
             ..FlowConfig::default()
         };
-        let spec = CallSpec { flow, trunk: Arc::new(trunk), shard: Some(shard), call_id: None };
+        let spec = CallSpec { flow, trunk, shard: Some(shard), call_id: None };
         let me = ctx.address();
         let on_progress = me.clone();
-        let progress = Box::new(move |_: CallId, p: &Progress| {
-            if let Progress::Answered { .. } = p {
-                on_progress.do_send(LegAnswered { leg });
-            }
+        let progress = Box::new(move |_: CallId, p: &Progress| match p {
+            Progress::Answered { .. } => on_progress.do_send(LegAnswered { leg }),
+            Progress::ReferRequested { target } => on_progress.do_send(PhoneRefer { leg, target: target.clone() }),
+            _ => {}
         });
         let on_record = me.clone();
         let record = Box::new(move |r: CallRecord| on_record.do_send(LegEnded { leg, record: Box::new(r) }));
@@ -534,6 +633,124 @@ impl AgentActor {
                 .into_actor(self)
                 .map(move |addr, _act, ctx| ctx.notify(LegStarted { leg, addr })),
         );
+    }
+
+    /// Calls a third party for the customer of the current job, on the customer's shard.
+    fn dial_third(&mut self, to: &Target, ctx: &mut Context<Self>) -> Result<(CallId, usize), TransferError> {
+        let job = self.job.as_ref().filter(|j| j.bridged).ok_or(TransferError::NotOnCall)?;
+        let (call, shard) = (job.customer.call.call, job.customer.shard);
+        let leg = third_leg(self.spec.id, call);
+        match to {
+            Target::Phone(user) => {
+                let target = self.target_of(user).ok_or_else(|| TransferError::NoPhone(user.clone()))?;
+                self.call_phone(leg, shard, target, ctx);
+            }
+            Target::Number(n) => {
+                let trunk = job.customer.trunk.clone().ok_or(TransferError::NoTrunk)?;
+                let uri = format!("sip:{n}@{}:{}", trunk.host, trunk.port);
+                self.start_leg(leg, shard, uri, trunk, Duration::from_secs(30), ctx);
+            }
+        }
+        Ok((leg, shard))
+    }
+
+    /// Carries out a consultation's steps on the customer's, the agent's and the
+    /// consulted party's legs.
+    fn apply(&mut self, steps: Vec<Step>, ctx: &mut Context<Self>) {
+        for step in steps {
+            let (Some(job), Some(third)) = (self.job.as_ref(), self.third.as_ref()) else { return };
+            let customer = |c: Command| {
+                let _ = job.customer.commands.try_send(CallCommand(c));
+            };
+            let consulted = |c: Command| {
+                if let Some(a) = &third.addr {
+                    a.do_send(CallCommand(c));
+                }
+            };
+            let agent_unbridge = || {
+                if let Some(a) = &job.leg_addr {
+                    a.do_send(CallCommand(Command::Unbridge));
+                }
+            };
+            let to_agent = Command::Bridge { peer: job.leg, shard: Some(job.leg_shard) };
+            match step {
+                Step::Hold(Party::Customer) => {
+                    customer(Command::HoldWithMusic { music: hold_music() });
+                    customer(Command::Unbridge);
+                    agent_unbridge();
+                }
+                Step::Hold(Party::Consulted) => {
+                    consulted(Command::HoldWithMusic { music: hold_music() });
+                    consulted(Command::Unbridge);
+                    agent_unbridge();
+                }
+                Step::Resume(Party::Customer) => customer(Command::EndHold),
+                Step::Resume(Party::Consulted) => consulted(Command::EndHold),
+                Step::Bridge(Party::Customer) => customer(to_agent),
+                Step::Bridge(Party::Consulted) => consulted(to_agent),
+                Step::HangUpConsulted => {
+                    consulted(Command::Hangup);
+                    self.third = None;
+                }
+                Step::Join => {
+                    customer(Command::Bridge { peer: third.leg, shard: Some(third.shard) });
+                    let (Some(job), Some(third)) = (self.job.take(), self.third.take()) else { return };
+                    let call = job.customer.call.call;
+                    job.release_leg();
+                    let handoff =
+                        Handoff { leg: third.leg, addr: third.addr, commands: job.customer.commands, pending: None };
+                    self.handoffs.insert(call, handoff);
+                    // The agent's part is over: wrap-up (the customer's call goes on).
+                    self.feed(Input::CallEnded { call }, ctx);
+                }
+            }
+        }
+    }
+
+    /// Blind transfer to a number or a phone: the agent leaves at once; the customer hears
+    /// music until the third party answers.
+    fn blind_to(&mut self, to: &Target, ctx: &mut Context<Self>) -> Result<(), TransferError> {
+        if self.third.is_some() {
+            return Err(TransferError::Busy);
+        }
+        self.end_monitor(ctx);
+        let (leg, _) = self.dial_third(to, ctx)?;
+        let Some(job) = self.job.take() else { return Err(TransferError::NotOnCall) };
+        let call = job.customer.call.call;
+        job.release_leg();
+        let _ = job.customer.commands.try_send(CallCommand(Command::HoldWithMusic { music: hold_music() }));
+        let _ = job.customer.commands.try_send(CallCommand(Command::Unbridge));
+        let commands = job.customer.commands.clone();
+        self.handoffs.insert(call, Handoff { leg, addr: None, commands, pending: Some(job.customer) });
+        self.feed(Input::CallEnded { call }, ctx);
+        Ok(())
+    }
+
+    /// A third party's leg ended: a consultation goes back to the customer; a handed-off
+    /// customer is hung up, or queued again if the blind transfer was never answered.
+    fn third_gone(&mut self, leg: CallId, ctx: &mut Context<Self>) {
+        if let Some(t) = self.third.as_ref().filter(|t| t.leg == leg) {
+            let steps = t.consult.consulted_gone();
+            self.apply(steps, ctx);
+            self.third = None;
+            return;
+        }
+        let Some(call) = self.handoffs.iter().find(|(_, h)| h.leg == leg).map(|(c, _)| *c) else { return };
+        let Some(h) = self.handoffs.remove(&call) else { return };
+        match h.pending {
+            Some(mut customer) => {
+                let _ = h.commands.try_send(CallCommand(Command::EndHold));
+                let now = Instant::now();
+                customer.call.since = now;
+                customer.call.deadline = now + Duration::from_secs(30);
+                customer.call.for_agent = None;
+                customer.transferred = true;
+                self.router.do_send(Enqueue(customer));
+            }
+            None => {
+                let _ = h.commands.try_send(CallCommand(Command::Hangup));
+            }
+        }
     }
 }
 
@@ -641,6 +858,9 @@ impl Handler<Withdrawn> for AgentActor {
 impl Handler<HoldCustomer> for AgentActor {
     type Result = ();
     fn handle(&mut self, m: HoldCustomer, ctx: &mut Context<Self>) {
+        if self.third.is_some() {
+            return; // a consultation holds the customer already
+        }
         // A supervisor on the call leaves it first (the hold unbridges both sides).
         self.end_monitor(ctx);
         if let (Some(job), AgentState::OnCall { .. }) = (&self.job, self.agent.state()) {
@@ -658,6 +878,9 @@ impl Handler<HoldCustomer> for AgentActor {
 impl Handler<ResumeCustomer> for AgentActor {
     type Result = ();
     fn handle(&mut self, _: ResumeCustomer, _ctx: &mut Context<Self>) {
+        if self.third.is_some() {
+            return;
+        }
         if let (Some(job), AgentState::OnCall { .. }) = (&self.job, self.agent.state()) {
             let _ = job.customer.commands.try_send(CallCommand(Command::EndHold));
             let bridge = Command::Bridge { peer: job.leg, shard: Some(job.leg_shard) };
@@ -669,7 +892,13 @@ impl Handler<ResumeCustomer> for AgentActor {
 impl Handler<TransferCustomer> for AgentActor {
     type Result = ();
     fn handle(&mut self, m: TransferCustomer, ctx: &mut Context<Self>) {
-        if !matches!(self.agent.state(), AgentState::OnCall { .. }) {
+        if !matches!(self.agent.state(), AgentState::OnCall { .. }) || self.third.is_some() {
+            return;
+        }
+        if let Some(to) = &m.to_target {
+            if let Err(e) = self.blind_to(to, ctx) {
+                eprintln!("waihu: agent {}: transfer to {to:?}: {e}", self.spec.id);
+            }
             return;
         }
         self.end_monitor(ctx);
@@ -695,6 +924,13 @@ impl Handler<TransferCustomer> for AgentActor {
 impl Handler<CustomerGone> for AgentActor {
     type Result = ();
     fn handle(&mut self, m: CustomerGone, ctx: &mut Context<Self>) {
+        if let Some(h) = self.handoffs.remove(&m.call) {
+            // A customer handed to a third party hung up: so is the third party.
+            if let Some(a) = h.addr {
+                a.do_send(CallCommand(Command::Hangup));
+            }
+            return;
+        }
         self.feed(Input::CallEnded { call: m.call }, ctx);
     }
 }
@@ -703,6 +939,72 @@ impl Handler<PhoneGone> for AgentActor {
     type Result = ();
     fn handle(&mut self, m: PhoneGone, ctx: &mut Context<Self>) {
         self.feed(Input::PhoneLost { why: m.0 }, ctx);
+    }
+}
+
+impl Handler<ConsultTransfer> for AgentActor {
+    type Result = Result<(), TransferError>;
+    fn handle(&mut self, m: ConsultTransfer, ctx: &mut Context<Self>) -> Self::Result {
+        if !matches!(self.agent.state(), AgentState::OnCall { .. }) {
+            return Err(TransferError::NotOnCall);
+        }
+        if self.third.is_some() {
+            return Err(TransferError::Busy);
+        }
+        self.end_monitor(ctx);
+        let (leg, shard) = self.dial_third(&m.to, ctx)?;
+        let (consult, steps) = Consult::start();
+        self.third = Some(ThirdParty { leg, shard, addr: None, consult });
+        self.apply(steps, ctx);
+        Ok(())
+    }
+}
+
+impl Handler<SwapConsult> for AgentActor {
+    type Result = Result<(), TransferError>;
+    fn handle(&mut self, _: SwapConsult, ctx: &mut Context<Self>) -> Self::Result {
+        let t = self.third.as_mut().ok_or(TransferError::NoConsult)?;
+        let steps = t.consult.swap();
+        self.apply(steps, ctx);
+        Ok(())
+    }
+}
+
+impl Handler<CompleteTransfer> for AgentActor {
+    type Result = Result<(), TransferError>;
+    fn handle(&mut self, _: CompleteTransfer, ctx: &mut Context<Self>) -> Self::Result {
+        let t = self.third.as_ref().ok_or(TransferError::NoConsult)?;
+        let steps = t.consult.complete()?;
+        self.apply(steps, ctx);
+        Ok(())
+    }
+}
+
+impl Handler<CancelConsult> for AgentActor {
+    type Result = Result<(), TransferError>;
+    fn handle(&mut self, _: CancelConsult, ctx: &mut Context<Self>) -> Self::Result {
+        let t = self.third.as_ref().ok_or(TransferError::NoConsult)?;
+        let steps = t.consult.cancel();
+        self.apply(steps, ctx);
+        Ok(())
+    }
+}
+
+impl Handler<PhoneRefer> for AgentActor {
+    type Result = ();
+    fn handle(&mut self, m: PhoneRefer, ctx: &mut Context<Self>) {
+        if self.job.as_ref().is_none_or(|j| j.leg != m.leg)
+            || !matches!(self.agent.state(), AgentState::OnCall { .. })
+        {
+            return;
+        }
+        let Some(to) = Target::from_refer_to(&m.target) else {
+            eprintln!("waihu: agent {}: the phone's REFER names nothing to call: {}", self.spec.id, m.target);
+            return;
+        };
+        if let Err(e) = self.blind_to(&to, ctx) {
+            eprintln!("waihu: agent {}: the phone's transfer to {to:?}: {e}", self.spec.id);
+        }
     }
 }
 
@@ -775,6 +1077,21 @@ impl Handler<LegStarted> for AgentActor {
             }
             return;
         }
+        if m.leg & THIRD_PARTY_BIT != 0 && m.leg & AGENT_LEG_BIT != 0 {
+            match m.addr {
+                Some(a) => {
+                    if let Some(t) = self.third.as_mut().filter(|t| t.leg == m.leg) {
+                        t.addr = Some(a);
+                    } else if let Some(h) = self.handoffs.values_mut().find(|h| h.leg == m.leg) {
+                        h.addr = Some(a);
+                    } else {
+                        a.do_send(CallCommand(Command::Hangup));
+                    }
+                }
+                None => self.third_gone(m.leg, ctx),
+            }
+            return;
+        }
         if let Some(s) = self.session.as_mut().filter(|s| s.leg == m.leg) {
             match m.addr {
                 Some(a) => s.addr = Some(a),
@@ -803,6 +1120,20 @@ impl Handler<LegAnswered> for AgentActor {
             self.mix(ctx);
             return;
         }
+        if let Some(t) = self.third.as_mut().filter(|t| t.leg == m.leg) {
+            let steps = t.consult.answered();
+            self.apply(steps, ctx);
+            return;
+        }
+        if let Some(h) = self.handoffs.values_mut().find(|h| h.leg == m.leg && h.pending.is_some()) {
+            // A blind transfer answered: the customer's music stops and the two talk.
+            if let Some(c) = h.pending.take() {
+                let _ = h.commands.try_send(CallCommand(Command::EndHold));
+                let bridge = Command::Bridge { peer: h.leg, shard: Some(c.shard) };
+                let _ = h.commands.try_send(CallCommand(bridge));
+            }
+            return;
+        }
         if let Some(s) = self.session.as_mut().filter(|s| s.leg == m.leg) {
             s.up = true;
             self.feed(Input::Login, ctx);
@@ -817,6 +1148,12 @@ impl Handler<LegAnswered> for AgentActor {
 impl Handler<LegEnded> for AgentActor {
     type Result = ();
     fn handle(&mut self, m: LegEnded, ctx: &mut Context<Self>) {
+        if m.leg & (AGENT_LEG_BIT | THIRD_PARTY_BIT) == AGENT_LEG_BIT | THIRD_PARTY_BIT {
+            self.third_gone(m.leg, ctx);
+            let call = m.leg & CUSTOMER_BITS;
+            (self.sink)(&AgentEvent::ThirdPartyRecord { agent: self.spec.id, call, record: m.record });
+            return;
+        }
         if m.leg & (AGENT_LEG_BIT | MONITOR_BIT) == MONITOR_BIT {
             // A supervisor's leg: they hung up (or never answered), or we did.
             if let Some(mon) = self.monitoring.as_mut().filter(|s| s.leg == m.leg) {
@@ -869,6 +1206,7 @@ macro_rules! unit_messages {
 }
 
 unit_messages!(
+    PhoneRefer,
     Login,
     Logout,
     Pause,

@@ -2,6 +2,7 @@
 
 pub mod actor;
 pub mod machine;
+pub mod transfer;
 pub mod wrapup;
 
 pub use machine::{Agent, AgentId, AgentLimits, AgentState, AgentTotals, Input, Output, PhoneLoss, Timer};

@@ -167,6 +167,10 @@ pub struct FlowConfig {
     /// is released as abandoned.
     pub safe_harbour: Option<Arc<[i16]>>,
     pub connect_within: Duration,
+    /// An agent's own phone may REFER its leg (its transfer key): accepted (202, then a
+    /// NOTIFY), and reported as [`Progress::ReferRequested`] for the agent to carry out.
+    /// Otherwise a far end's REFER is declined (603).
+    pub honour_refer: bool,
     /// Wall-clock time of the start (Unix ms): the record's timestamps are this plus the
     /// monotonic offsets, so a wall-clock jump mid-call cannot bend them.
     pub started_unix_ms: u64,
@@ -205,6 +209,7 @@ impl Default for FlowConfig {
             message: None,
             safe_harbour: None,
             connect_within: Duration::from_secs(2),
+            honour_refer: false,
             started_unix_ms: 0,
         }
     }
@@ -351,6 +356,10 @@ pub enum Progress {
         status: u16,
     },
     ReferDeclined {
+        target: String,
+    },
+    /// The agent's phone asked for its customer to be transferred to `target` (accepted).
+    ReferRequested {
         target: String,
     },
     HangingUp {
@@ -817,6 +826,12 @@ impl CallFlow {
                     }
                 };
                 self.out.push_back(Output::Sip(SipCommand::AnswerReoffer { id, sdp }));
+            }
+            SipEvent::Refer { id, target } if self.cfg.honour_refer => {
+                // The agent's own phone: the transfer is ours to make, and its part is done.
+                self.out.push_back(Output::Sip(SipCommand::AnswerRefer { id, status: 202 }));
+                self.out.push_back(Output::Sip(SipCommand::NotifyRefer { status: 200 }));
+                self.progress(Progress::ReferRequested { target });
             }
             SipEvent::Refer { id, target } => {
                 // An outbound dialer does not go where the callee sends it.

@@ -555,6 +555,24 @@ fn far_end_refer_is_declined_by_policy() {
 }
 
 #[test]
+fn an_agent_phones_refer_is_accepted_notified_and_reported() {
+    let cfg = FlowConfig { amd: false, max_duration: secs(5), honour_refer: true, ..FlowConfig::default() };
+    let mut sim = Sim::new(cfg, Far::default());
+    answered_at(&mut sim, 1000);
+    sim.sip_at(2000, SipEvent::Refer { id: 4, target: "<sip:+8613900000001@127.0.0.1>".into() });
+    let r = sim.progress();
+    assert_eq!(sim.count(|o| matches!(o, Output::Sip(SipCommand::AnswerRefer { id: 4, status: 202 }))), 1);
+    assert_eq!(sim.count(|o| matches!(o, Output::Sip(SipCommand::NotifyRefer { status: 200 }))), 1);
+    assert_eq!(
+        sim.count(
+            |o| matches!(o, Output::Progress(Progress::ReferRequested { target }) if target.contains("+8613900000001"))
+        ),
+        1
+    );
+    assert_eq!(r.refer_declined, None);
+}
+
+#[test]
 fn unusable_reoffer_gets_488_and_the_call_goes_on() {
     let cfg = FlowConfig { amd: false, max_duration: secs(5), ..FlowConfig::default() };
     let mut sim = Sim::new(cfg, Far::default());

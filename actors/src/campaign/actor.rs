@@ -7,7 +7,7 @@
 
 use super::config::{CampaignConfig, ModeName};
 use super::machine::{Campaign, Input, Output, Status};
-use super::staffed::{Staffed, Staffing};
+use super::staffed::{CampaignSide, Staffed, Staffing};
 use crate::agent::wrapup::{Effect, WrapUp};
 use crate::call::{CallActor, CallCommand, CallEnv, CallSpec, Command, FlowConfig, HangupOn, Progress};
 use crate::clock::{unix_ms, utc_now};
@@ -722,7 +722,9 @@ impl Handler<CallHeard> for CampaignActor {
                 match addr {
                     Some(addr) => {
                         let shard = self.env.calls.plane.shard_for(call);
-                        s.human(call, addr.recipient(), shard, (for_agent, Some(wrap)), now)
+                        let trunk = self.live.get(&m.attempt).and_then(|l| self.cfg.trunks.get(l.trunk)).cloned();
+                        let side = CampaignSide { for_agent, wrap: Some(wrap), trunk };
+                        s.human(call, addr.recipient(), shard, side, now)
                     }
                     // Not started as far as we know: nobody to connect.
                     None => s.machine(call, now),

@@ -24,6 +24,17 @@ pub struct Staffing {
     pub time_to_audio: Option<Rc<RefCell<Vec<u64>>>>,
 }
 
+/// What the campaign adds to a live call it hands to the router.
+#[derive(Debug, Clone, Default)]
+pub struct CampaignSide {
+    /// A callback booked for this agent.
+    pub for_agent: Option<AgentId>,
+    /// Where the wrap-up goes.
+    pub wrap: Option<WrapTo>,
+    /// The trunk a transfer to a number goes out on.
+    pub trunk: Option<std::sync::Arc<waihu_sip::trunk::TrunkConfig>>,
+}
+
 #[derive(Debug)]
 pub struct Staffed {
     pacer: Pacer,
@@ -86,9 +97,10 @@ impl Staffed {
         call: CallId,
         commands: Recipient<CallCommand>,
         shard: usize,
-        (for_agent, wrap): (Option<AgentId>, Option<WrapTo>),
+        side: CampaignSide,
         now: Instant,
     ) {
+        let CampaignSide { for_agent, wrap, trunk } = side;
         self.resolve(call, Outcome::Human, now);
         self.human_at.insert(call, now);
         let live = LiveCall {
@@ -107,6 +119,7 @@ impl Staffed {
             wrap_up: self.wrap_up,
             transferred: false,
             wrap,
+            trunk,
         }));
     }
 

@@ -26,6 +26,8 @@ pub struct Customer {
     pub transferred: bool,
     /// Where the agent's wrap-up goes, and the codes it may use (None: no campaign).
     pub wrap: Option<WrapTo>,
+    /// The campaign's trunk, for a transfer to a number.
+    pub trunk: Option<std::sync::Arc<waihu_sip::trunk::TrunkConfig>>,
 }
 
 /// A campaign's side of wrap-up: its actor and its disposition codes.
