@@ -225,6 +225,15 @@ fn a_refer_from_the_agents_phone_transfers_the_customer_to_an_outside_number() {
     );
 }
 
+/// Ring-all on demand: two agents' baresips (440 Hz and 660 Hz) ring at once for one
+/// customer; both auto-answer, the first answer gets the customer and the other phone is
+/// hung up and its agent is available again. Checked by content: the customer hears only
+/// the winner.
+#[test]
+fn ring_all_rings_both_phones_and_the_first_answer_gets_the_customer() {
+    route_one_call(Connect::OnDemand, 1, &[], Scenario::RingAll);
+}
+
 /// What happens once the customer is connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Scenario {
@@ -243,6 +252,8 @@ enum Scenario {
     Attended,
     /// Agent 1's phone REFERs the customer to an outside number; the customer hangs up.
     Refer,
+    /// Two on-demand agents in a ring-all pool; the customer talks with the first to answer.
+    RingAll,
 }
 
 fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str], scenario: Scenario) {
@@ -260,8 +271,8 @@ fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str
     use waihu_actors::agent::wrapup::WrapUp;
     use waihu_actors::agent::{AgentLimits, AgentState};
     use waihu_actors::call::{CallActor, CallCommand, CallEnv, CallSpec, Command, FlowConfig, HangupOn, Progress};
-    use waihu_actors::router::actor::{CallOver, Customer, Enqueue, RouterActor, RouterEvent};
-    use waihu_actors::router::{LiveCall, Membership};
+    use waihu_actors::router::actor::{CallOver, Customer, Enqueue, RouterActor, RouterEvent, SetPool};
+    use waihu_actors::router::{LiveCall, Membership, PoolConfig, Strategy};
     use waihu_engine::mixer::MonitorMode;
     use waihu_engine::worker::{MediaPlane, ShardConfig};
     use waihu_model::{AnsweredBy, CallRecord};
@@ -288,6 +299,7 @@ fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str
         (Connect::Persistent, Scenario::Monitor) => 48_000..48_200,
         (Connect::Persistent, Scenario::Attended) => 48_200..48_400,
         (_, Scenario::Refer) => 48_400..48_600,
+        (_, Scenario::RingAll) => 48_600..48_800,
     };
     let shards = ShardConfig { ports, media_timeout: Duration::from_secs(2), ..ShardConfig::default() };
     let plane = MediaPlane::spawn(2, shards).expect("media plane");
@@ -308,7 +320,7 @@ fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str
     // Agent 2's phone (Transfer): its microphone plays 660 Hz. The supervisor's (Monitor):
     // 1.5 kHz.
     let second = match scenario {
-        Scenario::Transfer => Some(("agent2", 660.0)),
+        Scenario::Transfer | Scenario::RingAll => Some(("agent2", 660.0)),
         Scenario::Monitor => Some(("super1", 1500.0)),
         Scenario::Attended => Some(("agent2", 1300.0)),
         _ => None,
@@ -361,6 +373,10 @@ fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str
     system.block_on(async move {
         let r = re.clone();
         let router = RouterActor::new(Box::new(move |e| r.borrow_mut().push(e.clone()))).start();
+        if scenario == Scenario::RingAll {
+            let config = PoolConfig { strategy: Strategy::RingAll, ring_all: 2 };
+            router.do_send(SetPool { pool: 0, config });
+        }
         let spec = AgentSpec {
             id: 1,
             phone_user: "agent1".into(),
@@ -385,7 +401,7 @@ fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str
             .await;
             assert!(up, "the session did not come up: {:?}", ae.borrow());
         }
-        let agent2 = (scenario == Scenario::Transfer).then(|| {
+        let agent2 = matches!(scenario, Scenario::Transfer | Scenario::RingAll).then(|| {
             let spec2 = AgentSpec {
                 id: 2,
                 phone_user: "agent2".into(),
@@ -521,6 +537,8 @@ fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str
             actix::clock::sleep(Duration::from_secs(4)).await;
         } else {
             actix::clock::sleep(Duration::from_secs(10)).await;
+        }
+        if scenario == Scenario::Talk {
             // The agent wraps up while still talking: a code this campaign lacks is refused
             // with what it has; a good one is kept until the call ends.
             let bad = agent.send(WrapUpCall(WrapUp { code: "maybe".into(), ..WrapUp::default() })).await;
@@ -532,10 +550,11 @@ fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str
         addr.do_send(CallCommand(Command::Hangup));
         let back = wait_until(Duration::from_secs(15), || {
             let last = if scenario == Scenario::Transfer { 2 } else { 1 };
+            let any = scenario == Scenario::RingAll;
             let third_done = !matches!(scenario, Scenario::Attended | Scenario::Refer)
                 || ae.borrow().iter().any(|e| matches!(e, AgentEvent::ThirdPartyRecord { .. }));
             ae.borrow().iter().any(|e| {
-                matches!(e, AgentEvent::Changed { agent, from: AgentState::WrapUp { .. }, to: AgentState::Available, .. } if *agent == last)
+                matches!(e, AgentEvent::Changed { agent, from: AgentState::WrapUp { .. }, to: AgentState::Available, .. } if *agent == last || any)
             }) && (connect == Connect::Persistent
                 || ae.borrow().iter().any(|e| matches!(e, AgentEvent::LegRecord { .. })))
                 && cr.borrow().is_some()
@@ -570,10 +589,40 @@ fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str
     phone.quit();
 
     let events = agent_events.borrow();
-    let states: Vec<&str> = events
-        .iter()
-        .filter_map(|e| if let AgentEvent::Changed { agent: 1, to, .. } = e { Some(to.label()) } else { None })
-        .collect();
+    let states_of = |id: u32| -> Vec<&str> {
+        events
+            .iter()
+            .filter_map(|e| {
+                if let AgentEvent::Changed { agent, to, .. } = e {
+                    (*agent == id).then(|| to.label())
+                } else {
+                    None
+                }
+            })
+            .collect()
+    };
+    if scenario == Scenario::RingAll {
+        let p2 = phone2.expect("agent 2's phone");
+        p2.quit();
+        let (s1, s2) = (states_of(1), states_of(2));
+        let won = ["available", "reserved", "ringing", "on-call", "wrap-up", "available"];
+        let lost = ["available", "reserved", "ringing", "available"];
+        let winner = if s1 == won { 1 } else { 2 };
+        let (w, l) = if winner == 1 { (&s1, &s2) } else { (&s2, &s1) };
+        assert_eq!(w.as_slice(), won, "the winner's states: {events:?}");
+        assert_eq!(l.as_slice(), lost, "the other agent's states: {events:?}");
+        let legs = events.iter().filter(|e| matches!(e, AgentEvent::LegRecord { .. })).count();
+        assert_eq!(legs, 2, "both phones were called and both legs ended: {events:?}");
+        let (mine, theirs) = if winner == 1 { (440.0, 660.0) } else { (660.0, 440.0) };
+        let (heard_winner, heard_loser) =
+            (baresip::tone_share(&heard_by_customer, mine), baresip::tone_share(&heard_by_customer, theirs));
+        eprintln!(
+            "ring-all: agent {winner} won; the customer heard it at {heard_winner:.3}, the other at {heard_loser:.3}"
+        );
+        assert!(heard_winner > 0.9 && heard_loser < 0.1, "{heard_winner:.3} / {heard_loser:.3}");
+        return;
+    }
+    let states = states_of(1);
     assert_eq!(states, expect_states, "{events:?}");
     if connect == Connect::Persistent {
         assert!(

@@ -14,7 +14,9 @@ use super::wrapup::{self, default_codes, Effect, WrapCode, WrapError, WrapUp};
 use crate::call::flow::hold_music;
 use crate::call::{CallActor, CallCommand, CallEnv, CallSpec, Command, FlowConfig, HangupOn, KeepaliveMode, Progress};
 use crate::campaign::actor::Dispose;
-use crate::router::actor::{AgentReady, AgentUnavailable, CallOver, Customer, Enqueue, RouterActor, WrapTo};
+use crate::router::actor::{
+    AgentReady, AgentUnavailable, CallOver, Customer, Enqueue, RingAnswered, RingDeclined, RouterActor, WrapTo,
+};
 use crate::router::{Membership, ReadyAgent};
 use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, Recipient, SpawnHandle, WrapFuture};
 use std::collections::HashMap;
@@ -112,6 +114,13 @@ pub struct Ready;
 /// The router gives this agent a customer.
 #[derive(Debug)]
 pub struct Take {
+    pub customer: Customer,
+}
+
+/// Ring-all: the router offers this agent `customer` alongside others; the first whose
+/// phone answers gets it.
+#[derive(Debug)]
+pub struct Ring {
     pub customer: Customer,
 }
 
@@ -243,6 +252,10 @@ struct Job {
     bridged: bool,
     /// The leg is the agent's persistent session: unbridged, not hung up, afterwards.
     session: bool,
+    /// Offered by ring-all: whoever answers first says so, and the router gives it to them.
+    ring_all: bool,
+    /// The phone answered (ring-all waits for the router's word before connecting).
+    answered: bool,
 }
 
 impl Job {
@@ -386,6 +399,9 @@ impl AgentActor {
         let id = self.spec.id;
         match &to {
             AgentState::Available => self.announce_ready(ctx),
+            // Reserved is the router's own doing (it gave or offered this agent a call, and took
+            // it out of its indexes): telling it again would withdraw a ring-all offer.
+            AgentState::Reserved { .. } => {}
             _ if from == AgentState::Available => self.router.do_send(AgentUnavailable { agent: id }),
             _ => {}
         }
@@ -450,13 +466,17 @@ impl AgentActor {
         if job.bridged {
             let _ = job.customer.commands.try_send(CallCommand(Command::Hangup));
             self.router.do_send(CallOver { call });
+        } else if job.ring_all {
+            // The router still holds it, ringing the others.
+            self.router.do_send(RingDeclined { call, agent: self.spec.id });
         } else {
             self.router.do_send(Enqueue(job.customer));
         }
     }
 
-    /// Calls the agent's registered phone for `customer`, on the customer's shard.
-    fn offer(&mut self, customer: Customer, ctx: &mut Context<Self>) {
+    /// Calls the agent's registered phone for `customer`, on the customer's shard (or
+    /// uses the open session). `ring_all`: other agents are offered the call too.
+    fn offer(&mut self, customer: Customer, ring_all: bool, ctx: &mut Context<Self>) {
         let call = customer.call.call;
         if self.spec.connect == Connect::Persistent {
             let Some(s) = self.session.as_ref().filter(|s| s.up) else {
@@ -465,8 +485,15 @@ impl AgentActor {
                 return;
             };
             let (leg, leg_shard, leg_addr) = (s.leg, s.shard, s.addr.clone());
-            self.job = Some(Job { customer, leg, leg_shard, leg_addr, bridged: false, session: true });
-            self.connect(ctx);
+            let answered = true;
+            self.job =
+                Some(Job { customer, leg, leg_shard, leg_addr, bridged: false, session: true, ring_all, answered });
+            if ring_all {
+                // The session is up already: this agent answers at once.
+                self.router.do_send(RingAnswered { call, agent: self.spec.id });
+            } else {
+                self.connect(ctx);
+            }
             return;
         }
         let shard = customer.shard;
@@ -477,7 +504,8 @@ impl AgentActor {
             return;
         };
         let leg = agent_leg(self.spec.id, call);
-        self.job = Some(Job { customer, leg, leg_shard: shard, leg_addr: None, bridged: false, session: false });
+        let (bridged, session, answered) = (false, false, false);
+        self.job = Some(Job { customer, leg, leg_shard: shard, leg_addr: None, bridged, session, ring_all, answered });
         self.call_phone(leg, shard, target, ctx);
         self.feed(Input::Offered { call }, ctx);
     }
@@ -758,7 +786,16 @@ impl Job {
     /// A job whose agent leg never came to be.
     fn lost(customer: Customer) -> Job {
         let leg = customer.call.call | AGENT_LEG_BIT;
-        Job { leg_shard: customer.shard, customer, leg, leg_addr: None, bridged: false, session: false }
+        Job {
+            leg_shard: customer.shard,
+            customer,
+            leg,
+            leg_addr: None,
+            bridged: false,
+            session: false,
+            ring_all: false,
+            answered: false,
+        }
     }
 }
 
@@ -826,6 +863,14 @@ impl Handler<Take> for AgentActor {
     type Result = ();
     fn handle(&mut self, m: Take, ctx: &mut Context<Self>) {
         let call = m.customer.call.call;
+        if let Some(job) = self.job.as_mut().filter(|j| j.ring_all && j.customer.call.call == call) {
+            // Ring-all: this agent answered first, and the router confirms it.
+            job.ring_all = false;
+            if job.answered {
+                self.connect(ctx);
+            }
+            return;
+        }
         self.agent.handle_input(Input::Reserve { call }, Instant::now());
         if self.agent.state() != &(AgentState::Reserved { call }) {
             // Not available after all (a pause crossed the router's decision): back it goes.
@@ -836,7 +881,23 @@ impl Handler<Take> for AgentActor {
         // The wrap-up after this call is the customer's campaign's.
         self.agent.set_limits(AgentLimits { wrap_up: m.customer.wrap_up, ..self.spec.limits });
         self.drive(ctx);
-        self.offer(m.customer, ctx);
+        self.offer(m.customer, false, ctx);
+    }
+}
+
+impl Handler<Ring> for AgentActor {
+    type Result = ();
+    fn handle(&mut self, m: Ring, ctx: &mut Context<Self>) {
+        let call = m.customer.call.call;
+        self.agent.handle_input(Input::Reserve { call }, Instant::now());
+        if self.agent.state() != &(AgentState::Reserved { call }) {
+            self.router.do_send(RingDeclined { call, agent: self.spec.id });
+            self.drive(ctx);
+            return;
+        }
+        self.agent.set_limits(AgentLimits { wrap_up: m.customer.wrap_up, ..self.spec.limits });
+        self.drive(ctx);
+        self.offer(m.customer, true, ctx);
     }
 }
 
@@ -993,8 +1054,7 @@ impl Handler<CancelConsult> for AgentActor {
 impl Handler<PhoneRefer> for AgentActor {
     type Result = ();
     fn handle(&mut self, m: PhoneRefer, ctx: &mut Context<Self>) {
-        if self.job.as_ref().is_none_or(|j| j.leg != m.leg)
-            || !matches!(self.agent.state(), AgentState::OnCall { .. })
+        if self.job.as_ref().is_none_or(|j| j.leg != m.leg) || !matches!(self.agent.state(), AgentState::OnCall { .. })
         {
             return;
         }
@@ -1139,7 +1199,12 @@ impl Handler<LegAnswered> for AgentActor {
             self.feed(Input::Login, ctx);
             return;
         }
-        if self.job.as_ref().is_some_and(|j| j.leg == m.leg && !j.session) {
+        let Some(job) = self.job.as_mut().filter(|j| j.leg == m.leg && !j.session) else { return };
+        if job.ring_all {
+            // Ring-all: the first to answer gets it, once the router says so.
+            job.answered = true;
+            self.router.do_send(RingAnswered { call: job.customer.call.call, agent: self.spec.id });
+        } else {
             self.connect(ctx);
         }
     }
@@ -1207,6 +1272,7 @@ macro_rules! unit_messages {
 
 unit_messages!(
     PhoneRefer,
+    Ring,
     Login,
     Logout,
     Pause,

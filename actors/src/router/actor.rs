@@ -4,7 +4,7 @@
 #![allow(clippy::disallowed_methods)] // the shell reads the clock; the router never does
 
 use super::{Input, LiveCall, Output, PoolConfig, PoolId, ReadyAgent, Router};
-use crate::agent::actor::{AgentActor, Take};
+use crate::agent::actor::{AgentActor, Ring, Take};
 use crate::agent::AgentId;
 use crate::call::CallCommand;
 use actix::{Actor, Addr, AsyncContext, Context, Handler, Message, Recipient, SpawnHandle};
@@ -59,6 +59,21 @@ pub struct AgentUnavailable {
 /// failed).
 #[derive(Debug)]
 pub struct Enqueue(pub Customer);
+
+/// Ring-all: this agent's phone answered the offered call.
+#[derive(Debug)]
+pub struct RingAnswered {
+    pub call: CallId,
+    pub agent: AgentId,
+}
+
+/// Ring-all: this agent cannot take the offered call (the phone declined or did not
+/// answer, or the agent was no longer free).
+#[derive(Debug)]
+pub struct RingDeclined {
+    pub call: CallId,
+    pub agent: AgentId,
+}
 
 /// The customer's call is over: it leaves the queue, or its agent is told.
 #[derive(Debug)]
@@ -132,11 +147,15 @@ impl RouterActor {
                     }
                     (self.sink)(&RouterEvent::Expired { call });
                 }
-                // Ring-all rings phones through the agents' own actors; on-demand ring-all
-                // is not wired to phones yet, so an offer is handed to the first agent.
+                // Ring-all: every offered agent's phone rings (their own actors call them);
+                // the first to answer says so, and gets the call.
                 Output::Offer { call, agents } => {
-                    if let Some(&agent) = agents.first() {
-                        self.router.handle_input(Input::Answered { call, agent }, Instant::now());
+                    let Some(customer) = self.waiting.get(&call) else { continue };
+                    for a in agents {
+                        match self.agents.get(&a) {
+                            Some(addr) => addr.do_send(Ring { customer: customer.clone() }),
+                            None => self.router.handle_input(Input::Declined { call, agent: a }, Instant::now()),
+                        }
                     }
                 }
                 Output::Withdraw { call, agents } => {
@@ -197,6 +216,20 @@ impl Handler<Enqueue> for RouterActor {
     }
 }
 
+impl Handler<RingAnswered> for RouterActor {
+    type Result = ();
+    fn handle(&mut self, m: RingAnswered, ctx: &mut Context<Self>) {
+        self.feed(Input::Answered { call: m.call, agent: m.agent }, ctx);
+    }
+}
+
+impl Handler<RingDeclined> for RouterActor {
+    type Result = ();
+    fn handle(&mut self, m: RingDeclined, ctx: &mut Context<Self>) {
+        self.feed(Input::Declined { call: m.call, agent: m.agent }, ctx);
+    }
+}
+
 impl Handler<CallOver> for RouterActor {
     type Result = ();
     fn handle(&mut self, m: CallOver, ctx: &mut Context<Self>) {
@@ -216,4 +249,4 @@ macro_rules! unit_messages {
     ($($t:ty),*) => { $(impl Message for $t { type Result = (); })* };
 }
 
-unit_messages!(SetPool, AgentReady, AgentUnavailable, Enqueue, CallOver);
+unit_messages!(SetPool, AgentReady, AgentUnavailable, Enqueue, CallOver, RingAnswered, RingDeclined);
