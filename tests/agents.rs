@@ -783,6 +783,15 @@ fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str
         _ => None,
     });
     assert!(wrap_ms.is_some_and(|ms| ms < 500), "wrap-up lasted {wrap_ms:?} ms");
+    // A persistent session beeps as the customer comes in (1.2 kHz, 120 ms: 6 frames,
+    // over the customer's greeting); on demand the phone's own answer is the cue.
+    let beep = baresip::tone_frames_at(&agent_pcm, 1200.0, 0.3);
+    eprintln!("connect beep: {beep} frames of 1.2 kHz");
+    if connect == Connect::Persistent {
+        assert!((2..=8).contains(&beep), "the agent heard {beep} frames of the connect beep");
+    } else {
+        assert_eq!(beep, 0, "no beep on demand");
+    }
     let to_agent = baresip::tone_share(&agent_pcm, 1000.0);
     let to_customer = baresip::tone_share(&heard_by_customer, 440.0);
     eprintln!("agent heard 1 kHz at {to_agent:.3}; customer heard 440 Hz at {to_customer:.3}");

@@ -251,6 +251,37 @@ fn bridged_legs_relay_bit_exact_both_ways_and_record_both_sides() {
 }
 
 #[test]
+fn an_announcement_is_mixed_into_the_first_relayed_frames_then_the_relay_is_bit_exact_again() {
+    let sh = shard(5_000);
+    let (cust, agent) = (UdpSocket::bind("127.0.0.1:0").expect("c"), UdpSocket::bind("127.0.0.1:0").expect("a"));
+    let la = sh.allocate(40, PayloadMap::default()).expect("leg a");
+    sh.allocate(41, PayloadMap::default()).expect("leg b");
+    sh.send(Command::SetRemote { call: 40, remote: cust.local_addr().expect("addr"), symmetric: false }).expect("r");
+    sh.send(Command::SetRemote { call: 41, remote: agent.local_addr().expect("addr"), symmetric: false }).expect("r");
+    // A 1.2 kHz beep of 5 frames (100 ms), sent before the bridge: it waits for it.
+    let beep: Vec<i16> =
+        (0..800).map(|i| ((i as f64 * 1200.0 * 2.0 * std::f64::consts::PI / 8000.0).sin() * 8000.0) as i16).collect();
+    sh.send(Command::Announce { call: 40, audio: beep.into() }).expect("announce");
+    sh.send(Command::Bridge { a: 40, b: 41 }).expect("bridge");
+    std::thread::sleep(Duration::from_millis(50));
+    // The customer is silent (µ-law 0xff): what the agent hears is the beep alone.
+    let silence = vec![0xffu8; 160 * 20];
+    for p in packets(&silence, 1, 1) {
+        cust.send_to(&p, la).expect("send");
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    let heard: Vec<i16> =
+        payloads(&drain(&agent, Duration::from_millis(300))).iter().map(|&u| g711::ulaw_decode(u)).collect();
+    assert_eq!(heard.len(), 160 * 20, "every frame relayed");
+    let loud = |w: &[i16]| w.iter().map(|&s| (s as i64).pow(2)).sum::<i64>() / w.len() as i64 > 1_000_000;
+    let frames: Vec<bool> = heard.chunks(160).map(loud).collect();
+    assert_eq!(frames, [[true; 5].as_slice(), &[false; 15]].concat(), "the beep's 5 frames, then silence");
+    // After it, relayed as it came (bit-exact): µ-law silence decodes to 0.
+    assert!(heard[800..].iter().all(|&s| s == 0), "after the beep the customer's silence, unchanged");
+    sh.shutdown();
+}
+
+#[test]
 fn unbridge_stops_the_relay_and_a_new_bridge_or_a_close_takes_over() {
     // Bridged legs move in and out of the shard's hot set; the relay must follow.
     let sh = shard(5_000);

@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use waihu_engine::mixer::MonitorMode;
-use waihu_engine::worker::MixLeg;
+use waihu_engine::worker::{Command as ShardCommand, MixLeg};
 use waihu_model::{CallId, CallRecord};
 use waihu_sip::registrar::contact_uri;
 use waihu_sip::registry::Registry;
@@ -594,6 +594,11 @@ impl AgentActor {
             return;
         }
         job.bridged = true;
+        if job.session {
+            // The agent in a persistent session hears a short beep as the customer comes in.
+            let beep = ShardCommand::Announce { call, audio: connect_beep() };
+            let _ = self.env.plane.shard(job.customer.shard).map(|s| s.send(beep));
+        }
         self.wrap = Some(WrapTarget { call, to: job.customer.wrap.clone(), given: None });
         let waited = job.customer.call.since.elapsed();
         (self.sink)(&AgentEvent::Connected { agent: self.spec.id, call, time_to_agent: waited });
@@ -797,6 +802,21 @@ impl Job {
             answered: false,
         }
     }
+}
+
+/// The connect beep: 1.2 kHz for 120 ms with 10 ms fades, 8 kHz. Built once.
+pub fn connect_beep() -> Arc<[i16]> {
+    static BEEP: std::sync::OnceLock<Arc<[i16]>> = std::sync::OnceLock::new();
+    BEEP.get_or_init(|| {
+        let n = 960;
+        (0..n)
+            .map(|i| {
+                let fade = (i.min(n - 1 - i) as f64 / 80.0).min(1.0);
+                (6000.0 * fade * (2.0 * std::f64::consts::PI * 1200.0 * i as f64 / 8000.0).sin()) as i16
+            })
+            .collect()
+    })
+    .clone()
 }
 
 /// `sip:user@host:port;params` → (host, port).

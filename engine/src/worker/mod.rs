@@ -187,6 +187,13 @@ pub enum Command {
         call: CallId,
         peer: RemoteLeg,
     },
+    /// Mixes `audio` into what this leg relays to its bridged peer, starting with the next
+    /// frame it relays (the agent's connect beep, over the customer's first words). It
+    /// waits for a bridge if there is none yet; a new one replaces it.
+    Announce {
+        call: CallId,
+        audio: Arc<[i16]>,
+    },
     /// What the leg sends while it has nothing to play (see [`Keepalive`]).
     Keepalive {
         call: CallId,
@@ -373,6 +380,8 @@ struct SessionState {
     announce_relay: bool,
     /// The mix this leg is in (instead of a bridge).
     mix: Option<MixSlot>,
+    /// Audio mixed into what this leg relays ([`Command::Announce`]).
+    announce: Option<Playback>,
     recording: Option<Recording>,
     media: MediaSession,
     sender: Option<RtpSender>,

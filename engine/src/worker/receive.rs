@@ -72,6 +72,9 @@ pub(super) async fn suspend(timer: &mut Timer) {
     timer.await;
 }
 
+/// The longest frame an announcement is mixed into (60 ms at 8 kHz); longer ones are cut.
+const ANNOUNCE_FRAME: usize = 480;
+
 /// Longest the receive loop runs before it lets the shard's other tasks in.
 pub(super) const SUSPEND_EVERY: Duration = Duration::from_millis(1);
 
@@ -183,6 +186,8 @@ pub(super) fn on_datagram(
         let recording = &mut s.recording;
         // In a mix: what the leg says goes to the mixer (a held leg is heard by nobody).
         let mix = if s.held { None } else { s.mix.as_ref() };
+        let announce = &mut s.announce;
+        let mut mixed = [0i16; ANNOUNCE_FRAME];
         let mut sink = |f: Frame<'_>| {
             if let Some(r) = recording.as_mut() {
                 r.left.extend_from_slice(f.pcm);
@@ -191,6 +196,25 @@ pub(super) fn on_datagram(
                 m.mixer.borrow_mut().push(m.index, f.pcm);
                 return;
             }
+            // An announcement over what is relayed: the frame goes out transcoded, mixed.
+            let has_peer = remote_peer.is_some() || peer_state.is_some();
+            let f = match announce.as_mut().filter(|_| has_peer) {
+                Some(a) => {
+                    let n = f.pcm.len().min(ANNOUNCE_FRAME);
+                    let take = n.min(a.audio.len().saturating_sub(a.pos));
+                    for (i, o) in mixed[..n].iter_mut().enumerate() {
+                        let extra = if i < take { a.audio[a.pos + i] } else { 0 };
+                        *o = f.pcm[i].saturating_add(extra);
+                    }
+                    a.pos += take;
+                    if a.pos >= a.audio.len() {
+                        *announce = None;
+                    }
+                    // No payload to relay as it came: encoded anew from the mixed audio.
+                    Frame { pcm: &mixed[..n], lost: true, ..f }
+                }
+                None => f,
+            };
             if let Some(rp) = remote_peer.as_deref_mut() {
                 if used == outgoing.len() {
                     outgoing.push(Vec::with_capacity(1500));

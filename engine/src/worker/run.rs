@@ -134,6 +134,10 @@ pub(super) fn handle(
             s.play = None;
             Ok(())
         }),
+        Command::Announce { call, audio } => with_session(sessions, call, |s| {
+            s.announce = Some(Playback { audio, pos: 0, looped: false });
+            Ok(())
+        }),
         Command::Keepalive { call, mode } => with_session(sessions, call, |s| {
             s.keepalive = mode;
             s.next_keepalive = Instant::now();
@@ -404,6 +408,7 @@ pub(super) fn allocate(
         remote_peer: None,
         announce_relay: false,
         mix: None,
+        announce: None,
         held: false,
         play: None,
         recording: None,
