@@ -7,6 +7,8 @@
 # half of the bridges cross shards. Loopback only; every process is bounded in time.
 #   scripts/agent-bench.sh                       # 500 calls, 20 agents, 2 shards
 #   CALLS=1000 AGENTS=40 scripts/agent-bench.sh
+#   CONNECT=on-demand scripts/agent-bench.sh     # a call to an auto-answering phone per customer:
+#                                                # time to agent is then to the phone's answer
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CALLS=${CALLS:-500}
@@ -14,6 +16,7 @@ AGENTS=${AGENTS:-20}
 SHARDS=${SHARDS:-2}
 TALK=${TALK:-3}          # each call lasts this long after the answer (max_duration)
 WRAP=${WRAP:-1}          # wrap-up after each call
+CONNECT=${CONNECT:-persistent}
 ./scripts/deps.sh
 cargo build --release --bin waihu
 W=./target/release/waihu
@@ -63,7 +66,7 @@ store="$dir/store"
 $W campaign create --store "$store" --name bench --config "$dir/campaign.toml" > /dev/null
 $W campaign import --store "$store" --name bench "$dir/contacts.csv" > /dev/null
 for i in $(seq 1 "$AGENTS"); do
-  $W agent add --store "$store" "agent$i" --password "password$i" --campaign bench --connect persistent > /dev/null
+  $W agent add --store "$store" "agent$i" --password "password$i" --campaign bench --connect "$CONNECT" > /dev/null
 done
 $W campaign start --store "$store" --name bench > /dev/null
 limit=$(( CALLS * (TALK + WRAP + 4) / AGENTS + 120 ))
@@ -74,7 +77,7 @@ trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done' EXIT
 (cd "$dir" && exec timeout "$limit" sipp -sf uas_phones.xml -i 127.0.0.1 -p "$PHONES_PORT" -mi 127.0.0.1 -mp 26600 \
   -nostdin > phones.out 2>&1) & pids+=($!)
 sleep 0.5
-echo "== waihu serve: $CALLS live people, $AGENTS agents in persistent sessions, $SHARDS shards"
+echo "== waihu serve: $CALLS live people, $AGENTS agents ($CONNECT), $SHARDS shards"
 timeout "$limit" $W serve --store "$store" --sip-bind "127.0.0.1:$SIP_PORT" --shards "$SHARDS" \
   --rtp-ports 30000-33999 --exit-when-idle --status-every 10 2> "$dir/serve.err" > "$dir/serve.json" & serve_pid=$!
 pids+=($serve_pid)

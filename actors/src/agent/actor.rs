@@ -848,6 +848,8 @@ impl Handler<Login> for AgentActor {
                 self.session = Some(SessionLeg { leg, shard, addr: None, up: false });
                 self.call_phone(leg, shard, target, ctx);
             }
+            // The session is up: a registration refreshed after a lapse keeps the agent in.
+            Connect::Persistent if self.session.as_ref().is_some_and(|s| s.up) => self.feed(Input::Login, ctx),
             Connect::Persistent => {}
         }
     }

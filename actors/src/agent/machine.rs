@@ -175,6 +175,9 @@ pub struct Agent {
     idle_since: Option<Instant>,
     /// A pause asked for during a call: taken when the call's wrap-up ends.
     pending_pause: Option<String>,
+    /// The phone's registration lapsed during a call whose media still flows: the call goes
+    /// on, and the agent is logged out when it is over (unless the phone registers again).
+    logout_after_call: bool,
     totals: AgentTotals,
     timer: Option<(Instant, Timer)>,
     out: VecDeque<Output>,
@@ -189,6 +192,7 @@ impl Agent {
             entered: now,
             idle_since: None,
             pending_pause: None,
+            logout_after_call: false,
             totals: AgentTotals::default(),
             timer: None,
             out: VecDeque::new(),
@@ -269,6 +273,13 @@ impl Agent {
                 self.go_ready(now)
             }
             (Input::PhoneLost { .. }, S::LoggedOut) => {}
+            // Signalling lapsed, media did not: the call is not cut over a missed REGISTER.
+            (
+                Input::PhoneLost { why: PhoneLoss::RegistrationExpired | PhoneLoss::Unregistered },
+                S::OnCall { .. } | S::WrapUp { .. },
+            ) => self.logout_after_call = true,
+            // Registered again before the call ended.
+            (Input::Login, S::OnCall { .. } | S::WrapUp { .. }) => self.logout_after_call = false,
             (Input::PhoneLost { .. }, _) => {
                 self.abandon_reserved();
                 if let S::OnCall { call } = self.state {
@@ -320,8 +331,13 @@ impl Agent {
         self.go_ready(now)
     }
 
-    /// Available, or the pause asked for meanwhile.
+    /// Available, or the pause asked for meanwhile, or logged out if the phone's
+    /// registration lapsed meanwhile.
     fn go_ready(&mut self, now: Instant) {
+        if std::mem::take(&mut self.logout_after_call) {
+            self.pending_pause = None;
+            return self.go(AgentState::LoggedOut, now);
+        }
         match self.pending_pause.take() {
             Some(reason) => self.go(AgentState::Paused { reason }, now),
             None => self.go(AgentState::Available, now),
@@ -465,6 +481,30 @@ mod tests {
         assert!(out.contains(&Output::Abandon { call: 9 }), "{out:?}");
         assert_eq!(a.state(), &AgentState::LoggedOut);
         assert_eq!(a.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_registration_lapse_on_a_call_waits_for_the_call_to_end_then_logs_out() {
+        let t0 = Instant::now();
+        let mut a = logged_in(t0);
+        a.handle_input(Input::Reserve { call: 9 }, t0);
+        a.handle_input(Input::Connected { call: 9 }, t0);
+        drain(&mut a);
+        a.handle_input(Input::PhoneLost { why: PhoneLoss::RegistrationExpired }, at(t0, 500));
+        assert!(drain(&mut a).is_empty(), "the call goes on: its media flows");
+        assert_eq!(a.state(), &AgentState::OnCall { call: 9 });
+        a.handle_input(Input::CallEnded { call: 9 }, at(t0, 9000));
+        a.handle_input(Input::Ready, at(t0, 9500));
+        assert_eq!(states(&mut a), ["wrap-up", "logged-out"], "not offered another call");
+        // Registered again before the end: the agent stays in.
+        let mut a = logged_in(t0);
+        a.handle_input(Input::Reserve { call: 9 }, t0);
+        a.handle_input(Input::Connected { call: 9 }, t0);
+        a.handle_input(Input::PhoneLost { why: PhoneLoss::Unregistered }, at(t0, 500));
+        a.handle_input(Input::Login, at(t0, 600));
+        a.handle_input(Input::CallEnded { call: 9 }, at(t0, 9000));
+        a.handle_input(Input::Ready, at(t0, 9500));
+        assert_eq!(a.state(), &AgentState::Available);
     }
 
     #[test]

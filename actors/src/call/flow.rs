@@ -1089,7 +1089,8 @@ impl CallFlow {
                     }
                     return;
                 }
-                if by == AnsweredBy::Human && self.cfg.safe_harbour.is_some() {
+                // The 2-second rule covers whoever may be a person.
+                if matches!(by, AnsweredBy::Human | AnsweredBy::NotSure) && self.cfg.safe_harbour.is_some() {
                     self.set(Timer::Connect, Some(now + self.cfg.connect_within));
                 }
                 match (self.cfg.hangup_on, by) {

@@ -658,6 +658,24 @@ fn a_live_person_not_connected_in_two_seconds_hears_the_safe_harbour_and_is_aban
 }
 
 #[test]
+fn a_not_sure_verdict_is_treated_as_a_person_under_the_two_second_rule() {
+    let sorry: std::sync::Arc<[i16]> = vec![0i16; 8000].into();
+    let cfg = FlowConfig {
+        safe_harbour: Some(sorry),
+        hangup_on: HangupOn::Machine,
+        max_duration: secs(60),
+        ..FlowConfig::default()
+    };
+    let plays = |o: &Output| matches!(o, Output::Media(MediaCommand::Play { .. }));
+    let mut sim = Sim::new(cfg, Far::default());
+    answered_at(&mut sim, 1000);
+    amd(&mut sim, 3000, decided(Verdict::NotSure, 2000));
+    let r = sim.progress();
+    assert_eq!(sim.sent(plays), vec![secs(5)], "not hung up, not left in silence: the safe harbour 2 s on");
+    assert_eq!((r.disposition, r.answered_by), (Disposition::Abandoned, Some(AnsweredBy::NotSure)));
+}
+
+#[test]
 fn amd_machine_without_waiting_hangs_up_at_the_verdict() {
     let cfg = FlowConfig { hangup_on: HangupOn::Machine, ..FlowConfig::default() };
     let mut sim = Sim::new(cfg, Far::default());

@@ -470,8 +470,10 @@ impl CampaignActor {
             trunk: t.name.clone(),
             ring_timeout: self.cfg.ring_timeout,
             amd: self.cfg.amd,
-            hangup_on: HangupOn::Never,
-            wait_for_beep: true,
+            // A broadcast's message decides its hang-ups; with agents, a machine (and a fax,
+            // silence, an intercept) is hung up at the verdict, so it holds no line.
+            hangup_on: HangupOn::Machine,
+            wait_for_beep: self.cfg.message.is_some(),
             max_duration: self.cfg.max_duration,
             message: self.cfg.message.clone(),
             safe_harbour: self.cfg.safe_harbour.clone(),
@@ -485,7 +487,9 @@ impl CampaignActor {
         let staffed = self.staffed.is_some();
         let progress = Box::new(move |_: CallId, p: &Progress| {
             let heard = match p {
-                Progress::Amd { answered_by: AnsweredBy::Human, .. } => Some(Heard::Human),
+                // Not sure: maybe a person, so they get an agent (or the safe-harbour
+                // message), never silence.
+                Progress::Amd { answered_by: AnsweredBy::Human | AnsweredBy::NotSure, .. } => Some(Heard::Human),
                 Progress::Amd { .. } => Some(Heard::Machine),
                 Progress::Connected { .. } => Some(Heard::Connected),
                 Progress::Relaying => Some(Heard::Relaying),
