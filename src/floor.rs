@@ -60,7 +60,7 @@ pub fn start(
     store: &Store,
     env: &CallEnv,
     router: Addr<RouterActor>,
-    campaigns: &HashMap<String, (u64, Addr<CampaignActor>)>,
+    campaigns: &HashMap<String, (u64, Addr<CampaignActor>, Option<String>)>,
 ) -> anyhow::Result<Floor> {
     let Some(registry) = env.sip.registry() else { anyhow::bail!("the SIP agent serves no registrar") };
     let records = store.agents()?;
@@ -88,12 +88,17 @@ pub fn start(
             };
             let _ = store.submit(Write::AgentStatus { agent: rec.id, status });
         }
-        let mine: Vec<(u64, Addr<CampaignActor>)> =
+        let mine: Vec<(u64, Addr<CampaignActor>, Option<String>)> =
             rec.campaigns.iter().filter_map(|c| campaigns.get(c).cloned()).collect();
+        // In a campaign routed by skill, the agent's level is their level in that skill (0
+        // without it: they take only the calls that ask for no level).
+        let level = |skill: &Option<String>| {
+            skill.as_ref().and_then(|k| rec.skills.iter().find(|(s, _)| s == k)).map_or(0, |(_, l)| *l)
+        };
         let spec = AgentSpec {
             id: rec.id,
             phone_user: rec.phone_user.clone(),
-            pools: mine.iter().map(|(id, _)| Membership { pool: *id as u32, level: 0 }).collect(),
+            pools: mine.iter().map(|(id, _, skill)| Membership { pool: *id as u32, level: level(skill) }).collect(),
             limits: AgentLimits::default(),
             connect: if rec.connect == "persistent" { Connect::Persistent } else { Connect::OnDemand },
         };
@@ -114,7 +119,7 @@ pub fn start(
                     since_unix_ms: unix_ms(),
                 };
                 let _ = st.submit(Write::AgentStatus { agent: *agent, status });
-                for (_, campaign) in &mine {
+                for (_, campaign, _) in &mine {
                     campaign.do_send(AgentPhaseChanged { agent: *agent, phase: phase_of(to) });
                 }
             }

@@ -17,6 +17,8 @@ use std::time::Duration;
 use waihu_actors::campaign::actor::{CampaignActor, CampaignEnv, GetStatus, Shutdown, TrunkPool};
 use waihu_actors::campaign::staffed::Staffing;
 use waihu_actors::router::actor::RouterActor;
+use waihu_actors::router::actor::SetPool;
+use waihu_actors::router::PoolConfig;
 use waihu_engine::worker::ShardConfig;
 use waihu_sip::registrar::RegistrarConfig;
 use waihu_sip::AgentConfig;
@@ -66,6 +68,7 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
         let pool = TrunkPool::default();
         let cenv = CampaignEnv { calls: env.clone(), store: store.clone(), trunks: pool, sip_t1: t1 };
         let mut actors = HashMap::new();
+        let mut skills: HashMap<u64, Option<String>> = HashMap::new();
         let router = RouterActor::new(Box::new(|_| {})).start();
         let time_to_audio: std::rc::Rc<std::cell::RefCell<Vec<u64>>> = Default::default();
         let live = std::rc::Rc::new(std::cell::Cell::new(0usize));
@@ -105,16 +108,25 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
             }
             live.set(live.get() + 1);
             let l = live.clone();
+            // The campaign's agents are its router pool, ranked as its config says.
+            let pool = rec.id as u32;
+            let config = PoolConfig { strategy: cfg.routing, ..PoolConfig::default() };
+            router.do_send(SetPool { pool, config });
+            let skill = cfg.skill.clone();
+            let min_level = cfg.min_skill_level;
             let staffing =
-                Staffing { router: router.clone(), pool: rec.id as u32, time_to_audio: Some(time_to_audio.clone()) };
+                Staffing { router: router.clone(), pool, min_level, time_to_audio: Some(time_to_audio.clone()) };
             let addr = actix::Actor::start(
                 CampaignActor::new(machine, cfg, cenv.clone(), Box::new(move |_| l.set(l.get() - 1)))
                     .with_staffing(staffing),
             );
+            skills.insert(rec.id, skill);
             actors.insert(rec.id, (rec, addr));
         }
-        let by_name: HashMap<String, (u64, actix::Addr<CampaignActor>)> =
-            actors.values().map(|(rec, addr)| (rec.name.clone(), (rec.id, addr.clone()))).collect();
+        let by_name: HashMap<String, (u64, actix::Addr<CampaignActor>, Option<String>)> = actors
+            .values()
+            .map(|(rec, addr)| (rec.name.clone(), (rec.id, addr.clone(), skills[&rec.id].clone())))
+            .collect();
         let floor = match crate::floor::start(&store, &env, router.clone(), &by_name) {
             Ok(f) => f,
             Err(e) => {

@@ -82,6 +82,9 @@ fn campaign(n: u64) -> (Campaign, DateTime<Utc>) {
         wrap_up: Duration::from_secs(10),
         dispositions: waihu_actors::agent::wrapup::default_codes().into(),
         script: None,
+        routing: Default::default(),
+        skill: None,
+        min_skill_level: 0,
         trunks: vec![Arc::new(TrunkConfig::direct("127.0.0.1", 5060))],
         retry: RetryPolicy::default(),
     };

@@ -13,6 +13,9 @@
 //! amd_false_positive_rate = 0.02  # people AMD called machines (from review): counted as abandons
 //! wrap_up_seconds = 10            # campaigns with agents: wrap-up after a call, at most
 //! script = "script.txt"          # the agents' call script: {name}, {agent}, any list column
+//! routing = "skills"              # longest-idle (default), least-talk, fewest-calls, skills, ring-all
+//! skill = "mandarin"              # skills: agents are ranked by their level in it
+//! min_skill_level = 5             # and a live person waits for one at least this good
 //! [[disposition]]                 # wrap-up codes (none listed: agent::wrapup::default_codes)
 //! code = "sale"
 //! label = "Sale / agreed"
@@ -34,6 +37,7 @@ use crate::agent::wrapup::{check_codes, default_codes, WrapCode};
 use crate::assist::script::Script;
 use crate::call::KeepaliveMode;
 use crate::compliance::Profile;
+use crate::router::Strategy;
 use chrono_tz::Tz;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -94,6 +98,10 @@ struct Raw {
     #[serde(default, rename = "disposition")]
     dispositions: Vec<WrapCode>,
     script: Option<PathBuf>,
+    routing: Option<Strategy>,
+    skill: Option<String>,
+    #[serde(default)]
+    min_skill_level: u8,
     #[serde(default)]
     retry: Option<RetryPolicy>,
 }
@@ -142,6 +150,11 @@ pub struct CampaignConfig {
     pub dispositions: Arc<[WrapCode]>,
     /// The agents' call script, checked.
     pub script: Option<Arc<Script>>,
+    /// How the campaign's live people pick among its available agents.
+    pub routing: Strategy,
+    /// Skills routing: the skill agents are ranked by, and the least level a call takes.
+    pub skill: Option<String>,
+    pub min_skill_level: u8,
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
@@ -233,11 +246,21 @@ impl CampaignConfig {
             }
             None => None,
         };
+        let routing = raw.routing.unwrap_or(if raw.skill.is_some() { Strategy::Skills } else { Strategy::LongestIdle });
+        if routing == Strategy::Skills && raw.skill.is_none() {
+            return Err(invalid("skill", "skills routing needs the skill agents are ranked by"));
+        }
+        if raw.min_skill_level > 9 {
+            return Err(invalid("min_skill_level", "levels are 0 to 9"));
+        }
         let dispositions = if raw.dispositions.is_empty() { default_codes() } else { raw.dispositions };
         check_codes(&dispositions).map_err(|e| invalid("disposition", e))?;
         Ok(CampaignConfig {
             dispositions: dispositions.into(),
             script,
+            routing,
+            skill: raw.skill,
+            min_skill_level: raw.min_skill_level,
             mode: raw.mode,
             lines: raw.lines,
             profile,
@@ -282,6 +305,11 @@ mod tests {
         assert_eq!(c.dispositions.len(), default_codes().len());
         let own = format!("mode = \"broadcast\"\nmessage = \"m.wav\"\n{TRUNK}[[disposition]]\ncode = \"yes\"\n");
         let c = parse(&d, &own).expect("good");
+        assert_eq!(c.routing, Strategy::LongestIdle);
+        let sk =
+            format!("mode = \"broadcast\"\nmessage = \"m.wav\"\nskill = \"mandarin\"\nmin_skill_level = 4\n{TRUNK}");
+        let k = parse(&d, &sk).expect("good");
+        assert_eq!((k.routing, k.skill.as_deref(), k.min_skill_level), (Strategy::Skills, Some("mandarin"), 4));
         assert_eq!(c.dispositions.iter().map(|c| (c.code.as_str(), c.closes)).collect::<Vec<_>>(), [("yes", true)]);
     }
 

@@ -652,6 +652,9 @@ mod tests {
             wrap_up: std::time::Duration::from_secs(10),
             dispositions: crate::agent::wrapup::default_codes().into(),
             script: None,
+            routing: Default::default(),
+            skill: None,
+            min_skill_level: 0,
             trunks: (0..trunks)
                 .map(|i| Arc::new(TrunkConfig { name: format!("t{i}"), ..TrunkConfig::direct("127.0.0.1", 5060) }))
                 .collect(),

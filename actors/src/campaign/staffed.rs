@@ -19,6 +19,8 @@ use waihu_model::{CallId, Disposition};
 pub struct Staffing {
     pub router: Addr<RouterActor>,
     pub pool: PoolId,
+    /// Skills routing: the least level a live person waits for.
+    pub min_level: u8,
     /// Where each connected call's time to audio goes (µs from the AMD human decision to
     /// the first customer frame relayed to the agent), when someone collects it.
     pub time_to_audio: Option<Rc<RefCell<Vec<u64>>>>,
@@ -107,7 +109,7 @@ impl Staffed {
             call,
             pool: self.staffing.pool,
             priority: 0,
-            min_level: 0,
+            min_level: self.staffing.min_level,
             for_agent,
             since: now,
             deadline: now + self.patience,
