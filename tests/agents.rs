@@ -210,6 +210,20 @@ fn attended_transfer_consults_swaps_and_completes_with_audio_checked_each_way() 
     );
 }
 
+/// Attended transfer to another agent, through the router: agent 2 (a persistent session,
+/// its baresip playing 1.3 kHz) is reserved for the consultation; after the swaps and the
+/// completion the customer is agent 2's call (agent 2 wraps up after the customer hangs up),
+/// checked by content as above.
+#[test]
+fn attended_transfer_to_another_agent_hands_them_the_customer() {
+    route_one_call(
+        Connect::Persistent,
+        0,
+        &["available", "reserved", "on-call", "wrap-up", "available"],
+        Scenario::AttendedAgent,
+    );
+}
+
 /// The agent's own phone transfers the customer (baresip's transfer key: a REFER in the
 /// agent's leg), to an outside number: waihu accepts it (202, NOTIFY), dials the number
 /// over the customer's trunk (a second SIPp with its own RTP peer), bridges the customer to
@@ -250,6 +264,8 @@ enum Scenario {
     Monitor,
     /// Agent 1 consults agent 2's phone, swaps twice, completes; the customer hangs up.
     Attended,
+    /// The same, consulting agent 2 (an agent in a persistent session) through the router.
+    AttendedAgent,
     /// Agent 1's phone REFERs the customer to an outside number; the customer hangs up.
     Refer,
     /// Two on-demand agents in a ring-all pool; the customer talks with the first to answer.
@@ -298,6 +314,7 @@ fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str
         (Connect::Persistent, Scenario::Transfer) => 47_800..48_000,
         (Connect::Persistent, Scenario::Monitor) => 48_000..48_200,
         (Connect::Persistent, Scenario::Attended) => 48_200..48_400,
+        (_, Scenario::AttendedAgent) => 48_800..49_000,
         (_, Scenario::Refer) => 48_400..48_600,
         (_, Scenario::RingAll) => 48_600..48_800,
     };
@@ -322,7 +339,7 @@ fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str
     let second = match scenario {
         Scenario::Transfer | Scenario::RingAll => Some(("agent2", 660.0)),
         Scenario::Monitor => Some(("super1", 1500.0)),
-        Scenario::Attended => Some(("agent2", 1300.0)),
+        Scenario::Attended | Scenario::AttendedAgent => Some(("agent2", 1300.0)),
         _ => None,
     };
     let phone2 = second.map(|(user, hz)| {
@@ -346,7 +363,7 @@ fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str
     let mut customer_audio = waihu_tests::sample_g711("call_04.wav", true);
     let tone_secs = match scenario {
         Scenario::Hold => 10.0,
-        Scenario::Monitor | Scenario::Attended => 16.0,
+        Scenario::Monitor | Scenario::Attended | Scenario::AttendedAgent => 16.0,
         Scenario::Refer => 12.0,
         _ => 6.0,
     };
@@ -401,7 +418,7 @@ fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str
             .await;
             assert!(up, "the session did not come up: {:?}", ae.borrow());
         }
-        let agent2 = matches!(scenario, Scenario::Transfer | Scenario::RingAll).then(|| {
+        let agent2 = matches!(scenario, Scenario::Transfer | Scenario::RingAll | Scenario::AttendedAgent).then(|| {
             let spec2 = AgentSpec {
                 id: 2,
                 phone_user: "agent2".into(),
@@ -495,14 +512,17 @@ fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str
             actix::clock::sleep(Duration::from_secs(5)).await;
             agent.do_send(TransferCustomer { to_agent: Some(2), to_pool: None, to_target: None, wait: Duration::from_secs(10) });
             actix::clock::sleep(Duration::from_secs(5)).await;
-        } else if scenario == Scenario::Attended {
+        } else if matches!(scenario, Scenario::Attended | Scenario::AttendedAgent) {
             // The 1 kHz tone starts about 4 s after the connect and lasts 16 s.
             actix::clock::sleep(Duration::from_secs(5)).await;
-            let to = Target::Phone("agent2".into());
+            let to = if scenario == Scenario::Attended { Target::Phone("agent2".into()) } else { Target::Agent(2) };
             agent.send(ConsultTransfer { to }).await.expect("agent replies").expect("consult");
-            // Asked at once, before agent 2's phone can have answered (a SIP round trip).
-            let early = agent.send(CompleteTransfer).await.expect("agent replies");
-            assert_eq!(early, Err(TransferError::NotAnswered));
+            if scenario == Scenario::Attended {
+                // Asked at once, before agent 2's phone can have answered (a SIP round trip).
+                // (Agent 2's open session is on the line at once: no such window there.)
+                let early = agent.send(CompleteTransfer).await.expect("agent replies");
+                assert_eq!(early, Err(TransferError::NotAnswered));
+            }
             actix::clock::sleep(Duration::from_secs(3)).await;
             agent.send(SwapConsult).await.expect("agent replies").expect("swap to the customer");
             actix::clock::sleep(Duration::from_secs(3)).await;
@@ -549,7 +569,7 @@ fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str
         }
         addr.do_send(CallCommand(Command::Hangup));
         let back = wait_until(Duration::from_secs(15), || {
-            let last = if scenario == Scenario::Transfer { 2 } else { 1 };
+            let last = if matches!(scenario, Scenario::Transfer | Scenario::AttendedAgent) { 2 } else { 1 };
             let any = scenario == Scenario::RingAll;
             let third_done = !matches!(scenario, Scenario::Attended | Scenario::Refer)
                 || ae.borrow().iter().any(|e| matches!(e, AgentEvent::ThirdPartyRecord { .. }));
@@ -650,7 +670,11 @@ fn route_one_call(connect: Connect, customer_shard: usize, expect_states: &[&str
     );
 
     let agent_pcm = heard_by_agent.concat();
-    if scenario == Scenario::Attended {
+    if matches!(scenario, Scenario::Attended | Scenario::AttendedAgent) {
+        if scenario == Scenario::AttendedAgent {
+            // Agent 2 was reserved for the consultation and ended with the customer.
+            assert_eq!(states_of(2), ["available", "reserved", "on-call", "wrap-up", "available"], "{events:?}");
+        }
         let p2 = phone2.expect("agent 2's phone");
         let heard2 = p2.heard().concat();
         p2.quit();

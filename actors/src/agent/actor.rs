@@ -15,7 +15,8 @@ use crate::call::flow::hold_music;
 use crate::call::{CallActor, CallCommand, CallEnv, CallSpec, Command, FlowConfig, HangupOn, KeepaliveMode, Progress};
 use crate::campaign::actor::Dispose;
 use crate::router::actor::{
-    AgentReady, AgentUnavailable, CallOver, Customer, Enqueue, RingAnswered, RingDeclined, RouterActor, WrapTo,
+    AgentReady, AgentUnavailable, CallOver, ConsultAgent, Customer, Enqueue, Reassign, RingAnswered, RingDeclined,
+    RouterActor, WrapTo,
 };
 use crate::router::{Membership, ReadyAgent};
 use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, Recipient, SpawnHandle, WrapFuture};
@@ -187,6 +188,41 @@ impl Message for CancelConsult {
     type Result = Result<(), TransferError>;
 }
 
+/// The router hands this agent a colleague's consultation about `customer`.
+#[derive(Debug)]
+pub struct ConsultFor {
+    pub from: Addr<AgentActor>,
+    pub customer: Customer,
+}
+
+/// The consulted agent is on the line: its leg, where it is, and its actor.
+#[derive(Debug)]
+pub struct ConsultReady {
+    call: CallId,
+    leg: CallId,
+    shard: usize,
+    addr: Option<Addr<CallActor>>,
+    agent: Addr<AgentActor>,
+}
+
+/// The consulted agent cannot be consulted (not available), or has gone (its phone).
+#[derive(Debug)]
+pub struct ConsultRefused {
+    pub call: CallId,
+}
+
+/// To the consulted agent: the customer is yours now (the transfer completed).
+#[derive(Debug)]
+struct ConsultCompleted {
+    call: CallId,
+}
+
+/// To the consulted agent: the consultation is over without a transfer.
+#[derive(Debug)]
+struct ConsultEnded {
+    call: CallId,
+}
+
 /// The agent's phone REFERred its leg (its transfer key) to `target`.
 #[derive(Debug)]
 struct PhoneRefer {
@@ -282,6 +318,20 @@ struct ThirdParty {
     shard: usize,
     addr: Option<Addr<CallActor>>,
     consult: Consult,
+    /// A consulted agent (through the router): its actor, once it is on the line.
+    agent: Option<AgentId>,
+    agent_addr: Option<Addr<AgentActor>>,
+}
+
+impl ThirdParty {
+    /// Ends the third party's part: a consulted agent is told, another leg is hung up.
+    fn let_go(&self, call: CallId) {
+        match (&self.agent_addr, &self.addr) {
+            (Some(a), _) => a.do_send(ConsultEnded { call }),
+            (None, Some(leg)) if self.agent.is_none() => leg.do_send(CallCommand(Command::Hangup)),
+            _ => {}
+        }
+    }
 }
 
 /// A customer handed to a third party: when either leg ends, the other is hung up.
@@ -322,6 +372,8 @@ pub struct AgentActor {
     monitoring: Option<Monitoring>,
     third: Option<ThirdParty>,
     handoffs: HashMap<CallId, Handoff>,
+    /// This agent is being consulted by a colleague (the job's customer is theirs).
+    consult_from: Option<Addr<AgentActor>>,
     wrap: Option<WrapTarget>,
     timer: Option<SpawnHandle>,
     sink: AgentSink,
@@ -352,6 +404,7 @@ impl AgentActor {
             monitoring: None,
             third: None,
             handoffs: HashMap::new(),
+            consult_from: None,
             wrap: None,
             timer: None,
             sink,
@@ -418,14 +471,16 @@ impl AgentActor {
         if to.call().is_none() || matches!(to, AgentState::WrapUp { .. }) {
             let job = self.job.take();
             self.end_monitor(ctx);
-            if let Some(t) = self.third.take() {
-                if let Some(a) = t.addr {
-                    a.do_send(CallCommand(Command::Hangup));
-                }
+            if let (Some(t), Some(j)) = (self.third.take(), job.as_ref()) {
+                t.let_go(j.customer.call.call);
             }
             if let Some(job) = job {
                 job.release_leg();
-                if matches!(to, AgentState::WrapUp { .. }) {
+                if let Some(from) = self.consult_from.take() {
+                    // Consulted, and this agent's leg is gone: the customer stays the
+                    // colleague's, who goes back to them.
+                    from.do_send(ConsultRefused { call: job.customer.call.call });
+                } else if matches!(to, AgentState::WrapUp { .. }) {
                     // The agent ended it, or the customer did: both sides go.
                     let _ = job.customer.commands.try_send(CallCommand(Command::Hangup));
                     self.router.do_send(CallOver { call: job.customer.call.call });
@@ -463,6 +518,11 @@ impl AgentActor {
     fn abandon(&mut self, call: CallId) {
         let Some(job) = self.job.take_if(|j| j.customer.call.call == call) else { return };
         job.release_leg();
+        if let Some(from) = self.consult_from.take() {
+            // Consulted by a colleague: the customer is theirs; they go back to them.
+            from.do_send(ConsultRefused { call });
+            return;
+        }
         if job.bridged {
             let _ = job.customer.commands.try_send(CallCommand(Command::Hangup));
             self.router.do_send(CallOver { call });
@@ -587,6 +647,21 @@ impl AgentActor {
     fn connect(&mut self, ctx: &mut Context<Self>) {
         let Some(job) = self.job.as_mut() else { return };
         let call = job.customer.call.call;
+        if let Some(from) = &self.consult_from {
+            // Consulted: the colleague bridges to this leg; the customer is not ours (yet).
+            let ready = ConsultReady {
+                call,
+                leg: job.leg,
+                shard: job.leg_shard,
+                addr: job.leg_addr.clone(),
+                agent: ctx.address(),
+            };
+            from.do_send(ready);
+            // Talking with the colleague: the leg's end is this agent's call ending.
+            job.bridged = true;
+            self.feed(Input::Connected { call }, ctx);
+            return;
+        }
         let bridge = Command::Bridge { peer: job.leg, shard: Some(job.leg_shard) };
         if job.customer.commands.try_send(CallCommand(bridge)).is_err() {
             // The customer's call is gone: release the agent.
@@ -678,6 +753,11 @@ impl AgentActor {
                 let target = self.target_of(user).ok_or_else(|| TransferError::NoPhone(user.clone()))?;
                 self.call_phone(leg, shard, target, ctx);
             }
+            Target::Agent(agent) => {
+                let consult = ConsultAgent { agent: *agent, from: ctx.address(), customer: job.customer.clone() };
+                self.router.do_send(consult);
+                return Ok((0, shard));
+            }
             Target::Number(n) => {
                 let trunk = job.customer.trunk.clone().ok_or(TransferError::NoTrunk)?;
                 let uri = format!("sip:{n}@{}:{}", trunk.host, trunk.port);
@@ -722,7 +802,7 @@ impl AgentActor {
                 Step::Bridge(Party::Customer) => customer(to_agent),
                 Step::Bridge(Party::Consulted) => consulted(to_agent),
                 Step::HangUpConsulted => {
-                    consulted(Command::Hangup);
+                    third.let_go(job.customer.call.call);
                     self.third = None;
                 }
                 Step::Join => {
@@ -730,6 +810,15 @@ impl AgentActor {
                     let (Some(job), Some(third)) = (self.job.take(), self.third.take()) else { return };
                     let call = job.customer.call.call;
                     job.release_leg();
+                    if let Some(agent) = third.agent_addr {
+                        // A colleague takes the customer over: theirs from now on.
+                        agent.do_send(ConsultCompleted { call });
+                        if let Some(id) = third.agent {
+                            self.router.do_send(Reassign { call, agent: id });
+                        }
+                        self.feed(Input::CallEnded { call }, ctx);
+                        return;
+                    }
                     let handoff =
                         Handoff { leg: third.leg, addr: third.addr, commands: job.customer.commands, pending: None };
                     self.handoffs.insert(call, handoff);
@@ -745,6 +834,9 @@ impl AgentActor {
     fn blind_to(&mut self, to: &Target, ctx: &mut Context<Self>) -> Result<(), TransferError> {
         if self.third.is_some() {
             return Err(TransferError::Busy);
+        }
+        if matches!(to, Target::Agent(_)) {
+            return Err(TransferError::AgentIsNotATarget);
         }
         self.end_monitor(ctx);
         let (leg, _) = self.dial_third(to, ctx)?;
@@ -978,6 +1070,10 @@ impl Handler<TransferCustomer> for AgentActor {
         if !matches!(self.agent.state(), AgentState::OnCall { .. }) || self.third.is_some() {
             return;
         }
+        let mut m = m;
+        if let Some(Target::Agent(a)) = m.to_target {
+            (m.to_agent, m.to_target) = (Some(a), None);
+        }
         if let Some(to) = &m.to_target {
             if let Err(e) = self.blind_to(to, ctx) {
                 eprintln!("waihu: agent {}: transfer to {to:?}: {e}", self.spec.id);
@@ -1037,7 +1133,11 @@ impl Handler<ConsultTransfer> for AgentActor {
         self.end_monitor(ctx);
         let (leg, shard) = self.dial_third(&m.to, ctx)?;
         let (consult, steps) = Consult::start();
-        self.third = Some(ThirdParty { leg, shard, addr: None, consult });
+        let agent = match m.to {
+            Target::Agent(a) => Some(a),
+            _ => None,
+        };
+        self.third = Some(ThirdParty { leg, shard, addr: None, consult, agent, agent_addr: None });
         self.apply(steps, ctx);
         Ok(())
     }
@@ -1070,6 +1170,78 @@ impl Handler<CancelConsult> for AgentActor {
         let steps = t.consult.cancel();
         self.apply(steps, ctx);
         Ok(())
+    }
+}
+
+impl Handler<ConsultFor> for AgentActor {
+    type Result = ();
+    fn handle(&mut self, m: ConsultFor, ctx: &mut Context<Self>) {
+        let call = m.customer.call.call;
+        self.agent.handle_input(Input::Reserve { call }, Instant::now());
+        if self.agent.state() != &(AgentState::Reserved { call }) {
+            m.from.do_send(ConsultRefused { call });
+            self.drive(ctx);
+            return;
+        }
+        self.agent.set_limits(AgentLimits { wrap_up: m.customer.wrap_up, ..self.spec.limits });
+        self.drive(ctx);
+        self.consult_from = Some(m.from);
+        // The same ways as a call of its own: the open session, or a call to the phone; the
+        // colleague hears of it once the phone answers.
+        self.offer(m.customer, false, ctx);
+    }
+}
+
+impl Handler<ConsultReady> for AgentActor {
+    type Result = ();
+    fn handle(&mut self, m: ConsultReady, ctx: &mut Context<Self>) {
+        let ours = self.job.as_ref().is_some_and(|j| j.customer.call.call == m.call);
+        let Some(t) = self.third.as_mut().filter(|t| t.agent.is_some() && ours) else {
+            m.agent.do_send(ConsultEnded { call: m.call });
+            return;
+        };
+        (t.leg, t.shard, t.addr, t.agent_addr) = (m.leg, m.shard, m.addr, Some(m.agent));
+        let steps = t.consult.answered();
+        self.apply(steps, ctx);
+    }
+}
+
+impl Handler<ConsultRefused> for AgentActor {
+    type Result = ();
+    fn handle(&mut self, m: ConsultRefused, ctx: &mut Context<Self>) {
+        let ours = self.job.as_ref().is_some_and(|j| j.customer.call.call == m.call);
+        if let Some(t) = self.third.as_ref().filter(|t| t.agent.is_some() && ours) {
+            // Back to the customer.
+            let steps = t.consult.consulted_gone();
+            self.apply(steps, ctx);
+            self.third = None;
+        }
+    }
+}
+
+impl Handler<ConsultCompleted> for AgentActor {
+    type Result = ();
+    fn handle(&mut self, m: ConsultCompleted, _ctx: &mut Context<Self>) {
+        let Some(job) = self.job.as_mut().filter(|j| j.customer.call.call == m.call) else { return };
+        // The customer is this agent's call now, bridged in by the colleague.
+        self.consult_from = None;
+        job.bridged = true;
+        self.wrap = Some(WrapTarget { call: m.call, to: job.customer.wrap.clone(), given: None });
+    }
+}
+
+impl Handler<ConsultEnded> for AgentActor {
+    type Result = ();
+    fn handle(&mut self, m: ConsultEnded, ctx: &mut Context<Self>) {
+        if self.consult_from.is_none() {
+            return;
+        }
+        let Some(job) = self.job.take_if(|j| j.customer.call.call == m.call) else { return };
+        self.consult_from = None;
+        job.release_leg();
+        // A consultation without a transfer: no wrap-up of a call that was not this agent's.
+        self.feed(Input::CallEnded { call: m.call }, ctx);
+        self.feed(Input::Ready, ctx);
     }
 }
 
@@ -1295,6 +1467,11 @@ macro_rules! unit_messages {
 unit_messages!(
     PhoneRefer,
     Ring,
+    ConsultFor,
+    ConsultReady,
+    ConsultRefused,
+    ConsultCompleted,
+    ConsultEnded,
     Login,
     Logout,
     Pause,

@@ -17,6 +17,9 @@ pub enum Target {
     Number(String),
     /// A registered phone (its registrar account): a colleague, a supervisor.
     Phone(String),
+    /// Another agent, through the router (their persistent session, or a call to their
+    /// phone); completing hands them the customer.
+    Agent(u32),
 }
 
 impl Target {
@@ -75,6 +78,8 @@ pub enum TransferError {
     NoPhone(String),
     #[error("the customer's campaign has no trunk to dial a number over")]
     NoTrunk,
+    #[error("a blind transfer to an agent names it with to_agent")]
+    AgentIsNotATarget,
 }
 
 impl Consult {

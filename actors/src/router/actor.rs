@@ -4,7 +4,7 @@
 #![allow(clippy::disallowed_methods)] // the shell reads the clock; the router never does
 
 use super::{Input, LiveCall, Output, PoolConfig, PoolId, ReadyAgent, Router};
-use crate::agent::actor::{AgentActor, Ring, Take};
+use crate::agent::actor::{AgentActor, ConsultFor, ConsultRefused, Ring, Take};
 use crate::agent::AgentId;
 use crate::call::CallCommand;
 use actix::{Actor, Addr, AsyncContext, Context, Handler, Message, Recipient, SpawnHandle};
@@ -71,6 +71,23 @@ pub struct RingAnswered {
 /// answer, or the agent was no longer free).
 #[derive(Debug)]
 pub struct RingDeclined {
+    pub call: CallId,
+    pub agent: AgentId,
+}
+
+/// An agent asks to consult `agent` about `customer` (attended transfer to a colleague):
+/// if that agent is available, the router takes it out of its indexes and hands it the
+/// request; otherwise the asker hears that it cannot.
+#[derive(Debug)]
+pub struct ConsultAgent {
+    pub agent: AgentId,
+    pub from: Addr<AgentActor>,
+    pub customer: Customer,
+}
+
+/// `call` now belongs to `agent` (an attended transfer completed to them).
+#[derive(Debug)]
+pub struct Reassign {
     pub call: CallId,
     pub agent: AgentId,
 }
@@ -230,6 +247,30 @@ impl Handler<RingDeclined> for RouterActor {
     }
 }
 
+impl Handler<ConsultAgent> for RouterActor {
+    type Result = ();
+    fn handle(&mut self, m: ConsultAgent, ctx: &mut Context<Self>) {
+        let call = m.customer.call.call;
+        let addr = self.agents.get(&m.agent).filter(|_| self.router.is_available(m.agent)).cloned();
+        match addr {
+            Some(addr) => {
+                self.feed(Input::Unavailable { agent: m.agent }, ctx);
+                addr.do_send(ConsultFor { from: m.from, customer: m.customer });
+            }
+            None => m.from.do_send(ConsultRefused { call }),
+        }
+    }
+}
+
+impl Handler<Reassign> for RouterActor {
+    type Result = ();
+    fn handle(&mut self, m: Reassign, _ctx: &mut Context<Self>) {
+        if self.held.contains_key(&m.call) {
+            self.held.insert(m.call, m.agent);
+        }
+    }
+}
+
 impl Handler<CallOver> for RouterActor {
     type Result = ();
     fn handle(&mut self, m: CallOver, ctx: &mut Context<Self>) {
@@ -249,4 +290,14 @@ macro_rules! unit_messages {
     ($($t:ty),*) => { $(impl Message for $t { type Result = (); })* };
 }
 
-unit_messages!(SetPool, AgentReady, AgentUnavailable, Enqueue, CallOver, RingAnswered, RingDeclined);
+unit_messages!(
+    SetPool,
+    AgentReady,
+    AgentUnavailable,
+    Enqueue,
+    CallOver,
+    RingAnswered,
+    RingDeclined,
+    ConsultAgent,
+    Reassign
+);

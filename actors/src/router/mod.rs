@@ -183,6 +183,11 @@ impl Router {
         self.available.len()
     }
 
+    /// Whether `agent` is available now (in the router's indexes).
+    pub fn is_available(&self, agent: AgentId) -> bool {
+        self.available.contains_key(&agent)
+    }
+
     pub fn handle_input(&mut self, input: Input, now: Instant) {
         match input {
             Input::Pool { pool, config } => self.pools.entry(pool).or_default().config = config,
