@@ -84,6 +84,10 @@ pub struct CallActor {
     timer: Option<SpawnHandle>,
     progress: ProgressSink,
     record: Option<RecordSink>,
+    /// A bridge across shards is being set up (two round trips to the shards): media
+    /// commands that come meanwhile wait here, so none is applied before it (an unbridge
+    /// overtaken by the bridge would leave the legs connected).
+    bridging: Option<Vec<MediaCommand>>,
 }
 
 impl std::fmt::Debug for CallActor {
@@ -136,6 +140,7 @@ impl CallActor {
                 timer: None,
                 progress,
                 record: Some(record),
+                bridging: None,
             }
         }))
     }
@@ -204,15 +209,25 @@ impl CallActor {
 
     fn send_media(&mut self, m: MediaCommand, ctx: &mut Context<Self>) {
         let call = self.flow.id();
+        if let Some(waiting) = self.bridging.as_mut() {
+            waiting.push(m);
+            return;
+        }
         let cmds: Vec<ShardCommand> = match m {
             MediaCommand::Bridge { peer, shard: Some(other) } if other != self.shard => {
                 // The peer is on another shard: both shards are told (two round trips).
                 let (plane, mine) = (self.env.plane.clone(), self.shard);
+                self.bridging = Some(Vec::new());
                 ctx.spawn(async move { plane.bridge_across((call, mine), (peer, other)).await }.into_actor(self).map(
                     move |r, act, ctx| {
                         if let Err(e) = r {
                             let error = MediaEvent::Error { call, error: format!("bridge across shards: {e}") };
                             act.feed(Input::Media(error), ctx);
+                        }
+                        // What came meanwhile, in order (another bridge across waits again).
+                        let waiting = act.bridging.take().unwrap_or_default();
+                        for m in waiting {
+                            act.send_media(m, ctx);
                         }
                     },
                 ));
