@@ -202,6 +202,7 @@ fn print_progress(_call: CallId, p: &Progress) {
         Progress::TransferResult { status } => eprintln!("waihu: transfer result (NOTIFY) {status}"),
         Progress::ReferDeclined { target } => eprintln!("waihu: declined the far end's REFER to {target}"),
         Progress::ReferRequested { target } => eprintln!("waihu: accepted a REFER to {target}"),
+        Progress::ReviewSample { wav } => eprintln!("waihu: kept {} bytes of audio for review", wav.len()),
         Progress::HangingUp { reason } => eprintln!("waihu: hanging up ({reason})"),
     }
 }

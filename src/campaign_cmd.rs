@@ -360,7 +360,10 @@ fn stored_status(s: &Store, rec: &CampaignRecord) -> Result<Status> {
     let cfg = Arc::new(config_of(rec)?);
     let now = chrono::DateTime::from_timestamp_millis(unix_ms() as i64).unwrap_or_default();
     let open = s.open_attempts(rec.id)?.len();
-    let mut st = load(s, rec, cfg)?.status(now);
+    let mut machine = load(s, rec, cfg)?;
+    let reviews = s.review_counts(rec.id)?;
+    machine.set_reviewed(reviews.reviewed, reviews.humans);
+    let mut st = machine.status(now);
     // Loading closes the in-flight attempts in memory; the stored ones are still open.
     st.in_flight = open;
     let mut ended = 0u64;
@@ -377,10 +380,16 @@ pub fn status_text(name: &str, s: &Status, calls: Option<&std::collections::BTre
         "campaign {name:?}: {run}, {} mode, lines {}/{} (dial level {:.2}), hopper {} ({} due now), contacts {} ({} final), attempts {}\n",
         s.mode, s.in_flight, s.lines, s.dial_level, s.hopper, s.due_now, s.contacts, s.finished_contacts, s.attempts
     );
+    let source = if s.amd_reviewed >= waihu_actors::campaign::machine::MIN_REVIEWED {
+        format!("measured: {} people in {} reviewed samples", s.amd_reviewed_people, s.amd_reviewed)
+    } else {
+        format!("configured; {} of {} samples reviewed", s.amd_reviewed, waihu_actors::campaign::machine::MIN_REVIEWED)
+    };
     out += &format!(
-        "  abandon rate {:.2}% over the legal window ({:.1} estimated AMD false positives counted)\n",
+        "  abandon rate {:.2}% over the legal window ({:.1} estimated AMD false positives counted, at {:.1}%: {source})\n",
         100.0 * s.abandon_rate,
-        s.estimated_amd_false_positives
+        s.estimated_amd_false_positives,
+        100.0 * s.amd_false_positive_rate
     );
     out += &format!("  outcomes {:?}\n", s.by_disposition);
     out += &format!("  final {:?}\n", s.final_by_label);
@@ -416,6 +425,9 @@ pub fn status_json(
         "attempts": s.attempts,
         "abandon_rate": s.abandon_rate,
         "estimated_amd_false_positives": s.estimated_amd_false_positives,
+        "amd_false_positive_rate": s.amd_false_positive_rate,
+        "amd_reviewed": s.amd_reviewed,
+        "amd_reviewed_people": s.amd_reviewed_people,
         "by_disposition": s.by_disposition,
         "final": s.final_by_label,
         "blocked_by_rule": s.blocked_by_rule,

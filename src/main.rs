@@ -13,6 +13,7 @@ mod demo;
 mod dial_cmd;
 mod floor;
 mod platform;
+mod review_cmd;
 mod serve_cmd;
 mod shutdown;
 mod trunk_cmd;
@@ -57,6 +58,9 @@ enum Cmd {
     Kb(assist_cmd::KbCmd),
     /// A campaign's call script, filled in for one contact.
     Script(assist_cmd::ScriptArgs),
+    /// AMD review samples: listen to machine calls and judge them (the false-positive rate).
+    #[command(subcommand)]
+    Review(review_cmd::ReviewCmd),
     /// Convert a WAV (any rate; PCM16, mu-law, A-law) to headerless 8 kHz mu-law, the
     /// format SIPp's rtp_stream plays.
     ToUlaw { wav: std::path::PathBuf, out: std::path::PathBuf },
@@ -77,6 +81,7 @@ fn main() -> std::process::ExitCode {
         Cmd::Agent(c) => agent_cmd::run(c),
         Cmd::Kb(c) => assist_cmd::kb(c),
         Cmd::Script(a) => assist_cmd::script(a),
+        Cmd::Review(c) => review_cmd::run(c),
         Cmd::ToUlaw { wav, out } => to_ulaw(&wav, &out),
     };
     match r {

@@ -68,6 +68,10 @@ impl Drop for Setup {
 }
 
 fn setup(tag: &str, contacts: usize, start: bool) -> Setup {
+    setup_with(tag, contacts, start, "")
+}
+
+fn setup_with(tag: &str, contacts: usize, start: bool, extra_config: &str) -> Setup {
     let ok = Command::new("sipp").arg("-v").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
     assert!(ok, "SIPp is not installed: `make test` installs Debian's sip-tester (scripts/deps.sh)");
     let dir = std::env::temp_dir().join(format!("waihu-{tag}-{}", std::process::id()));
@@ -93,6 +97,7 @@ default_timezone = "UTC"
 message = "message.wav"
 ring_timeout_seconds = 5
 max_duration_seconds = 40
+{extra_config}
 [[trunk]]
 name = "sipp"
 host = "127.0.0.1"
@@ -331,5 +336,56 @@ fn a_running_serve_takes_the_campaign_commands() {
     assert_eq!(wait(&mut child, Duration::from_secs(30)), Some(0));
     let (ok, out, err) = status(false);
     assert!(ok && out.contains("finished") && !out.contains("calls by state"), "from the store again: {out}{err}");
+    let _ = std::fs::remove_dir_all(&s.dir);
+}
+
+/// AMD review samples, end to end: with every attempt sampled, a broadcast campaign keeps
+/// the first seconds of each call AMD called machine (and of no person's), sealed in the
+/// store; an operator exports one as a WAV and judges it, and the status counts the review.
+#[test]
+fn machine_calls_are_kept_for_review_and_an_operators_verdict_is_counted() {
+    let s = setup_with("review", 20, true, "amd_review_fraction = 1.0\namd_review_seconds = 4");
+    let mut child = serve_with(&s, 0, &["--rtp-ports", "46600-46799", "--exit-when-idle"]);
+    assert_eq!(wait(&mut child, Duration::from_secs(120)), Some(0), "serve ran the campaign to its end");
+    let cdr = s.dir.join("cdr.csv");
+    let (ok, _, err) =
+        waihu(&["cdr", "export", "--store", &s.store, "--campaign", "crash", "--out", &cdr.to_string_lossy()]);
+    assert!(ok, "{err}");
+    let text = std::fs::read_to_string(&cdr).expect("cdr");
+    let mut rows = text.lines();
+    let header: Vec<&str> = rows.next().unwrap_or_default().split(',').collect();
+    let col = header.iter().position(|h| *h == "disposition").expect("a disposition column");
+    let machines = rows.filter(|r| r.split(',').nth(col) == Some("machine")).count() as u64;
+    assert!(machines > 0, "the far end answers some numbers with a voicemail: {text}");
+    let (ok, list, err) = waihu(&["review", "list", "--store", &s.store, "--campaign", "crash"]);
+    assert!(ok, "{err}");
+    let samples: Vec<&str> = list.lines().filter(|l| l.starts_with("attempt")).collect();
+    assert_eq!(samples.len() as u64, machines, "one sample per machine call, none for a person: {list}");
+    let attempt = samples[0].split_whitespace().nth(1).expect("attempt id").to_string();
+    let wav = s.dir.join("sample.wav");
+    let (ok, _, err) = waihu(&[
+        "review",
+        "export",
+        "--store",
+        &s.store,
+        "--campaign",
+        "crash",
+        "--attempt",
+        &attempt,
+        "--out",
+        &wav.to_string_lossy(),
+    ]);
+    assert!(ok, "{err}");
+    let w = waihu_engine::wav::parse(&std::fs::read(&wav).expect("sample")).expect("a WAV");
+    let secs = w.samples.len() as f64 / (w.rate as f64 * w.channels as f64);
+    assert!((1.0..=4.5).contains(&secs), "the first seconds of the call: {secs:.1} s");
+    let (ok, out, err) =
+        waihu(&["review", "judge", "--store", &s.store, "--campaign", "crash", "--attempt", &attempt, "--person"]);
+    assert!(ok && out.contains("1 of 1 reviewed were people"), "{out}{err}");
+    let (ok, out, _) = waihu(&["campaign", "status", "--store", &s.store, "--name", "crash"]);
+    assert!(ok && out.contains("configured; 1 of 20 samples reviewed"), "{out}");
+    let (ok, _, err) =
+        waihu(&["review", "judge", "--store", &s.store, "--campaign", "crash", "--attempt", "999999", "--machine"]);
+    assert!(!ok && err.contains("no such review sample"), "{err}");
     let _ = std::fs::remove_dir_all(&s.dir);
 }

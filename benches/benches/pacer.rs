@@ -79,6 +79,8 @@ fn campaign(n: u64) -> (Campaign, DateTime<Utc>) {
         amd: true,
         keepalive: KeepaliveMode::Auto,
         amd_false_positive_rate: 0.0,
+        amd_review_fraction: 0.0,
+        amd_review_seconds: 6,
         wrap_up: Duration::from_secs(10),
         dispositions: waihu_actors::agent::wrapup::default_codes().into(),
         script: None,

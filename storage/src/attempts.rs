@@ -136,6 +136,13 @@ pub enum Write {
     WrapUp(crate::WrapUpRecord),
     /// The record of an agent-side leg of a customer's call.
     Leg(Box<crate::LegRecord>),
+    /// An AMD review sample (sealed on write).
+    Review {
+        campaign: CampaignId,
+        attempt: AttemptId,
+        at_unix_ms: u64,
+        wav: Vec<u8>,
+    },
     /// Nothing to write: resolves once everything before it is on disk.
     Barrier,
 }
@@ -232,6 +239,9 @@ impl Store {
             Write::AgentStatus { agent, status } => self.put_agent_status(*agent, status),
             Write::WrapUp(w) => self.put_wrap_up(w),
             Write::Leg(l) => self.put_leg(l),
+            Write::Review { campaign, attempt, at_unix_ms, wav } => {
+                self.put_review(*campaign, *attempt, *at_unix_ms, wav)
+            }
             Write::Barrier => Ok(()),
         }
     }

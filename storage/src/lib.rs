@@ -10,6 +10,7 @@ pub mod codec;
 pub mod contacts;
 pub mod dnc;
 pub mod key;
+pub mod reviews;
 mod seal;
 pub mod wrapups;
 
@@ -22,6 +23,7 @@ pub use contacts::{
 };
 pub use dnc::DncEntry;
 pub use key::{KeySource, KEY_ENV};
+pub use reviews::{Review, ReviewCounts};
 pub use wrapups::{LegRecord, LegRole, WrapUpRecord};
 
 use std::path::Path;
@@ -69,6 +71,7 @@ pub struct Store {
     agent_log: sled::Tree,
     wrapups: sled::Tree,
     articles: sled::Tree,
+    reviews: sled::Tree,
     legs: sled::Tree,
     sealer: std::sync::Arc<seal::Sealer>,
     /// The group-commit thread, started on first use (it holds a clone of the store).
@@ -132,6 +135,7 @@ impl Store {
             agent_log: db.open_tree("agent_log")?,
             wrapups: db.open_tree("wrapups")?,
             articles: db.open_tree("articles")?,
+            reviews: db.open_tree("reviews")?,
             legs: db.open_tree("legs")?,
             committer: Default::default(),
             commit_counters: Default::default(),

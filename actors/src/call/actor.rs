@@ -242,6 +242,8 @@ impl CallActor {
             MediaCommand::Bridge { peer, .. } => vec![ShardCommand::Bridge { a: call, b: peer }],
             MediaCommand::Unbridge => vec![ShardCommand::Unbridge { call }],
             MediaCommand::Play { audio } => vec![ShardCommand::Play { call, audio, looped: false }],
+            MediaCommand::StartRecording => vec![ShardCommand::StartRecording { call }],
+            MediaCommand::StopRecording => vec![ShardCommand::StopRecording { call }],
             MediaCommand::Close => vec![ShardCommand::Close { call }],
         };
         for cmd in cmds {

@@ -171,6 +171,10 @@ pub struct FlowConfig {
     /// NOTIFY), and reported as [`Progress::ReferRequested`] for the agent to carry out.
     /// Otherwise a far end's REFER is declined (603).
     pub honour_refer: bool,
+    /// Record the first this-long of the answered call; kept (as
+    /// [`Progress::ReviewSample`]) only if AMD says machine, for an operator to check the
+    /// verdict (the abandon rate counts AMD's false positives).
+    pub review_sample: Option<Duration>,
     /// Wall-clock time of the start (Unix ms): the record's timestamps are this plus the
     /// monotonic offsets, so a wall-clock jump mid-call cannot bend them.
     pub started_unix_ms: u64,
@@ -210,6 +214,7 @@ impl Default for FlowConfig {
             safe_harbour: None,
             connect_within: Duration::from_secs(2),
             honour_refer: false,
+            review_sample: None,
             started_unix_ms: 0,
         }
     }
@@ -291,6 +296,10 @@ pub enum MediaCommand {
     Play {
         audio: Arc<[i16]>,
     },
+    /// Record the leg (its far end on the left channel); the WAV comes back as
+    /// [`MediaEvent::Recording`] when it stops or the leg closes.
+    StartRecording,
+    StopRecording,
     /// Close the session: its statistics come back as [`MediaEvent::Closed`].
     Close,
 }
@@ -362,6 +371,11 @@ pub enum Progress {
     ReferRequested {
         target: String,
     },
+    /// The first seconds of a call AMD said was a machine, kept for an operator's review
+    /// (`review_sample`): 8 kHz WAV, the far end on the left channel.
+    ReviewSample {
+        wav: Arc<[u8]>,
+    },
     HangingUp {
         reason: HangupReason,
     },
@@ -397,6 +411,8 @@ pub enum Timer {
     Transfer,
     /// Waiting for the NOTIFY that ends an accepted transfer.
     TransferWait,
+    /// The review recording's first seconds are over.
+    Review,
     /// A live person waits for an agent: the 2-second rule's deadline.
     Connect,
     /// The in-flight in-dialog request has had no result.
@@ -405,8 +421,9 @@ pub enum Timer {
     Linger,
 }
 
-const TIMERS: [Timer; 9] = [
+const TIMERS: [Timer; 10] = [
     Timer::MaxDuration,
+    Timer::Review,
     Timer::Connect,
     Timer::Refresh,
     Timer::Hold,
@@ -459,6 +476,8 @@ pub struct CallFlow {
     answered: Option<Instant>,
     early_analysis: bool,
     machine_waiting_for_beep: bool,
+    /// The review recording, done before AMD decided: kept if it says machine.
+    pending_review: Option<Arc<[u8]>>,
     hung_up: bool,
     cancel_sent: bool,
     held: bool,
@@ -521,6 +540,7 @@ impl CallFlow {
             answered: None,
             early_analysis: false,
             machine_waiting_for_beep: false,
+            pending_review: None,
             hung_up: false,
             cancel_sent: false,
             held: false,
@@ -660,6 +680,11 @@ impl CallFlow {
                     self.abandoning = true;
                     self.progress(Progress::SafeHarbour);
                     self.media(MediaCommand::Play { audio });
+                }
+            }
+            Timer::Review => {
+                if !self.media_closed {
+                    self.media(MediaCommand::StopRecording);
                 }
             }
             // The REFER was accepted and no NOTIFY said how it went: it is the far end's now.
@@ -889,6 +914,10 @@ impl CallFlow {
             self.stop_amd();
         }
         self.set(Timer::MaxDuration, Some(now + self.cfg.max_duration));
+        if let Some(first) = self.cfg.review_sample {
+            self.media(MediaCommand::StartRecording);
+            self.set(Timer::Review, Some(now + first));
+        }
         if let Some(after) = self.cfg.hold_after {
             self.auto_resume = true;
             self.set(Timer::Hold, Some(now + after));
@@ -1020,8 +1049,15 @@ impl CallFlow {
             }
             MediaEvent::Media { event: SessionEvent::NewStream { .. }, .. }
             | MediaEvent::FirstPacket { .. }
-            | MediaEvent::Stats { .. }
-            | MediaEvent::Recording { .. } => {}
+            | MediaEvent::Stats { .. } => {}
+            // The review recording: kept only for a machine verdict.
+            MediaEvent::Recording { wav, .. } if self.cfg.review_sample.is_some() => match self.rec.answered_by {
+                Some(AnsweredBy::Machine) => self.progress(Progress::ReviewSample { wav: wav.into() }),
+                // Recorded before the verdict: it waits for it.
+                None => self.pending_review = Some(wav.into()),
+                Some(_) => {}
+            },
+            MediaEvent::Recording { .. } => {}
             MediaEvent::Relaying { .. } => self.progress(Progress::Relaying),
             MediaEvent::PlayDone { .. } => {
                 if self.abandoning && self.live() {
@@ -1067,6 +1103,9 @@ impl CallFlow {
                 let by = dec.verdict.answered_by();
                 let after = ms(now.saturating_duration_since(answered));
                 self.rec.answered_by = Some(by);
+                if let Some(wav) = self.pending_review.take().filter(|_| by == AnsweredBy::Machine) {
+                    self.progress(Progress::ReviewSample { wav });
+                }
                 self.rec.amd_cause = Some(dec.cause.to_string());
                 self.rec.amd_after_answer_ms = Some(after);
                 self.progress(Progress::Amd {

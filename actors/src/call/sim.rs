@@ -676,6 +676,36 @@ fn a_not_sure_verdict_is_treated_as_a_person_under_the_two_second_rule() {
 }
 
 #[test]
+fn a_review_sample_records_the_first_seconds_and_keeps_them_only_for_a_machine() {
+    let cfg = FlowConfig {
+        hangup_on: HangupOn::Never,
+        review_sample: Some(secs(6)),
+        max_duration: secs(20),
+        ..FlowConfig::default()
+    };
+    let records = |o: &Output| matches!(o, Output::Media(MediaCommand::StartRecording));
+    let stops = |o: &Output| matches!(o, Output::Media(MediaCommand::StopRecording));
+    let kept = |o: &Output| matches!(o, Output::Progress(Progress::ReviewSample { wav }) if wav.len() == 3);
+    for (verdict, keep) in [(Verdict::Machine { beep_at: None }, 1), (Verdict::Human, 0)] {
+        let mut sim = Sim::new(cfg.clone(), Far::default());
+        answered_at(&mut sim, 1000);
+        amd(&mut sim, 3000, decided(verdict, 2000));
+        sim.at(Duration::from_millis(7100), Input::Media(MediaEvent::Recording { call: 0, wav: vec![1, 2, 3] }));
+        sim.progress();
+        assert_eq!(sim.sent(records), vec![secs(1)], "from the answer");
+        assert_eq!(sim.sent(stops), vec![secs(7)], "6 s later");
+        assert_eq!(sim.count(kept), keep, "{verdict:?}");
+    }
+    // A verdict after the recording's end: the recording waits for it.
+    let mut sim = Sim::new(cfg, Far::default());
+    answered_at(&mut sim, 1000);
+    sim.at(Duration::from_millis(7100), Input::Media(MediaEvent::Recording { call: 0, wav: vec![1, 2, 3] }));
+    amd(&mut sim, 8000, decided(Verdict::Machine { beep_at: None }, 7000));
+    sim.progress();
+    assert_eq!(sim.count(kept), 1, "kept at the late machine verdict");
+}
+
+#[test]
 fn amd_machine_without_waiting_hangs_up_at_the_verdict() {
     let cfg = FlowConfig { hangup_on: HangupOn::Machine, ..FlowConfig::default() };
     let mut sim = Sim::new(cfg, Far::default());

@@ -478,6 +478,8 @@ impl CampaignActor {
             message: self.cfg.message.clone(),
             safe_harbour: self.cfg.safe_harbour.clone(),
             keepalive: self.cfg.keepalive,
+            review_sample: (self.cfg.amd && sampled(d.attempt, self.cfg.amd_review_fraction))
+                .then(|| Duration::from_secs(self.cfg.amd_review_seconds)),
             ..FlowConfig::default()
         }
         .with_sip_t1(self.env.sip_t1);
@@ -486,6 +488,10 @@ impl CampaignActor {
         let (a1, a2) = (ctx.address(), ctx.address());
         let staffed = self.staffed.is_some();
         let progress = Box::new(move |_: CallId, p: &Progress| {
+            if let Progress::ReviewSample { wav } = p {
+                a1.do_send(ReviewSampled { attempt, wav: wav.clone() });
+                return;
+            }
             let heard = match p {
                 // Not sure: maybe a person, so they get an agent (or the safe-harbour
                 // message), never silence.
@@ -636,6 +642,10 @@ impl Actor for CampaignActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        // The operators' verdicts so far set the AMD false-positive rate.
+        if let Ok(c) = self.env.store.review_counts(self.id()) {
+            self.machine.set_reviewed(c.reviewed, c.humans);
+        }
         // Attempts closed as interrupted at load go to the store first.
         self.pump(ctx);
     }
@@ -745,6 +755,33 @@ impl Handler<CallHeard> for CampaignActor {
     }
 }
 
+/// A machine call's first seconds, for an operator's review.
+#[derive(Debug)]
+struct ReviewSampled {
+    attempt: AttemptId,
+    wav: Arc<[u8]>,
+}
+
+impl Message for ReviewSampled {
+    type Result = ();
+}
+
+impl Handler<ReviewSampled> for CampaignActor {
+    type Result = ();
+    fn handle(&mut self, m: ReviewSampled, ctx: &mut Context<Self>) {
+        let w = Write::Review { campaign: self.id(), attempt: m.attempt, at_unix_ms: unix_ms(), wav: m.wav.to_vec() };
+        let rx = self.env.store.submit(w);
+        self.report_failure(rx, ctx);
+    }
+}
+
+/// Whether attempt `attempt` is in the review sample: a fixed share of attempts, spread by
+/// a hash of the id (deterministic: the same attempt is always in or out).
+fn sampled(attempt: AttemptId, fraction: f64) -> bool {
+    let h = attempt.wrapping_add(0x9e37_79b9).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40; // 24 bits
+    (h as f64) < fraction * (1u64 << 24) as f64
+}
+
 impl Handler<Dispose> for CampaignActor {
     type Result = ();
 
@@ -799,6 +836,14 @@ impl Handler<CallProgress> for CampaignActor {
 #[cfg(test)]
 mod tests {
     use super::mask;
+
+    #[test]
+    fn the_review_sample_takes_its_share_of_attempts() {
+        let n = (1..=100_000).filter(|&a| super::sampled(a, 0.05)).count();
+        assert!((4_700..=5_300).contains(&n), "{n} of 100,000 for 5%");
+        assert_eq!((1..=1000).filter(|&a| super::sampled(a, 0.0)).count(), 0);
+        assert_eq!((1..=1000).filter(|&a| super::sampled(a, 1.0)).count(), 1000);
+    }
 
     #[test]
     fn numbers_are_masked_in_logs() {

@@ -10,7 +10,9 @@
 //! ring_timeout_seconds = 25
 //! max_duration_seconds = 120
 //! keepalive = "auto"              # while nothing plays: auto (CN, else silence), silence, off
-//! amd_false_positive_rate = 0.02  # people AMD called machines (from review): counted as abandons
+//! amd_false_positive_rate = 0.02  # people AMD called machines, until 20 review samples are judged
+//! amd_review_fraction = 0.05      # a share of the machine calls kept (first seconds) for review
+//! amd_review_seconds = 6
 //! wrap_up_seconds = 10            # campaigns with agents: wrap-up after a call, at most
 //! script = "script.txt"          # the agents' call script: {name}, {agent}, any list column
 //! routing = "skills"              # longest-idle (default), least-talk, fewest-calls, skills, ring-all
@@ -89,6 +91,10 @@ struct Raw {
     /// profile says so).
     #[serde(default)]
     amd_false_positive_rate: f64,
+    #[serde(default)]
+    amd_review_fraction: f64,
+    #[serde(default = "default_review_seconds")]
+    amd_review_seconds: u64,
     /// Campaigns with agents: the longest wrap-up after a call, then the agent is
     /// available again.
     #[serde(default = "default_wrap_up")]
@@ -121,6 +127,9 @@ fn default_max_duration() -> u64 {
 fn default_wrap_up() -> u64 {
     10
 }
+fn default_review_seconds() -> u64 {
+    6
+}
 fn default_true() -> bool {
     true
 }
@@ -143,6 +152,10 @@ pub struct CampaignConfig {
     pub amd: bool,
     pub keepalive: KeepaliveMode,
     pub amd_false_positive_rate: f64,
+    /// The share of attempts whose first `amd_review_seconds` are recorded; kept for an
+    /// operator's review when AMD says machine.
+    pub amd_review_fraction: f64,
+    pub amd_review_seconds: u64,
     pub wrap_up: std::time::Duration,
     pub trunks: Vec<Arc<TrunkConfig>>,
     pub retry: RetryPolicy,
@@ -200,6 +213,12 @@ impl CampaignConfig {
         }
         if !(0.0..=1.0).contains(&raw.amd_false_positive_rate) {
             return Err(invalid("amd_false_positive_rate", "must be between 0 and 1"));
+        }
+        if !(0.0..=1.0).contains(&raw.amd_review_fraction) {
+            return Err(invalid("amd_review_fraction", "must be between 0 and 1"));
+        }
+        if !(1..=30).contains(&raw.amd_review_seconds) {
+            return Err(invalid("amd_review_seconds", "must be 1 to 30"));
         }
         if raw.trunks.is_empty() {
             return Err(invalid("trunk", "at least one [[trunk]] is needed"));
@@ -272,6 +291,8 @@ impl CampaignConfig {
             amd: raw.amd,
             keepalive: raw.keepalive.parse().map_err(|e: String| invalid("keepalive", e))?,
             amd_false_positive_rate: raw.amd_false_positive_rate,
+            amd_review_fraction: raw.amd_review_fraction,
+            amd_review_seconds: raw.amd_review_seconds,
             wrap_up: std::time::Duration::from_secs(raw.wrap_up_seconds),
             trunks: raw.trunks.into_iter().map(Arc::new).collect(),
             retry: raw.retry.unwrap_or_default(),

@@ -111,7 +111,16 @@ pub struct Status {
     /// positives counted as both where the profile says so (broadcast: no abandons).
     pub abandon_rate: f64,
     pub estimated_amd_false_positives: f64,
+    /// The AMD false-positive rate used: measured from the operators' reviews once
+    /// [`MIN_REVIEWED`] samples are judged, the configured one before.
+    pub amd_false_positive_rate: f64,
+    /// Review samples judged (and how many of them were people).
+    pub amd_reviewed: u64,
+    pub amd_reviewed_people: u64,
 }
+
+/// Review samples judged before their rate replaces the configured one.
+pub const MIN_REVIEWED: u64 = 20;
 
 #[derive(Debug)]
 struct Slot {
@@ -143,6 +152,8 @@ pub struct Campaign {
     live: VecDeque<(DateTime<Utc>, Answer)>,
     /// Campaigns with agents: the lines the pacer has granted and no dial has used yet.
     granted: u32,
+    /// Review samples the operators judged, and how many were people.
+    reviewed: (u64, u64),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,6 +202,7 @@ impl Campaign {
             blocked_by_rule: BTreeMap::new(),
             final_by_label: BTreeMap::new(),
             finals: 0,
+            reviewed: (0, 0),
             granted: 0,
             live: VecDeque::new(),
         };
@@ -590,6 +602,20 @@ impl Campaign {
         self.out.push_back(Output::Ended { attempt, contact, disposition: d, state });
     }
 
+    /// The operators' verdicts on the review samples so far: `reviewed` judged, `people`
+    /// of them live people AMD called machines.
+    pub fn set_reviewed(&mut self, reviewed: u64, people: u64) {
+        self.reviewed = (reviewed, people.min(reviewed));
+    }
+
+    /// The AMD false-positive rate: measured once enough samples are judged.
+    fn fp_rate(&self) -> f64 {
+        match self.reviewed {
+            (n, people) if n >= MIN_REVIEWED => people as f64 / n as f64,
+            _ => self.cfg.amd_false_positive_rate,
+        }
+    }
+
     pub fn status(&mut self, now: DateTime<Utc>) -> Status {
         let window = Duration::from_std(self.cfg.profile.abandon_window).unwrap_or(Duration::days(30));
         while self.live.front().is_some_and(|(t, _)| *t + window < now) {
@@ -599,8 +625,8 @@ impl Campaign {
         let (people, abandoned, machines) = (count(Answer::Live), count(Answer::Abandoned), count(Answer::Machine));
         // People AMD took for machines were hung up on: abandoned calls too, where the
         // profile says so (estimated from the reviewed sample's false-positive rate).
-        let fp =
-            if self.cfg.profile.count_amd_false_positives { self.cfg.amd_false_positive_rate * machines } else { 0.0 };
+        let rate = self.fp_rate();
+        let fp = if self.cfg.profile.count_amd_false_positives { rate * machines } else { 0.0 };
         let answered = people + abandoned + fp;
         Status {
             run: Some(self.run),
@@ -619,6 +645,9 @@ impl Campaign {
             callbacks: self.contacts.values().filter(|s| s.state.callback.is_some()).count(),
             abandon_rate: if answered > 0.0 { (abandoned + fp) / answered } else { 0.0 },
             estimated_amd_false_positives: fp,
+            amd_false_positive_rate: rate,
+            amd_reviewed: self.reviewed.0,
+            amd_reviewed_people: self.reviewed.1,
         }
     }
 }
@@ -649,6 +678,8 @@ mod tests {
             amd: true,
             keepalive: crate::call::KeepaliveMode::Auto,
             amd_false_positive_rate: 0.05,
+            amd_review_fraction: 0.0,
+            amd_review_seconds: 6,
             wrap_up: std::time::Duration::from_secs(10),
             dispositions: crate::agent::wrapup::default_codes().into(),
             script: None,
@@ -946,6 +977,16 @@ mod tests {
         let s = c.status(now);
         assert!((s.estimated_amd_false_positives - 1.0).abs() < 1e-9);
         assert!((s.abandon_rate - 3.0 / 21.0).abs() < 1e-9, "{}", s.abandon_rate);
+        // Reviews replace the configured rate once 20 are judged: 2 people in 19 is not yet
+        // enough; 4 in 20 (20%) is.
+        c.set_reviewed(19, 2);
+        assert!((c.status(now).amd_false_positive_rate - 0.05).abs() < 1e-9);
+        c.set_reviewed(20, 4);
+        let s = c.status(now);
+        assert!((s.amd_false_positive_rate - 0.2).abs() < 1e-9);
+        assert!((s.estimated_amd_false_positives - 4.0).abs() < 1e-9, "20% of 20 machines");
+        assert!((s.abandon_rate - 6.0 / 24.0).abs() < 1e-9, "{}", s.abandon_rate);
+        c.set_reviewed(0, 0);
         // The profile's window: a day later under us_tsr's 30 days they still count.
         assert!(c.status(now + Duration::days(1)).abandon_rate > 0.1);
         assert_eq!(c.status(now + Duration::days(31)).abandon_rate, 0.0);
