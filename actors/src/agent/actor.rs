@@ -199,6 +199,7 @@ pub struct ConsultFor {
 #[derive(Debug)]
 pub struct ConsultReady {
     call: CallId,
+    from_agent: AgentId,
     leg: CallId,
     shard: usize,
     addr: Option<Addr<CallActor>>,
@@ -209,6 +210,8 @@ pub struct ConsultReady {
 #[derive(Debug)]
 pub struct ConsultRefused {
     pub call: CallId,
+    /// The agent who cannot be consulted.
+    pub agent: AgentId,
 }
 
 /// To the consulted agent: the customer is yours now (the transfer completed).
@@ -321,6 +324,8 @@ struct ThirdParty {
     /// A consulted agent (through the router): its actor, once it is on the line.
     agent: Option<AgentId>,
     agent_addr: Option<Addr<AgentActor>>,
+    /// The customer's call it is about.
+    customer: CallId,
 }
 
 impl ThirdParty {
@@ -470,16 +475,16 @@ impl AgentActor {
         // A call the agent no longer holds: its leg goes, and so does a supervisor on it.
         if to.call().is_none() || matches!(to, AgentState::WrapUp { .. }) {
             let job = self.job.take();
-            self.end_monitor(ctx);
-            if let (Some(t), Some(j)) = (self.third.take(), job.as_ref()) {
-                t.let_go(j.customer.call.call);
+            self.end_monitor(false);
+            if let Some(t) = self.third.take() {
+                t.let_go(t.customer);
             }
             if let Some(job) = job {
                 job.release_leg();
                 if let Some(from) = self.consult_from.take() {
                     // Consulted, and this agent's leg is gone: the customer stays the
                     // colleague's, who goes back to them.
-                    from.do_send(ConsultRefused { call: job.customer.call.call });
+                    from.do_send(ConsultRefused { call: job.customer.call.call, agent: self.spec.id });
                 } else if matches!(to, AgentState::WrapUp { .. }) {
                     // The agent ended it, or the customer did: both sides go.
                     let _ = job.customer.commands.try_send(CallCommand(Command::Hangup));
@@ -520,7 +525,7 @@ impl AgentActor {
         job.release_leg();
         if let Some(from) = self.consult_from.take() {
             // Consulted by a colleague: the customer is theirs; they go back to them.
-            from.do_send(ConsultRefused { call });
+            from.do_send(ConsultRefused { call, agent: self.spec.id });
             return;
         }
         if job.bridged {
@@ -621,11 +626,13 @@ impl AgentActor {
 
     /// Ends monitoring: the mix goes, the customer and the agent are bridged again (when
     /// the agent still holds the call), and the supervisor's leg is hung up.
-    fn end_monitor(&mut self, _ctx: &mut Context<Self>) {
+    /// `rebridge`: false when the caller takes the legs elsewhere at once (hold, transfer):
+    /// a bridge ordered across shards now would land after their unbridge.
+    fn end_monitor(&mut self, rebridge: bool) {
         let Some(mon) = self.monitoring.take() else { return };
         if let Some((home, legs)) = &mon.mixed {
             let _ = self.env.plane.end_mix_across(mon.leg, *home, legs);
-            if self.job.as_ref().is_some_and(|j| j.customer.call.call == mon.customer) {
+            if rebridge && self.job.as_ref().is_some_and(|j| j.customer.call.call == mon.customer) {
                 self.rebridge();
             }
         }
@@ -651,6 +658,7 @@ impl AgentActor {
             // Consulted: the colleague bridges to this leg; the customer is not ours (yet).
             let ready = ConsultReady {
                 call,
+                from_agent: self.spec.id,
                 leg: job.leg,
                 shard: job.leg_shard,
                 addr: job.leg_addr.clone(),
@@ -722,7 +730,8 @@ impl AgentActor {
             max_duration: Duration::from_secs(12 * 3600),
             keepalive: KeepaliveMode::Silence,
             // The agent's own phone may transfer its customer (its transfer key).
-            honour_refer: leg & (AGENT_LEG_BIT | THIRD_PARTY_BIT) == AGENT_LEG_BIT,
+            // (Not a persistent session: the phone hangs up after a transfer, which would end it.)
+            honour_refer: leg & (AGENT_LEG_BIT | THIRD_PARTY_BIT | MONITOR_BIT) == AGENT_LEG_BIT,
             ..FlowConfig::default()
         };
         let spec = CallSpec { flow, trunk, shard: Some(shard), call_id: None };
@@ -838,7 +847,7 @@ impl AgentActor {
         if matches!(to, Target::Agent(_)) {
             return Err(TransferError::AgentIsNotATarget);
         }
-        self.end_monitor(ctx);
+        self.end_monitor(false);
         let (leg, _) = self.dial_third(to, ctx)?;
         let Some(job) = self.job.take() else { return Err(TransferError::NotOnCall) };
         let call = job.customer.call.call;
@@ -1032,12 +1041,12 @@ impl Handler<Withdrawn> for AgentActor {
 
 impl Handler<HoldCustomer> for AgentActor {
     type Result = ();
-    fn handle(&mut self, m: HoldCustomer, ctx: &mut Context<Self>) {
+    fn handle(&mut self, m: HoldCustomer, _ctx: &mut Context<Self>) {
         if self.third.is_some() {
             return; // a consultation holds the customer already
         }
         // A supervisor on the call leaves it first (the hold unbridges both sides).
-        self.end_monitor(ctx);
+        self.end_monitor(false);
         if let (Some(job), AgentState::OnCall { .. }) = (&self.job, self.agent.state()) {
             // The customer hears music and is not heard; the agent's side is unbridged too, so
             // nothing of the agent reaches the customer meanwhile (across shards as well).
@@ -1080,7 +1089,7 @@ impl Handler<TransferCustomer> for AgentActor {
             }
             return;
         }
-        self.end_monitor(ctx);
+        self.end_monitor(false);
         let Some(job) = self.job.take() else { return };
         let call = job.customer.call.call;
         // This agent lets go of the customer (its leg unbridged or hung up), and the
@@ -1130,14 +1139,15 @@ impl Handler<ConsultTransfer> for AgentActor {
         if self.third.is_some() {
             return Err(TransferError::Busy);
         }
-        self.end_monitor(ctx);
+        self.end_monitor(false);
         let (leg, shard) = self.dial_third(&m.to, ctx)?;
         let (consult, steps) = Consult::start();
         let agent = match m.to {
             Target::Agent(a) => Some(a),
             _ => None,
         };
-        self.third = Some(ThirdParty { leg, shard, addr: None, consult, agent, agent_addr: None });
+        let customer = self.job.as_ref().map_or(0, |j| j.customer.call.call);
+        self.third = Some(ThirdParty { leg, shard, addr: None, consult, agent, agent_addr: None, customer });
         self.apply(steps, ctx);
         Ok(())
     }
@@ -1179,7 +1189,7 @@ impl Handler<ConsultFor> for AgentActor {
         let call = m.customer.call.call;
         self.agent.handle_input(Input::Reserve { call }, Instant::now());
         if self.agent.state() != &(AgentState::Reserved { call }) {
-            m.from.do_send(ConsultRefused { call });
+            m.from.do_send(ConsultRefused { call, agent: self.spec.id });
             self.drive(ctx);
             return;
         }
@@ -1196,7 +1206,7 @@ impl Handler<ConsultReady> for AgentActor {
     type Result = ();
     fn handle(&mut self, m: ConsultReady, ctx: &mut Context<Self>) {
         let ours = self.job.as_ref().is_some_and(|j| j.customer.call.call == m.call);
-        let Some(t) = self.third.as_mut().filter(|t| t.agent.is_some() && ours) else {
+        let Some(t) = self.third.as_mut().filter(|t| t.agent == Some(m.from_agent) && ours) else {
             m.agent.do_send(ConsultEnded { call: m.call });
             return;
         };
@@ -1210,7 +1220,7 @@ impl Handler<ConsultRefused> for AgentActor {
     type Result = ();
     fn handle(&mut self, m: ConsultRefused, ctx: &mut Context<Self>) {
         let ours = self.job.as_ref().is_some_and(|j| j.customer.call.call == m.call);
-        if let Some(t) = self.third.as_ref().filter(|t| t.agent.is_some() && ours) {
+        if let Some(t) = self.third.as_ref().filter(|t| t.agent == Some(m.agent) && ours) {
             // Back to the customer.
             let steps = t.consult.consulted_gone();
             self.apply(steps, ctx);
@@ -1316,8 +1326,8 @@ impl Handler<WrapUpCall> for AgentActor {
 
 impl Handler<StopMonitor> for AgentActor {
     type Result = ();
-    fn handle(&mut self, _: StopMonitor, ctx: &mut Context<Self>) {
-        self.end_monitor(ctx);
+    fn handle(&mut self, _: StopMonitor, _ctx: &mut Context<Self>) {
+        self.end_monitor(true);
     }
 }
 
@@ -1417,7 +1427,7 @@ impl Handler<LegEnded> for AgentActor {
             // A supervisor's leg: they hung up (or never answered), or we did.
             if let Some(mon) = self.monitoring.as_mut().filter(|s| s.leg == m.leg) {
                 mon.addr = None;
-                self.end_monitor(ctx);
+                self.end_monitor(true);
             }
             let call = m.leg & CUSTOMER_BITS;
             (self.sink)(&AgentEvent::MonitorRecord { agent: self.spec.id, call, record: m.record });

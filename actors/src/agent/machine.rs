@@ -248,6 +248,7 @@ impl Agent {
                 if let S::OnCall { call } = self.state {
                     self.out.push_back(Output::Abandon { call });
                 }
+                self.logout_after_call = false;
                 self.go(S::LoggedOut, now)
             }
             (Input::Pause { reason }, S::Available | S::Paused { .. }) => self.go(S::Paused { reason }, now),
@@ -286,6 +287,7 @@ impl Agent {
                     self.out.push_back(Output::Abandon { call });
                 }
                 self.pending_pause = None;
+                self.logout_after_call = false;
                 self.go(S::LoggedOut, now)
             }
             // Anything else (a stale call id, a duplicate) changes nothing.

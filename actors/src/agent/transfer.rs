@@ -121,7 +121,8 @@ impl Consult {
     /// The consultation is called off: the third party is hung up and the agent is back
     /// with the customer.
     pub fn cancel(self) -> Vec<Step> {
-        vec![Step::HangUpConsulted, Step::Resume(Party::Customer), Step::Bridge(Party::Customer)]
+        // The third party goes last: the customer's steps need it still known.
+        vec![Step::Resume(Party::Customer), Step::Bridge(Party::Customer), Step::HangUpConsulted]
     }
 
     /// The third party hung up (or never answered): back to the customer.
@@ -151,7 +152,7 @@ mod tests {
     fn complete_needs_an_answer_and_cancel_or_a_lost_party_returns_to_the_customer() {
         let (c, _) = Consult::start();
         assert_eq!(c.complete(), Err(TransferError::NotAnswered));
-        assert_eq!(c.cancel(), [Step::HangUpConsulted, Step::Resume(Customer), Step::Bridge(Customer)]);
+        assert_eq!(c.cancel(), [Step::Resume(Customer), Step::Bridge(Customer), Step::HangUpConsulted]);
         let (mut c, _) = Consult::start();
         c.answered();
         assert_eq!(c.consulted_gone(), [Step::Resume(Customer), Step::Bridge(Customer)]);

@@ -129,6 +129,9 @@ struct Slot {
     region: Option<String>,
     dnc: Option<String>,
     state: ContactState,
+    /// A wrap-up that came while the contact's attempt was still up (the agent's side ended
+    /// first): applied once the attempt's own end is in.
+    pending_wrap: Option<crate::agent::wrapup::Effect>,
 }
 
 #[derive(Debug)]
@@ -225,8 +228,10 @@ impl Campaign {
                 *c.final_by_label.entry(label.clone()).or_default() += 1;
                 c.finals += 1;
             }
-            c.contacts
-                .insert(meta.id, Slot { priority: meta.priority, zones, region: meta.region, dnc: meta.dnc, state });
+            c.contacts.insert(
+                meta.id,
+                Slot { priority: meta.priority, zones, region: meta.region, dnc: meta.dnc, state, pending_wrap: None },
+            );
         }
         let open: HashMap<AttemptId, ContactId> = open_attempts.iter().copied().collect();
         let ids: Vec<ContactId> = c.contacts.keys().copied().collect();
@@ -372,6 +377,10 @@ impl Campaign {
     }
 
     fn wrapped_up(&mut self, contact: ContactId, e: crate::agent::wrapup::Effect) {
+        if let Some(slot) = self.contacts.get_mut(&contact).filter(|s| s.state.in_flight.is_some()) {
+            slot.pending_wrap = Some(e);
+            return;
+        }
         match e.again_at {
             Some(at) if e.is_callback => {
                 self.schedule_callback(contact, at, e.for_agent.map(|a| a.to_string()));
@@ -599,7 +608,12 @@ impl Campaign {
             }
         }
         let state = slot.state.clone();
+        let pending = slot.pending_wrap.take();
         self.out.push_back(Output::Ended { attempt, contact, disposition: d, state });
+        // The agent's wrap-up, given before the attempt's end was in: it decides now.
+        if let Some(e) = pending {
+            self.wrapped_up(contact, e);
+        }
     }
 
     /// The operators' verdicts on the review samples so far: `reviewed` judged, `people`
@@ -905,6 +919,24 @@ mod tests {
             "{out:?}"
         );
         assert_eq!(c.status(now).callbacks, 1);
+
+        // A wrap-up that reaches the campaign before its attempt's end waits for it.
+        let mut c = Campaign::new(1, config(1, 5), RunState::Running, vec![contact(7, 0)], &[], now);
+        c.handle_input(Input::Line { attempt: 70, trunk: 0 }, now);
+        outputs(&mut c);
+        c.handle_input(
+            Input::WrappedUp { contact: 7, effect: effect(WrapUp { code: "sale".into(), ..WrapUp::default() }) },
+            now,
+        );
+        assert!(outputs(&mut c).is_empty(), "not while the call is up");
+        c.handle_input(Input::Ended { attempt: 70, disposition: Disposition::Answered }, now);
+        let out = outputs(&mut c);
+        assert!(
+            out.iter().any(
+                |o| matches!(o, Output::State { contact: 7, state } if state.final_label.as_deref() == Some("sale"))
+            ),
+            "{out:?}"
+        );
     }
 
     #[test]

@@ -257,7 +257,7 @@ impl Handler<ConsultAgent> for RouterActor {
                 self.feed(Input::Unavailable { agent: m.agent }, ctx);
                 addr.do_send(ConsultFor { from: m.from, customer: m.customer });
             }
-            None => m.from.do_send(ConsultRefused { call }),
+            None => m.from.do_send(ConsultRefused { call, agent: m.agent }),
         }
     }
 }
