@@ -752,6 +752,20 @@ impl AgentActor {
         );
     }
 
+    /// Whether `to` can be dialled for the current job now (what [`AgentActor::dial_third`]
+    /// would refuse at once).
+    fn can_dial(&self, to: &Target) -> Result<(), TransferError> {
+        let job = self.job.as_ref().filter(|j| j.bridged).ok_or(TransferError::NotOnCall)?;
+        if self.third.is_some() {
+            return Err(TransferError::Busy);
+        }
+        match to {
+            Target::Phone(user) => self.target_of(user).map(|_| ()).ok_or_else(|| TransferError::NoPhone(user.clone())),
+            Target::Number(_) => job.customer.trunk.as_ref().map(|_| ()).ok_or(TransferError::NoTrunk),
+            Target::Agent(_) => Err(TransferError::AgentIsNotATarget),
+        }
+    }
+
     /// Calls a third party for the customer of the current job, on the customer's shard.
     fn dial_third(&mut self, to: &Target, ctx: &mut Context<Self>) -> Result<(CallId, usize), TransferError> {
         let job = self.job.as_ref().filter(|j| j.bridged).ok_or(TransferError::NotOnCall)?;
@@ -1258,16 +1272,33 @@ impl Handler<ConsultEnded> for AgentActor {
 impl Handler<PhoneRefer> for AgentActor {
     type Result = ();
     fn handle(&mut self, m: PhoneRefer, ctx: &mut Context<Self>) {
-        if self.job.as_ref().is_none_or(|j| j.leg != m.leg) || !matches!(self.agent.state(), AgentState::OnCall { .. })
-        {
+        let leg = self.job.as_ref().filter(|j| j.leg == m.leg).and_then(|j| j.leg_addr.clone());
+        let notify = |status: u16| {
+            if let Some(l) = &leg {
+                l.do_send(CallCommand(Command::NotifyRefer { status }));
+            }
+        };
+        if leg.is_none() || !matches!(self.agent.state(), AgentState::OnCall { .. }) {
+            notify(603);
             return;
         }
-        let Some(to) = Target::from_refer_to(&m.target) else {
-            eprintln!("waihu: agent {}: the phone's REFER names nothing to call: {}", self.spec.id, m.target);
-            return;
+        // The phone hears how it went before anything else happens to its leg (it hangs up
+        // after a 200, and keeps its call after a failure).
+        let checked = match Target::from_refer_to(&m.target) {
+            None => Err(format!("the REFER names nothing to call: {}", m.target)),
+            Some(t) => self.can_dial(&t).map(|()| t).map_err(|e| e.to_string()),
         };
-        if let Err(e) = self.blind_to(&to, ctx) {
-            eprintln!("waihu: agent {}: the phone's transfer to {to:?}: {e}", self.spec.id);
+        match checked {
+            Ok(to) => {
+                notify(200);
+                if let Err(e) = self.blind_to(&to, ctx) {
+                    eprintln!("waihu: agent {}: the phone's transfer to {to:?}: {e}", self.spec.id);
+                }
+            }
+            Err(e) => {
+                notify(503);
+                eprintln!("waihu: agent {}: the phone's transfer: {e}", self.spec.id);
+            }
         }
     }
 }

@@ -246,6 +246,11 @@ pub enum Command {
     },
     /// Ends [`Command::HoldWithMusic`].
     EndHold,
+    /// After a REFER this call accepted (`honour_refer`): tell the far end how the transfer
+    /// went (a NOTIFY with this status).
+    NotifyRefer {
+        status: u16,
+    },
     /// We are shutting down: end the call as `Hangup` does, but an attempt cut short before
     /// its answer is `Interrupted`, not held against the contact.
     Shutdown,
@@ -761,6 +766,11 @@ impl CallFlow {
         match c {
             Command::Hangup => self.hang_up(HangupReason::Command, now),
             Command::Shutdown => self.end(HangupReason::Shutdown, sip_call::Input::Shutdown, now),
+            Command::NotifyRefer { status } => {
+                if self.live() && self.cfg.honour_refer {
+                    self.out.push_back(Output::Sip(SipCommand::NotifyRefer { status }));
+                }
+            }
             Command::Hold => {
                 if self.live() {
                     self.auto_resume = false;
@@ -853,9 +863,9 @@ impl CallFlow {
                 self.out.push_back(Output::Sip(SipCommand::AnswerReoffer { id, sdp }));
             }
             SipEvent::Refer { id, target } if self.cfg.honour_refer => {
-                // The agent's own phone: the transfer is ours to make, and its part is done.
+                // The agent's own phone: the transfer is ours to make; how it went follows
+                // as Command::NotifyRefer.
                 self.out.push_back(Output::Sip(SipCommand::AnswerRefer { id, status: 202 }));
-                self.out.push_back(Output::Sip(SipCommand::NotifyRefer { status: 200 }));
                 self.progress(Progress::ReferRequested { target });
             }
             SipEvent::Refer { id, target } => {

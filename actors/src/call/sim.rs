@@ -562,7 +562,11 @@ fn an_agent_phones_refer_is_accepted_notified_and_reported() {
     sim.sip_at(2000, SipEvent::Refer { id: 4, target: "<sip:+8613900000001@127.0.0.1>".into() });
     let r = sim.progress();
     assert_eq!(sim.count(|o| matches!(o, Output::Sip(SipCommand::AnswerRefer { id: 4, status: 202 }))), 1);
-    assert_eq!(sim.count(|o| matches!(o, Output::Sip(SipCommand::NotifyRefer { status: 200 }))), 1);
+    assert_eq!(
+        sim.count(|o| matches!(o, Output::Sip(SipCommand::NotifyRefer { .. }))),
+        0,
+        "not before the agent tried"
+    );
     assert_eq!(
         sim.count(
             |o| matches!(o, Output::Progress(Progress::ReferRequested { target }) if target.contains("+8613900000001"))
@@ -570,6 +574,14 @@ fn an_agent_phones_refer_is_accepted_notified_and_reported() {
         1
     );
     assert_eq!(r.refer_declined, None);
+    // The agent's side says how it went: the NOTIFY carries it.
+    let cfg = FlowConfig { amd: false, max_duration: secs(5), honour_refer: true, ..FlowConfig::default() };
+    let mut sim = Sim::new(cfg, Far::default());
+    answered_at(&mut sim, 1000);
+    sim.sip_at(2000, SipEvent::Refer { id: 4, target: "<sip:+8613900000001@127.0.0.1>".into() });
+    sim.at(Duration::from_millis(2001), Input::Command(Command::NotifyRefer { status: 503 }));
+    sim.progress();
+    assert_eq!(sim.count(|o| matches!(o, Output::Sip(SipCommand::NotifyRefer { status: 503 }))), 1);
 }
 
 #[test]
