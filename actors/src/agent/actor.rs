@@ -1306,6 +1306,10 @@ impl Handler<PhoneRefer> for AgentActor {
 impl Handler<Monitor> for AgentActor {
     type Result = ();
     fn handle(&mut self, m: Monitor, ctx: &mut Context<Self>) {
+        // Not during a consultation: the mix would take the agent's leg from the consulted party.
+        if self.third.is_some() {
+            return;
+        }
         let Some(job) = self.job.as_ref().filter(|j| j.bridged) else { return };
         if !matches!(self.agent.state(), AgentState::OnCall { .. }) {
             return;
