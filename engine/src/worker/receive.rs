@@ -187,7 +187,8 @@ pub(super) fn on_datagram(
         // In a mix: what the leg says goes to the mixer (a held leg is heard by nobody).
         let mix = if s.held { None } else { s.mix.as_ref() };
         let announce = &mut s.announce;
-        let mut mixed = [0i16; ANNOUNCE_FRAME];
+        // Only a leg with an announcement needs the mixing buffer (none is zeroed per packet).
+        let mut mixed: Option<[i16; ANNOUNCE_FRAME]> = None;
         let mut sink = |f: Frame<'_>| {
             if let Some(r) = recording.as_mut() {
                 r.left.extend_from_slice(f.pcm);
@@ -202,6 +203,7 @@ pub(super) fn on_datagram(
                 Some(a) => {
                     let n = f.pcm.len().min(ANNOUNCE_FRAME);
                     let take = n.min(a.audio.len().saturating_sub(a.pos));
+                    let mixed = mixed.get_or_insert([0; ANNOUNCE_FRAME]);
                     for (i, o) in mixed[..n].iter_mut().enumerate() {
                         let extra = if i < take { a.audio[a.pos + i] } else { 0 };
                         *o = f.pcm[i].saturating_add(extra);
